@@ -1,0 +1,174 @@
+import Yams
+
+extension GatewayConfiguration {
+    /// A scalar setting: its flag, environment variable and config-file key.
+    struct Setting {
+        var flag: String?
+        var env: String
+        var fileKey: String?
+    }
+
+    /// Where a resolved value came from, as the operator would name it in a message.
+    struct Resolved {
+        var value: String
+        var key: String
+    }
+
+    static let settings: [String: Setting] = [
+        "bind": Setting(flag: "bind", env: "BIND", fileKey: "bind"),
+        "workers": Setting(flag: "workers", env: "WORKERS", fileKey: "workers"),
+        "upstream": Setting(flag: "upstream", env: "VLLM_UPSTREAM_URL", fileKey: nil),
+        "config": Setting(flag: "config", env: "LLM_GATEWAY_CONFIG", fileKey: nil),
+        "drainTimeout": Setting(flag: "drain-timeout", env: "DRAIN_TIMEOUT", fileKey: "drain_timeout"),
+        "user": Setting(flag: "user", env: "RUN_AS_USER", fileKey: "user"),
+        "bearerToken": Setting(flag: nil, env: "BEARER_TOKEN", fileKey: nil),
+        "rpm": Setting(flag: nil, env: "RATE_LIMIT_RPM", fileKey: "rate_limit_rpm"),
+        "tpm": Setting(flag: nil, env: "RATE_LIMIT_TPM", fileKey: "rate_limit_tpm"),
+        "maxBody": Setting(flag: nil, env: "MAX_REQUEST_BODY_BYTES", fileKey: "max_request_body_bytes"),
+        "breakerEnabled": Setting(flag: nil, env: "CIRCUIT_BREAKER_ENABLED", fileKey: "circuit_breaker_enabled"),
+        "breakerThreshold": Setting(flag: nil, env: "CIRCUIT_BREAKER_THRESHOLD", fileKey: "circuit_breaker_threshold"),
+        "breakerCooldown": Setting(flag: nil, env: "CIRCUIT_BREAKER_COOLDOWN", fileKey: "circuit_breaker_cooldown"),
+        "heartbeat": Setting(flag: nil, env: "WORKER_HEARTBEAT_TIMEOUT", fileKey: "worker_heartbeat_timeout"),
+        "logLevel": Setting(flag: nil, env: "LOG_LEVEL", fileKey: "log_level"),
+    ]
+
+    static let fileSectionKeys: Set<String> = ["upstreams", "models", "keys"]
+
+    /// Log levels `LOG_LEVEL` accepts.
+    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// Resolves and validates the whole configuration.
+    /// - Throws: ``ConfigurationError`` naming the first key whose value cannot be used.
+    public static func load(from sources: ConfigurationSources) throws -> GatewayConfiguration {
+        var config = GatewayConfiguration()
+        config.server.workers = max(1, min(sources.cpuCount, SegmentLayout.maxWorkers / 2))
+
+        // The config file path itself comes from the flag or environment only.
+        var file: [String: Any] = [:]
+        var fileName = "config"
+        if let path = lookup("config", in: sources, file: [:], fileName: fileName), !path.value.isEmpty {
+            config.configFile = path.value
+            fileName = path.value
+            file = try loadFile(path: path.value, key: path.key, sources: sources)
+        }
+        func resolved(_ name: String) -> Resolved? { lookup(name, in: sources, file: file, fileName: fileName) }
+
+        if let r = resolved("bind") {
+            guard let bind = BindAddress(parsing: r.value) else {
+                throw ConfigurationError(key: r.key, reason: "expected HOST:PORT, e.g. 127.0.0.1:8000 (got \"\(r.value)\")")
+            }
+            config.server.bind = bind
+        }
+        if let r = resolved("workers") {
+            config.server.workers = try integer(r, in: 1...SegmentLayout.maxWorkers / 2)
+        }
+        if let r = resolved("drainTimeout") { config.server.drainTimeout = try seconds(r, in: 0...86_400) }
+        if let r = resolved("user"), !r.value.isEmpty { config.server.user = r.value }
+        if let r = resolved("heartbeat") { config.server.heartbeatTimeout = try seconds(r, in: 0.5...3600) }
+        if let r = resolved("maxBody") { config.server.maxRequestBodyBytes = try integer(r, in: 1...1 << 30) }
+        if let r = resolved("bearerToken"), !r.value.isEmpty { config.auth.bearerToken = r.value }
+        if let r = resolved("rpm") { config.limits.requestsPerMinute = try integer(r, in: 1...10_000_000) }
+        if let r = resolved("tpm") { config.limits.tokensPerMinute = try integer(r, in: 0...1_000_000_000) }
+        if let r = resolved("breakerEnabled") { config.circuitBreaker.enabled = try boolean(r) }
+        if let r = resolved("breakerThreshold") { config.circuitBreaker.threshold = try integer(r, in: 1...1000) }
+        if let r = resolved("breakerCooldown") { config.circuitBreaker.cooldown = try seconds(r, in: 0.1...3600) }
+        if let r = resolved("logLevel") {
+            let level = r.value.lowercased()
+            guard logLevels.contains(level) else {
+                throw ConfigurationError(key: r.key, reason: "expected one of \(logLevels.joined(separator: "|")) (got \"\(r.value)\")")
+            }
+            config.logLevel = level
+        }
+
+        if file["upstreams"] != nil {
+            config.upstreams = try parseUpstreams(file["upstreams"], fileName: fileName)
+        } else if let r = resolved("upstream") {
+            config.upstreams = [try validatedUpstream(GatewayConfiguration.Upstream(name: "default", url: r.value), key: r.key)]
+        }
+        if file["models"] != nil { config.models = try parseModels(file["models"], config: config, fileName: fileName) }
+        if file["keys"] != nil { config.auth.keys = try parseKeys(file["keys"], config: config, fileName: fileName) }
+
+        if !config.auth.isEnabled && !config.server.bind.isLoopback {
+            throw ConfigurationError(
+                key: "BEARER_TOKEN",
+                reason: "empty (auth off) is only allowed on a loopback bind, and --bind is \(config.server.bind)"
+            )
+        }
+        return config
+    }
+
+    static func lookup(_ name: String, in sources: ConfigurationSources, file: [String: Any], fileName: String) -> Resolved? {
+        guard let setting = settings[name] else { return nil }
+        if let flag = setting.flag, let value = sources.flags[flag] { return Resolved(value: value, key: "--\(flag)") }
+        if let value = sources.environment[setting.env] { return Resolved(value: value, key: setting.env) }
+        if let value = sources.dotEnv[setting.env] { return Resolved(value: value, key: ".env:\(setting.env)") }
+        if let fileKey = setting.fileKey, let value = file[fileKey] {
+            return Resolved(value: "\(value)", key: "\(fileName): \(fileKey)")
+        }
+        return nil
+    }
+
+    static func integer(_ r: Resolved, in range: ClosedRange<Int>) throws -> Int {
+        guard let n = Int(r.value.trimmingWhitespace()), range.contains(n) else {
+            throw ConfigurationError(key: r.key, reason: "expected a whole number from \(range.lowerBound) to \(range.upperBound) (got \"\(r.value)\")")
+        }
+        return n
+    }
+
+    static func seconds(_ r: Resolved, in range: ClosedRange<Double>) throws -> Double {
+        var text = r.value.trimmingWhitespace()
+        if text.hasSuffix("s") { text.removeLast() }
+        guard let n = Double(text), n.isFinite, range.contains(n) else {
+            throw ConfigurationError(key: r.key, reason: "expected seconds from \(range.lowerBound) to \(range.upperBound) (got \"\(r.value)\")")
+        }
+        return n
+    }
+
+    static func boolean(_ r: Resolved) throws -> Bool {
+        switch r.value.trimmingWhitespace().lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default: throw ConfigurationError(key: r.key, reason: "expected true or false (got \"\(r.value)\")")
+        }
+    }
+
+    static func loadFile(path: String, key: String, sources: ConfigurationSources) throws -> [String: Any] {
+        let text: String
+        do {
+            text = try sources.readFile(path)
+        } catch {
+            throw ConfigurationError(key: key, reason: "\(error)")
+        }
+        let node: Any?
+        do {
+            node = try Yams.load(yaml: text)
+        } catch let error as YamlError {
+            throw ConfigurationError(key: key, reason: "not valid YAML: \(Self.describe(error))")
+        } catch {
+            throw ConfigurationError(key: key, reason: "not valid YAML")
+        }
+        guard let node else { return [:] }
+        guard let map = node as? [String: Any] else {
+            throw ConfigurationError(key: path, reason: "the top level must be a mapping of keys")
+        }
+        let known = fileSectionKeys.union(settings.values.compactMap(\.fileKey))
+        for k in map.keys.sorted() where !known.contains(k) {
+            throw ConfigurationError(key: "\(path): \(k)", reason: "unknown key (known: \(known.sorted().joined(separator: ", ")))")
+        }
+        return map
+    }
+
+    private static func describe(_ error: YamlError) -> String {
+        // Yams' descriptions span several lines; the operator gets one.
+        "\(error)".split(whereSeparator: \.isNewline).first.map(String.init) ?? "parse error"
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s = s.dropFirst() }
+        while let c = s.last, c.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,150 @@
+/// Everything the gateway runs with, resolved from flags, environment, `.env`, the YAML
+/// file and defaults (in that order of precedence) by
+/// ``GatewayConfiguration/load(from:)``.
+///
+/// The supervisor resolves it once per start or reload and hands the encoded form to each
+/// worker through an inherited file descriptor, so every worker of a generation runs with
+/// exactly the same settings.
+public struct GatewayConfiguration: Sendable, Codable, Equatable {
+    /// Listening socket, process count and lifecycle timings.
+    public struct Server: Sendable, Codable, Equatable {
+        /// `--bind` / `BIND`; ignored when systemd passes `LISTEN_FDS`.
+        public var bind = BindAddress(host: "127.0.0.1", port: 8000)
+        /// `--workers` / `WORKERS`: worker processes (default: number of CPUs).
+        public var workers = 1
+        /// `--drain-timeout` / `DRAIN_TIMEOUT`, seconds: graceful drain limit.
+        public var drainTimeout: Double = 30
+        /// `--user` / `RUN_AS_USER`: account to switch to after binding when started as root.
+        public var user: String?
+        /// `WORKER_HEARTBEAT_TIMEOUT`, seconds: a worker whose event loop has not
+        /// heart-beaten for this long is killed and replaced.
+        public var heartbeatTimeout: Double = 10
+        /// `MAX_REQUEST_BODY_BYTES`: larger request bodies get 413.
+        public var maxRequestBodyBytes = 1_048_576
+
+        public init() {}
+    }
+
+    /// Client authentication.
+    public struct Auth: Sendable, Codable, Equatable {
+        /// `BEARER_TOKEN`: the single client key; nil or empty = auth off (loopback only).
+        public var bearerToken: String?
+        /// `keys:` from the config file: many keys, stored as SHA-256 digests.
+        public var keys: [APIKey] = []
+
+        public init() {}
+
+        /// True when requests must carry a key.
+        public var isEnabled: Bool { !(bearerToken ?? "").isEmpty || !keys.isEmpty }
+    }
+
+    /// A client key from the config file.
+    public struct APIKey: Sendable, Codable, Equatable {
+        /// Name used in logs (never the key itself).
+        public var name: String
+        /// Lower-case hex SHA-256 digest of the key.
+        public var sha256: String
+        /// Models this key may use; nil = every configured model.
+        public var models: [String]?
+        /// Requests per minute for this key; nil = `RATE_LIMIT_RPM`.
+        public var rpm: Int?
+        /// Tokens per minute for this key; nil = `RATE_LIMIT_TPM`.
+        public var tpm: Int?
+
+        public init(name: String, sha256: String, models: [String]? = nil, rpm: Int? = nil, tpm: Int? = nil) {
+            self.name = name
+            self.sha256 = sha256
+            self.models = models
+            self.rpm = rpm
+            self.tpm = tpm
+        }
+    }
+
+    /// Per-key limits applied when a key does not set its own.
+    public struct Limits: Sendable, Codable, Equatable {
+        /// `RATE_LIMIT_RPM`: requests per minute; a fresh key may burst this many at once.
+        public var requestsPerMinute = 60
+        /// `RATE_LIMIT_TPM`: prompt + completion tokens per minute; 0 = off.
+        public var tokensPerMinute = 0
+
+        public init() {}
+    }
+
+    /// The shared per-upstream circuit breaker.
+    public struct CircuitBreaker: Sendable, Codable, Equatable {
+        /// `CIRCUIT_BREAKER_ENABLED`.
+        public var enabled = true
+        /// `CIRCUIT_BREAKER_THRESHOLD`: consecutive failures that open it.
+        public var threshold = 5
+        /// `CIRCUIT_BREAKER_COOLDOWN`, seconds an open breaker fails fast before a probe.
+        public var cooldown: Double = 10
+
+        public init() {}
+    }
+
+    /// An upstream OpenAI-compatible server.
+    public struct Upstream: Sendable, Codable, Equatable {
+        /// Name used in config references and metric labels.
+        public var name: String
+        /// Root URL without `/v1`, e.g. `http://127.0.0.1:18000`; `demo` is the built-in demo.
+        public var url: String
+        /// Health path polled by the supervisor.
+        public var healthPath: String
+        /// Environment variable holding the API key sent upstream (cloud fallbacks).
+        public var apiKeyEnv: String?
+
+        public init(name: String, url: String, healthPath: String = "/health", apiKeyEnv: String? = nil) {
+            self.name = name
+            self.url = url
+            self.healthPath = healthPath
+            self.apiKeyEnv = apiKeyEnv
+        }
+
+        /// True for the built-in demo model (`--upstream demo`).
+        public var isDemo: Bool { url == "demo" }
+    }
+
+    /// A model clients may name.
+    public struct Model: Sendable, Codable, Equatable {
+        /// The name clients send in `model`.
+        public var name: String
+        /// Upstreams serving it, balanced by least in-flight requests.
+        public var upstreams: [String]
+        /// The name the upstream knows it by; nil = same as ``name``.
+        public var upstreamModel: String?
+        /// Other names clients may use for it.
+        public var aliases: [String]
+        /// Tool-call parser family: hermes | llama3_json | mistral | pythonic | none.
+        public var toolParser: String
+        /// Models tried, in order, when this one fails before any byte reached the client.
+        public var fallbacks: [String]
+
+        public init(
+            name: String, upstreams: [String], upstreamModel: String? = nil, aliases: [String] = [],
+            toolParser: String = "none", fallbacks: [String] = []
+        ) {
+            self.name = name
+            self.upstreams = upstreams
+            self.upstreamModel = upstreamModel
+            self.aliases = aliases
+            self.toolParser = toolParser
+            self.fallbacks = fallbacks
+        }
+    }
+
+    public var server = Server()
+    public var auth = Auth()
+    public var limits = Limits()
+    public var circuitBreaker = CircuitBreaker()
+    /// Upstreams by configuration order; with no config file, the single `default`
+    /// upstream from `--upstream` / `VLLM_UPSTREAM_URL`.
+    public var upstreams: [Upstream] = [Upstream(name: "default", url: "http://127.0.0.1:18000")]
+    /// Configured models; empty = discover the default upstream's models from `/v1/models`.
+    public var models: [Model] = []
+    /// `LOG_LEVEL`: trace|debug|info|notice|warning|error|critical.
+    public var logLevel = "info"
+    /// `--config` / `LLM_GATEWAY_CONFIG`: where the YAML came from (reloaded on SIGHUP).
+    public var configFile: String?
+
+    public init() {}
+}

@@ -1,0 +1,135 @@
+/// Every error a client can see: an HTTP status plus OpenAI's error object
+/// `{"error":{"message","type","param","code"}}` (all four keys; `param`/`code` may be null).
+public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
+    private enum Kind: Sendable, Equatable {
+        case badRequest
+        case unauthorized
+        case forbidden
+        case notFound
+        case methodNotAllowed
+        case payloadTooLarge
+        case rateLimited
+        case badGateway
+        case unavailable
+        case gatewayTimeout
+        case internalError
+    }
+
+    private let kind: Kind
+    /// Human-readable explanation (never contains a secret).
+    public let message: String
+    /// The request field at fault, if any.
+    public let param: String?
+    /// Machine-readable code, if any.
+    public let code: String?
+    /// Extra response headers (`Allow`, `Retry-After`, ...).
+    public let headers: [(String, String)]
+
+    private init(_ kind: Kind, _ message: String, param: String? = nil, code: String? = nil, headers: [(String, String)] = []) {
+        self.kind = kind
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers
+    }
+
+    public static func == (lhs: GatewayError, rhs: GatewayError) -> Bool {
+        lhs.kind == rhs.kind && lhs.message == rhs.message && lhs.param == rhs.param && lhs.code == rhs.code
+    }
+
+    /// 400: the request cannot be understood.
+    public static func badRequest(_ message: String, param: String? = nil, code: String? = nil) -> GatewayError {
+        GatewayError(.badRequest, message, param: param, code: code)
+    }
+    /// 401: missing or wrong key.
+    public static func unauthorized(_ message: String = "Missing or invalid API key. Send it as 'Authorization: Bearer <key>'.") -> GatewayError {
+        GatewayError(.unauthorized, message, code: "invalid_api_key", headers: [("www-authenticate", "Bearer")])
+    }
+    /// 403: the key may not use this model.
+    public static func forbidden(model: String) -> GatewayError {
+        GatewayError(.forbidden, "This API key may not use the model '\(model)'.", param: "model", code: "model_not_allowed")
+    }
+    /// 404: unknown model.
+    public static func modelNotFound(_ model: String) -> GatewayError {
+        GatewayError(.notFound, "The model '\(model)' does not exist.", param: "model", code: "model_not_found")
+    }
+    /// 404: unknown route.
+    public static func routeNotFound(method: String, path: String) -> GatewayError {
+        GatewayError(.notFound, "Unknown route: \(method) \(path)", code: "unknown_url")
+    }
+    /// 405 with `Allow`.
+    public static func methodNotAllowed(_ method: String, allowed: [String]) -> GatewayError {
+        GatewayError(
+            .methodNotAllowed, "Method \(method) is not allowed here; use \(allowed.joined(separator: ", ")).",
+            code: "method_not_allowed", headers: [("allow", allowed.joined(separator: ", "))])
+    }
+    /// 413.
+    public static func payloadTooLarge(limit: Int) -> GatewayError {
+        GatewayError(.payloadTooLarge, "Request body is larger than the limit of \(limit) bytes.", code: "request_too_large")
+    }
+    /// 429 with `Retry-After` and whatever `x-ratelimit-*` headers the caller adds.
+    public static func rateLimited(_ message: String, retryAfterSeconds: Int, headers: [(String, String)] = []) -> GatewayError {
+        GatewayError(.rateLimited, message, code: "rate_limit_exceeded", headers: [("retry-after", String(max(1, retryAfterSeconds)))] + headers)
+    }
+    /// 502: the upstream failed.
+    public static func badGateway(_ message: String) -> GatewayError {
+        GatewayError(.badGateway, message, code: "upstream_error")
+    }
+    /// 503 with `Retry-After`: breaker open, upstream down, or draining.
+    public static func unavailable(_ message: String, retryAfterSeconds: Int, code: String = "upstream_unavailable") -> GatewayError {
+        GatewayError(.unavailable, message, code: code, headers: [("retry-after", String(max(1, retryAfterSeconds)))])
+    }
+    /// 504: the upstream did not answer in time.
+    public static func gatewayTimeout(_ message: String) -> GatewayError {
+        GatewayError(.gatewayTimeout, message, code: "upstream_timeout")
+    }
+    /// 500: a bug in the gateway (the message is generic; details go to the log).
+    public static func internalError() -> GatewayError {
+        GatewayError(.internalError, "The gateway failed to handle this request.", code: "internal_error")
+    }
+
+    /// The HTTP status code.
+    public var status: Int {
+        switch kind {
+        case .badRequest: 400
+        case .unauthorized: 401
+        case .forbidden: 403
+        case .notFound: 404
+        case .methodNotAllowed: 405
+        case .payloadTooLarge: 413
+        case .rateLimited: 429
+        case .badGateway: 502
+        case .unavailable: 503
+        case .gatewayTimeout: 504
+        case .internalError: 500
+        }
+    }
+
+    /// OpenAI's `type` for this error.
+    public var type: String {
+        switch kind {
+        case .badRequest, .notFound, .methodNotAllowed, .payloadTooLarge: "invalid_request_error"
+        case .unauthorized: "authentication_error"
+        case .forbidden: "permission_error"
+        case .rateLimited: "rate_limit_error"
+        case .badGateway, .unavailable, .gatewayTimeout: "upstream_error"
+        case .internalError: "server_error"
+        }
+    }
+
+    /// The JSON body: `{"error":{"message":...,"type":...,"param":...,"code":...}}`.
+    public var jsonBody: String {
+        var out = "{\"error\":{\"message\":"
+        JSON.appendQuoted(message, to: &out)
+        out += ",\"type\":"
+        JSON.appendQuoted(type, to: &out)
+        out += ",\"param\":"
+        if let param { JSON.appendQuoted(param, to: &out) } else { out += "null" }
+        out += ",\"code\":"
+        if let code { JSON.appendQuoted(code, to: &out) } else { out += "null" }
+        out += "}}"
+        return out
+    }
+
+    public var description: String { "\(status) \(type): \(message)" }
+}

@@ -1,0 +1,75 @@
+import Atomics
+
+/// One worker's slot in the shared segment: who it is, where it is in its life, and the
+/// heartbeat its event loop writes so the supervisor can tell a stalled worker from a busy one.
+public struct WorkerSlot: Sendable {
+    /// Where a worker is in its life, as it reports itself.
+    public enum State: UInt64, Sendable {
+        /// Not in use.
+        case empty = 0
+        /// Spawned, not yet accepting.
+        case booting = 1
+        /// Accepting connections on the shared socket.
+        case ready = 2
+        /// Stopped accepting; finishing in-flight requests.
+        case draining = 3
+    }
+
+    let segment: SharedSegment
+    let offset: Int
+
+    private func field(_ f: SegmentLayout.Slot) -> UnsafeAtomic<UInt64> { segment.atomic(at: offset + f.rawValue) }
+
+    /// The worker's pid (0 when the slot is free).
+    public var pid: Int32 {
+        get { Int32(truncatingIfNeeded: field(.pid).load(ordering: .acquiring)) }
+        nonmutating set { field(.pid).store(UInt64(UInt32(bitPattern: newValue)), ordering: .releasing) }
+    }
+
+    /// The state the worker last reported.
+    public var state: State {
+        get { State(rawValue: field(.state).load(ordering: .acquiring)) ?? .empty }
+        nonmutating set { field(.state).store(newValue.rawValue, ordering: .releasing) }
+    }
+
+    /// The last time the worker's event loop ran its heartbeat task.
+    public var heartbeat: MonotonicInstant {
+        get { MonotonicInstant(nanoseconds: field(.heartbeat).load(ordering: .relaxed)) }
+        nonmutating set { field(.heartbeat).store(newValue.nanoseconds, ordering: .relaxed) }
+    }
+
+    /// The configuration generation the worker runs.
+    public var generation: UInt64 {
+        get { field(.generation).load(ordering: .relaxed) }
+        nonmutating set { field(.generation).store(newValue, ordering: .relaxed) }
+    }
+
+    /// Requests this worker answered (since the slot was last reset).
+    public var requestsServed: UInt64 { field(.requestsServed).load(ordering: .relaxed) }
+
+    /// Counts one answered request.
+    public func recordRequest() { field(.requestsServed).wrappingIncrement(ordering: .relaxed) }
+
+    /// Connections the worker holds open.
+    public var openConnections: UInt64 { field(.openConnections).load(ordering: .relaxed) }
+
+    /// Adjusts the open-connection gauge.
+    public func connectionOpened() { field(.openConnections).wrappingIncrement(ordering: .relaxed) }
+    public func connectionClosed() { field(.openConnections).wrappingDecrement(ordering: .relaxed) }
+
+    /// Prepares the slot for a new worker (called by the supervisor before spawning).
+    public func reset(generation: UInt64, now: MonotonicInstant) {
+        field(.requestsServed).store(0, ordering: .relaxed)
+        field(.openConnections).store(0, ordering: .relaxed)
+        self.heartbeat = now
+        self.generation = generation
+        self.state = .booting
+        self.pid = 0
+    }
+
+    /// Marks the slot free (after the worker was reaped).
+    public func release() {
+        self.state = .empty
+        self.pid = 0
+    }
+}

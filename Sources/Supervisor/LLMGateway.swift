@@ -1,0 +1,164 @@
+import CGatewayShims
+import ArgumentParser
+import Foundation
+import Logging
+import Shared
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// `llm-gateway`: the supervisor. Binds the socket, drops privileges, creates the shared
+/// segment and keeps N `llm-gateway-worker` processes serving.
+@main
+struct LLMGateway: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "llm-gateway",
+        abstract: "OpenAI-compatible gateway in front of vLLM: auth, limits, routing, streaming, metrics.",
+        discussion: """
+            Every flag also reads an environment variable (shown in brackets); precedence is
+            flag > environment > .env in the working directory > config file > default.
+            Other settings are environment-only: BEARER_TOKEN, RATE_LIMIT_RPM, RATE_LIMIT_TPM,
+            MAX_REQUEST_BODY_BYTES, CIRCUIT_BREAKER_ENABLED, CIRCUIT_BREAKER_THRESHOLD,
+            CIRCUIT_BREAKER_COOLDOWN, WORKER_HEARTBEAT_TIMEOUT, LOG_LEVEL.
+
+            Signals: TERM/INT graceful drain, QUIT fast stop, HUP reload configuration and
+            replace workers one at a time, TTIN/TTOU one worker more/fewer.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("Listening address HOST:PORT, ignored under systemd socket activation [BIND].", valueName: "host:port"))
+    var bind: String?
+
+    @Option(name: .long, help: ArgumentHelp("Worker processes (default: number of CPUs) [WORKERS].", valueName: "n"))
+    var workers: String?
+
+    @Option(name: .long, help: ArgumentHelp("Default upstream root URL without /v1, or 'demo' for the built-in demo model [VLLM_UPSTREAM_URL]. Default http://127.0.0.1:18000.", valueName: "url"))
+    var upstream: String?
+
+    @Option(name: .long, help: ArgumentHelp("YAML file with upstreams, models and keys [LLM_GATEWAY_CONFIG].", valueName: "file"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp("Seconds a graceful drain may take before stragglers are killed [DRAIN_TIMEOUT]. Default 30.", valueName: "seconds"))
+    var drainTimeout: String?
+
+    @Option(name: .long, help: ArgumentHelp("When started as root: the user to switch to after binding [RUN_AS_USER].", valueName: "name"))
+    var user: String?
+
+    func flags() -> [String: String] {
+        var flags: [String: String] = [:]
+        flags["bind"] = bind
+        flags["workers"] = workers
+        flags["upstream"] = upstream
+        flags["config"] = config
+        flags["drain-timeout"] = drainTimeout
+        flags["user"] = user
+        return flags
+    }
+
+    func loadConfiguration() throws -> GatewayConfiguration {
+        var dotEnv: [String: String] = [:]
+        if let text = try? readWholeFile(".env") { dotEnv = ConfigurationSources.parseDotEnv(text) }
+        let sources = ConfigurationSources(
+            flags: flags(), environment: ProcessInfo.processInfo.environment, dotEnv: dotEnv,
+            cpuCount: ProcessInfo.processInfo.activeProcessorCount
+        )
+        return try GatewayConfiguration.load(from: sources)
+    }
+
+    mutating func run() throws {
+        let configuration: GatewayConfiguration
+        do {
+            configuration = try loadConfiguration()
+        } catch let error as ConfigurationError {
+            Self.fail("\(error)", code: 2)
+        }
+        GatewayLogHandler.bootstrap(process: "supervisor", level: Logger.Level(configValue: configuration.logLevel))
+        let logger = Logger(label: "llm-gateway.supervisor")
+
+        do {
+            let workerPath = try WorkerLauncher.locateWorker()
+            let listener: ListeningSocket
+            if let adopted = try ListeningSocket.adoptFromSystemd() {
+                listener = adopted
+            } else {
+                listener = try ListeningSocket.bind(configuration.server.bind)
+            }
+            let listenerFD = Self.moveAbove(listener.fileDescriptor)
+            let outcome = try PrivilegeDrop.perform(user: configuration.server.user)
+            if configuration.server.user != nil && !outcome.switchedUser {
+                logger.warning("--user ignored: not started as root")
+            }
+            let segment = try SharedSegment.create()
+            let segmentFD = Self.moveAbove(gw_dup_above(segment.fileDescriptor, 10))
+            let configFD = try WorkerLauncher.configurationFile(configuration)
+            let movedConfigFD = Self.moveAbove(configFD)
+
+            logger.info(
+                "listening",
+                metadata: [
+                    "address": "\(listener.localAddress)", "systemd_socket": "\(listener.fromSystemd)",
+                    "workers": "\(configuration.server.workers)", "uid": "\(outcome.uid)",
+                    "upstream": "\(configuration.upstreams.map(\.url).joined(separator: ","))",
+                ])
+            let movedListener = ListeningSocket(
+                fileDescriptor: listenerFD, localAddress: listener.localAddress, fromSystemd: listener.fromSystemd)
+            let loop = SupervisorLoop(
+                configuration: configuration,
+                launcher: WorkerLauncher(executablePath: workerPath, listenerFD: listenerFD, segmentFD: segmentFD),
+                segment: segment, listener: movedListener, configurationFD: movedConfigFD,
+                notifier: SystemdNotifier(), logger: logger,
+                reload: { [command = self] in try command.reloadConfiguration(running: configuration, logger: logger) }
+            )
+            let code = loop.run()
+            throw ExitCode(code)
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            Self.fail("\(error)", code: 1)
+        }
+    }
+
+    /// Re-reads flags, environment, `.env` and the config file for SIGHUP. Settings that
+    /// need the socket or root (bind, user) cannot change without a restart.
+    func reloadConfiguration(running: GatewayConfiguration, logger: Logger) throws -> GatewayConfiguration {
+        let fresh = try loadConfiguration()
+        if fresh.server.bind != running.server.bind {
+            logger.warning("reload: bind address changes need a restart; keeping \(running.server.bind)")
+        }
+        if fresh.server.user != running.server.user {
+            logger.warning("reload: --user changes need a restart")
+        }
+        return fresh
+    }
+
+    /// A close-on-exec copy numbered ≥ 10, so handing fds 3, 4, 5 to a child can never
+    /// overwrite a source before it is copied.
+    static func moveAbove(_ fd: Int32) -> Int32 {
+        let moved = gw_dup_above(fd, 10)
+        guard moved >= 0 else { fail("dup failed: \(errnoText())", code: 1) }
+        close(fd)
+        return moved
+    }
+
+    static func fail(_ message: String, code: Int32) -> Never {
+        FileHandle.standardError.write(Data("llm-gateway: \(message)\n".utf8))
+        Foundation.exit(code)
+    }
+
+    /// Blocks the supervisor's signals before any thread exists, so every thread inherits
+    /// the mask and `sigtimedwait` in ``SupervisorLoop`` is the only receiver.
+    static func main() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in SupervisorLoop.handledSignals { sigaddset(&set, sig) }
+        _ = gw_block_signals(&set)
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+}

@@ -1,0 +1,15 @@
+import NIOCore
+import NIOHTTP1
+import Shared
+
+/// A request whose body has been read (within the size limit).
+struct GatewayRequest {
+    let head: HTTPRequestHead
+    /// The matched route template.
+    let route: Route
+    let body: ByteBuffer
+    let requestID: String
+    /// Completes when the client's connection closes: streaming and upstream calls race it
+    /// so a client that hangs up cancels the upstream request at once.
+    let clientClosed: EventLoopFuture<Void>
+}

@@ -1,0 +1,65 @@
+import Atomics
+import Logging
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import Shared
+
+/// The worker's HTTP/1.1 server on the inherited listening socket.
+///
+/// Graceful shutdown (SIGTERM from the supervisor): stop accepting at once, close idle
+/// keep-alive connections, let in-flight requests and streams finish with
+/// `Connection: close`, then return. NIO's `ServerQuiescingHelper` does the connection
+/// part; the service returns when the last connection closed.
+struct HTTPServer: Service {
+    let listenerFD: Int32
+    let group: MultiThreadedEventLoopGroup
+    let slot: WorkerSlot
+    let handler: RequestHandler
+    let maxBodyBytes: Int
+    let logger: Logger
+
+    func run() async throws {
+        let quiesce = ServerQuiescingHelper(group: group)
+        let draining = handler.draining
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .bind(NIOBSDSocket.Handle(listenerFD)) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withPipeliningAssistance: true, withErrorHandling: true)
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                        wrappingChannelSynchronously: channel)
+                }
+            }
+        slot.state = .ready
+        logger.info("worker accepting")
+
+        try await withGracefulShutdownHandler {
+            try await server.executeThenClose { connections in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in connections {
+                        group.addTask {
+                            await HTTPConnection(
+                                channel: connection, handler: handler, slot: slot, maxBodyBytes: maxBodyBytes, logger: logger
+                            ).run()
+                        }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            draining.store(true, ordering: .releasing)
+            slot.state = .draining
+            logger.info("worker draining")
+            quiesce.initiateShutdown(promise: nil)
+        }
+        logger.info("worker drained")
+    }
+}
