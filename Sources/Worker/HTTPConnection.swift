@@ -9,24 +9,31 @@ import Shared
 struct HTTPConnection {
     let channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
     let handler: RequestHandler
+    let registry: ConnectionRegistry
     let slot: WorkerSlot
     let maxBodyBytes: Int
     let logger: Logger
 
     func run() async {
         slot.connectionOpened()
-        defer { slot.connectionClosed() }
+        registry.register(channel.channel)
+        defer {
+            registry.unregister(channel.channel)
+            slot.connectionClosed()
+        }
         let closeFuture = channel.channel.closeFuture
         do {
             try await channel.executeThenClose { inbound, outbound in
                 var parts = inbound.makeAsyncIterator()
                 while let part = try await parts.next() {
                     guard case .head(let head) = part else { continue }
+                    registry.requestStarted(on: channel.channel)
                     let start = MonotonicInstant.now()
                     let requestID = RequestID.make(from: head.headers)
                     let route = Route(path: head.uri)
-                    let keepAlive = head.isKeepAlive && !handler.isDraining
-                    let writer = ResponseWriter(outbound: outbound, requestID: requestID, keepAlive: keepAlive, version: head.version)
+                    let writer = ResponseWriter(
+                        outbound: outbound, requestID: requestID, keepAlive: head.isKeepAlive, version: head.version,
+                        draining: registry)
 
                     switch try await readBody(head: head, parts: &parts, outbound: outbound) {
                     case .complete(let body):
@@ -46,7 +53,8 @@ struct HTTPConnection {
                     }
                     slot.recordRequest()
                     handler.logAccess(request: head, route: route, requestID: requestID, writer: writer, start: start)
-                    if !writer.keepAlive { return }
+                    let drainingNow = registry.requestFinished(on: channel.channel)
+                    if !writer.keepAlive || drainingNow { return }
                 }
             }
         } catch {

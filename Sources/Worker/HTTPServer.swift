@@ -1,7 +1,6 @@
 import Atomics
 import Logging
 import NIOCore
-import NIOExtras
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
@@ -11,8 +10,8 @@ import Shared
 ///
 /// Graceful shutdown (SIGTERM from the supervisor): stop accepting at once, close idle
 /// keep-alive connections, let in-flight requests and streams finish with
-/// `Connection: close`, then return. NIO's `ServerQuiescingHelper` does the connection
-/// part; the service returns when the last connection closed.
+/// `Connection: close` (see ``ConnectionRegistry``), then return when the last connection
+/// closed.
 struct HTTPServer: Service {
     let listenerFD: Int32
     let group: MultiThreadedEventLoopGroup
@@ -22,14 +21,8 @@ struct HTTPServer: Service {
     let logger: Logger
 
     func run() async throws {
-        let quiesce = ServerQuiescingHelper(group: group)
-        let draining = handler.draining
+        let registry = handler.connections
         let server = try await ServerBootstrap(group: group)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
-                }
-            }
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .bind(NIOBSDSocket.Handle(listenerFD)) { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -48,17 +41,18 @@ struct HTTPServer: Service {
                     for try await connection in connections {
                         group.addTask {
                             await HTTPConnection(
-                                channel: connection, handler: handler, slot: slot, maxBodyBytes: maxBodyBytes, logger: logger
+                                channel: connection, handler: handler, registry: registry, slot: slot,
+                                maxBodyBytes: maxBodyBytes, logger: logger
                             ).run()
                         }
                     }
                 }
             }
         } onGracefulShutdown: {
-            draining.store(true, ordering: .releasing)
             slot.state = .draining
             logger.info("worker draining")
-            quiesce.initiateShutdown(promise: nil)
+            server.channel.close(promise: nil)
+            registry.beginDrain()
         }
         logger.info("worker drained")
     }

@@ -10,8 +10,8 @@ final class RequestHandler: Sendable {
     let configuration: GatewayConfiguration
     let segment: SharedSegment
     let slot: WorkerSlot
-    /// Set when this worker began its graceful drain.
-    let draining = ManagedAtomic(false)
+    /// The worker's connections (drained on SIGTERM).
+    let connections = ConnectionRegistry()
     private let accessLogger: Logger
 
     init(configuration: GatewayConfiguration, segment: SharedSegment, slot: WorkerSlot) {
@@ -21,7 +21,8 @@ final class RequestHandler: Sendable {
         self.accessLogger = Logger(label: "llm-gateway.access")
     }
 
-    var isDraining: Bool { draining.load(ordering: .acquiring) || segment.isDraining }
+    /// True while this worker or the whole gateway drains.
+    var isDraining: Bool { connections.isDraining || segment.isDraining }
 
     func handle(_ request: GatewayRequest, writer: ResponseWriter) async {
         let method = request.head.method.rawValue

@@ -19,8 +19,14 @@ final class ResponseWriter {
     /// Extra fields the handler wants in the access log line (model, upstream, tokens).
     var logFields: [String: String] = [:]
 
-    init(outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, requestID: String, keepAlive: Bool, version: HTTPVersion) {
+    private let draining: ConnectionRegistry
+
+    init(
+        outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, requestID: String, keepAlive: Bool,
+        version: HTTPVersion, draining: ConnectionRegistry
+    ) {
         self.outbound = outbound
+        self.draining = draining
         self.requestID = requestID
         self.keepAlive = keepAlive
         self.version = version
@@ -34,6 +40,7 @@ final class ResponseWriter {
         precondition(!headSent, "response head written twice")
         var headers = headers
         headers.replaceOrAdd(name: "x-request-id", value: requestID)
+        if draining.isDraining { keepAlive = false }
         if !keepAlive {
             headers.replaceOrAdd(name: "connection", value: "close")
         } else if version == .http1_0 {

@@ -1,0 +1,1440 @@
+#!/usr/bin/env python3
+"""A fake vLLM OpenAI-compatible server owned by the llm-gateway integration tests.
+
+It mimics the parts of vLLM's OpenAI server (``vllm/entrypoints/openai/api_server.py``)
+that the gateway talks to, with deterministic output, and adds a JSON control API under
+``/_control/...`` so a test can inject latency and failures and read what the server saw.
+
+Run it on its own::
+
+    python3 fake_vllm.py --port 18000 --models qwen,other [--control-port 18001]
+                         [--ready-file F] [--stream-events 8] [--stream-delay 0.1]
+
+It listens on 127.0.0.1 only. ``--port 0`` / ``--control-port 0`` pick free ports; the
+chosen ports are printed on a ``fake_vllm listening ...`` line and written (JSON) to the
+ready file. The control API is served on both ports; the control port keeps answering
+while the main listener is stopped (``POST /_control/listener {"enabled": false}``), so a
+test can simulate "connection refused" and bring the upstream back.
+
+Import it to drive it from Python: ``FakeVLLM.start(...)`` starts it as a subprocess and
+returns a handle with ``.url``, ``.control(...)``, ``.counters()`` and friends. The client
+half of this module uses the standard library only; aiohttp is imported only to serve.
+
+Served routes (vLLM's shapes)::
+
+    GET  /health                 200, empty body (controllable: status, hang, delay)
+    GET  /ping, /version         as vLLM
+    GET  /v1/models              {"object":"list","data":[{"id","object":"model",...}]}
+    POST /v1/chat/completions    plain and SSE (stream: true)
+    POST /v1/completions         plain and SSE
+    POST /v1/embeddings          deterministic unit vectors; float or base64
+
+Control API (JSON; on the control port and the main port)::
+
+    POST /_control/reset                       config back to the start-up defaults, counters cleared
+    GET|POST /_control/config                  read / patch config keys (see ``serve()``)
+    POST /_control/stream                      {"events": N, "delay": S, "first_token_delay": S}
+    POST /_control/health                      {"status": 503, "mode": "ok"|"hang", "delay": S}
+    POST /_control/fail                        next N API requests fail before any byte:
+                                               {"count", "status", "mode": "status"|"close"|"abort"|"hang",
+                                                "style": "new"|"flat", "message", "routes", "retry_after", "body"}
+    POST /_control/fail_stream                 next N streams fail after K events:
+                                               {"count", "after_events", "mode": "close"|"abort"|"error_event"|"hang",
+                                                "status", "message", "routes"}
+    POST /_control/delay                       {"seconds": S, "count": N|null, "routes": [...]}: header delay
+    POST /_control/clear_rules                 drop pending fail / fail_stream / delay rules
+    GET|POST /_control/models                  {"models": [...], "max_model_len": N}
+    GET|POST /_control/listener                {"enabled": false, "drop_connections": true}: refuse connections
+    POST /_control/drop_connections            abort open connections on the main port
+    GET  /_control/counters                    requests/completed/cancelled per path, cancellations, injected,
+                                               inflight, max_inflight, total, streams_started, connections_seen
+    GET  /_control/last_request[?path=/v1/..]  last API request: method, path, headers, body, time
+    GET  /_control/requests                    log of the last 500 API requests (path, model, stream, time)
+    GET  /_control/last_stream                 per-event send times of the last stream
+    GET  /_control/cancellations               client disconnects: path, phase, events_sent, time, ...
+    GET  /_control/state                       everything above at once
+
+Stream layout (chat): role chunk, one chunk per token, then for finish_reason "stop" an
+EOS chunk with empty content carrying finish_reason (for "length" the last token chunk
+carries it), then with ``stream_options.include_usage`` a chunk with ``choices: []`` and
+``usage``, then ``data: [DONE]``. Completions: the same without the role chunk.
+Every SSE event is one ``transport.write`` of ``data: ...\\n\\n`` (TCP_NODELAY), and its
+send time is recorded in ``last_stream``.
+
+Token accounting (deterministic, so tests can predict usage): prompt_tokens is the number
+of whitespace-separated words in the prompt (chat: all message text; minimum 1), unless
+the ``prompt_tokens`` config overrides it; completion_tokens is the number of tokens
+generated (stream events carrying text, plus 1 for the EOS when finish_reason is "stop").
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any, Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+DEFAULT_MODEL = "fake-model"
+DEFAULT_MAX_MODEL_LEN = 4096
+DEFAULT_EMBEDDING_DIM = 32
+DEFAULT_STREAM_EVENTS = 8
+
+# Default reply: the words of this sentence, cycled, one token per word.
+DEFAULT_WORDS = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."]
+
+DEFAULT_TOOL_CALLS = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+# --------------------------------------------------------------------------------------
+# Pure helpers (shared by the server and by tests that want to predict the output)
+# --------------------------------------------------------------------------------------
+
+def default_tokens(n: int) -> List[str]:
+    """The default reply as a list of n tokens: DEFAULT_WORDS cycled ("The", " quick", ...,
+    ".", " The", " quick", ...)."""
+    out = []
+    for i in range(max(0, n)):
+        w = DEFAULT_WORDS[i % len(DEFAULT_WORDS)]
+        if i >= len(DEFAULT_WORDS) and i % len(DEFAULT_WORDS) == 0:
+            w = " " + w
+        out.append(w)
+    return out
+
+
+def default_text(n: int = DEFAULT_STREAM_EVENTS) -> str:
+    """The default reply text for n tokens ("The quick brown fox jumps over the lazy" for 8)."""
+    return "".join(default_tokens(n))
+
+
+_TOKEN_RE = re.compile(r"</?tool_call>|\[TOOL_CALLS\]|<\|python_tag\|>|\s*\w+|\s*[^\w\s]|\s+")
+
+
+def tokenize(text: str, chunk_chars: int = 0) -> List[str]:
+    """Split text into stream tokens. chunk_chars > 0: fixed-size chunks; otherwise words,
+    single punctuation marks, and tool-call markers (``<tool_call>``...) as one token each,
+    leading whitespace attached to the following word. "".join(tokenize(t)) == t."""
+    if not text:
+        return []
+    if chunk_chars and chunk_chars > 0:
+        return [text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars)]
+    toks = _TOKEN_RE.findall(text)
+    assert "".join(toks) == text
+    return toks
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def hermes_tool_text(tool_calls: List[Dict[str, Any]], prefix: str = "") -> str:
+    """Raw Hermes tool-call text as a model emits it when vLLM has no tool parser:
+    ``<tool_call>{"name":"get_weather","arguments":{"city":"Paris"}}</tool_call>``."""
+    parts = [prefix or ""]
+    for call in tool_calls:
+        payload = {"name": call["name"], "arguments": call.get("arguments", {})}
+        parts.append("<tool_call>" + json.dumps(payload, separators=(",", ":")) + "</tool_call>")
+    return "".join(parts)
+
+
+def embedding_vector(text: str, dim: int) -> List[float]:
+    """Deterministic L2-normalised vector for text (same text -> same vector)."""
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+    rng = random.Random(seed)
+    vec = [rng.uniform(-1.0, 1.0) for _ in range(dim)]
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
+
+
+def _dumps(obj: Any) -> str:
+    """Compact JSON, as pydantic's model_dump_json (what vLLM sends)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def random_uuid() -> str:
+    return uuid.uuid4().hex
+
+
+ERROR_TYPES = {
+    400: "BadRequestError",
+    401: "Unauthorized",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    408: "RequestTimeoutError",
+    413: "RequestEntityTooLarge",
+    422: "UnprocessableEntityError",
+    429: "RateLimitError",
+    500: "InternalServerError",
+    501: "NotImplementedError",
+    502: "BadGatewayError",
+    503: "ServiceUnavailableError",
+    504: "GatewayTimeoutError",
+}
+
+
+def error_body(message: str, status: int, style: str = "new", err_type: Optional[str] = None,
+               param: Optional[str] = None) -> Dict[str, Any]:
+    """vLLM's ErrorResponse. style "new": {"error":{message,type,param,code}} (current vLLM);
+    "flat": {"object":"error",message,type,param,code} (older vLLM)."""
+    info = {"message": message, "type": err_type or ERROR_TYPES.get(status, "InternalServerError"),
+            "param": param, "code": status}
+    if style == "flat":
+        return {"object": "error", **info}
+    return {"error": info}
+
+
+# --------------------------------------------------------------------------------------
+# Server
+# --------------------------------------------------------------------------------------
+
+class _InjectedClose(Exception):
+    """Raised inside a handler after the fake itself dropped the connection on purpose."""
+
+
+class ServerState:
+    def __init__(self, defaults: Dict[str, Any]):
+        self.defaults = copy.deepcopy(defaults)
+        self.started = time.time()
+        self.created = int(self.started)
+        self.reset()
+
+    def reset(self) -> None:
+        self.config: Dict[str, Any] = copy.deepcopy(self.defaults)
+        self.fail_rules: List[Dict[str, Any]] = []
+        self.stream_fail_rules: List[Dict[str, Any]] = []
+        self.delay_rules: List[Dict[str, Any]] = []
+        self.requests: Dict[str, int] = {}
+        self.requests_by_method: Dict[str, int] = {}
+        self.completed: Dict[str, int] = {}
+        self.cancelled: Dict[str, int] = {}
+        self.cancellations: List[Dict[str, Any]] = []
+        self.injected: List[Dict[str, Any]] = []
+        self.request_log: List[Dict[str, Any]] = []
+        self.last_request: Optional[Dict[str, Any]] = None
+        self.last_requests: Dict[str, Dict[str, Any]] = {}
+        self.last_stream: Optional[Dict[str, Any]] = None
+        self.streams_started = 0
+        self.inflight = 0
+        self.max_inflight = 0
+        self.total = 0
+        self.peers: set = set()
+
+    # rules -------------------------------------------------------------------------
+    @staticmethod
+    def _take(rules: List[Dict[str, Any]], path: str) -> Optional[Dict[str, Any]]:
+        for rule in rules:
+            routes = rule.get("routes")
+            if routes and path not in routes:
+                continue
+            remaining = rule.get("remaining")
+            if remaining is None:  # persistent
+                return rule
+            if remaining > 0:
+                rule["remaining"] = remaining - 1
+                return rule
+        return None
+
+    def counters(self) -> Dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "requests_by_method": dict(self.requests_by_method),
+            "completed": dict(self.completed),
+            "cancelled": dict(self.cancelled),
+            "cancellations": list(self.cancellations),
+            "injected": list(self.injected),
+            "inflight": self.inflight,
+            "max_inflight": self.max_inflight,
+            "total": self.total,
+            "streams_started": self.streams_started,
+            "connections_seen": len(self.peers),
+        }
+
+
+class _Ctx:
+    """Per-request bookkeeping for cancellation detection."""
+
+    def __init__(self, state: ServerState, request, kind: str):
+        self.state = state
+        self.path = request.path
+        self.method = request.method
+        self.kind = kind
+        self.phase = "received"
+        self.events_sent = 0
+        self.model: Optional[str] = None
+        self.request_id: Optional[str] = None
+        self.injected_close = False
+        self.finished = False
+        self.started = time.time()
+        self.stream_record: Optional[Dict[str, Any]] = None
+        self.request = request
+
+    def record_cancel(self, reason: str) -> None:
+        if self.injected_close or self.finished:
+            return
+        self.finished = True
+        st = self.state
+        st.cancelled[self.path] = st.cancelled.get(self.path, 0) + 1
+        st.cancellations.append({
+            "path": self.path, "method": self.method, "phase": self.phase,
+            "events_sent": self.events_sent, "model": self.model, "request_id": self.request_id,
+            "time": time.time(), "monotonic": time.monotonic(), "started": self.started,
+            "reason": reason,
+        })
+        if self.stream_record is not None:
+            self.stream_record["cancelled"] = True
+
+
+def build_apps(state: ServerState, log=print):
+    """Create the aiohttp applications (main, control) sharing one ServerState."""
+    import asyncio
+    from aiohttp import web
+
+    hang_limit = lambda: float(state.config.get("hang_limit", 300.0))  # noqa: E731
+
+    def jresp(obj: Any, status: int = 200, headers: Optional[Dict[str, str]] = None):
+        return web.Response(status=status, body=_dumps(obj).encode("utf-8"),
+                            content_type="application/json", headers=headers)
+
+    def verr(message: str, status: int, err_type: Optional[str] = None, param: Optional[str] = None,
+             style: Optional[str] = None, headers: Optional[Dict[str, str]] = None):
+        return jresp(error_body(message, status, style or state.config["error_style"], err_type, param),
+                     status, headers)
+
+    # ---- middleware: counters, api key, injected delays/failures ---------------------
+    @web.middleware
+    async def middleware(request, handler):
+        path = request.path
+        if path.startswith("/_control"):
+            return await handler(request)
+        state.total += 1
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            state.peers.add(tuple(peer[:2]))
+        state.requests[path] = state.requests.get(path, 0) + 1
+        key = f"{request.method} {path}"
+        state.requests_by_method[key] = state.requests_by_method.get(key, 0) + 1
+        state.inflight += 1
+        state.max_inflight = max(state.max_inflight, state.inflight)
+        try:
+            try:
+                resp = await handler(request)
+            except web.HTTPNotFound:
+                resp = jresp({"detail": "Not Found"}, 404)  # FastAPI's default
+            except web.HTTPMethodNotAllowed:
+                resp = jresp({"detail": "Method Not Allowed"}, 405)
+            state.completed[path] = state.completed.get(path, 0) + 1
+            return resp
+        finally:
+            state.inflight -= 1
+
+    async def read_json(request, ctx: _Ctx):
+        raw = await request.read()
+        rec = {
+            "method": request.method, "path": request.path, "query": request.query_string,
+            "headers": {k.lower(): v for k, v in request.headers.items()},  # lower-case names
+            "time": time.time(), "monotonic": time.monotonic(), "body": None, "raw": None,
+        }
+        body = None
+        err = None
+        try:
+            body = json.loads(raw.decode("utf-8")) if raw else None
+            rec["body"] = body
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            rec["raw"] = raw.decode("utf-8", "replace")[:65536]
+            err = str(e)
+        state.last_request = rec
+        state.last_requests[request.path] = rec
+        log_entry = {"method": request.method, "path": request.path, "time": rec["time"],
+                     "model": body.get("model") if isinstance(body, dict) else None,
+                     "stream": bool(body.get("stream")) if isinstance(body, dict) else False}
+        state.request_log.append(log_entry)
+        del state.request_log[:-500]
+        if isinstance(body, dict):
+            ctx.model = body.get("model")
+        return body, err
+
+    def check_api_key(request):
+        key = state.config.get("api_key")
+        if key and request.headers.get("Authorization") != f"Bearer {key}":
+            return jresp({"error": "Unauthorized"}, 401)  # vLLM's exact --api-key reply
+        return None
+
+    async def bounded_sleep(seconds: float) -> None:
+        if seconds and seconds > 0:
+            await asyncio.sleep(min(seconds, hang_limit()))
+
+    async def pre_response(request, ctx: _Ctx):
+        """Injected header delay and failures before any byte. Returns a response or None."""
+        rule = state._take(state.delay_rules, request.path)
+        delay = float(state.config.get("header_delay") or 0)
+        if rule is not None:
+            delay += float(rule.get("seconds", 0))
+        if delay > 0:
+            ctx.phase = "header_delay"
+            await bounded_sleep(delay)
+        rule = state._take(state.fail_rules, request.path)
+        if rule is None:
+            return None
+        mode = rule.get("mode", "status")
+        state.injected.append({"path": request.path, "mode": mode, "status": rule.get("status"),
+                               "time": time.time()})
+        if mode in ("close", "abort"):
+            ctx.injected_close = True
+            tr = request.transport
+            if tr is not None:
+                tr.abort() if mode == "abort" else tr.close()
+            raise _InjectedClose()
+        if mode == "hang":
+            ctx.phase = "hang"
+            await asyncio.sleep(hang_limit())
+            raise _InjectedClose()
+        status = int(rule.get("status", 500))
+        headers = {}
+        if rule.get("retry_after") is not None:
+            headers["Retry-After"] = str(rule["retry_after"])
+        if rule.get("body") is not None:
+            b = rule["body"]
+            return web.Response(status=status, text=b if isinstance(b, str) else json.dumps(b),
+                                content_type="application/json", headers=headers)
+        return verr(rule.get("message") or f"Injected failure ({status})", status,
+                    style=rule.get("style"), headers=headers)
+
+    def api_handler(kind: str):
+        def deco(fn):
+            async def wrapper(request):
+                ctx = _Ctx(state, request, kind)
+                try:
+                    body, err = await read_json(request, ctx)
+                    denied = check_api_key(request)
+                    if denied is not None:
+                        return denied
+                    early = await pre_response(request, ctx)
+                    if early is not None:
+                        return early
+                    if request.method == "POST":
+                        if err is not None:
+                            return verr(f"JSON decode error: {err}", 400)
+                        if not isinstance(body, dict):
+                            return verr("Request body must be a JSON object", 400)
+                    result = await fn(request, ctx, body)
+                    ctx.finished = True
+                    return result
+                except asyncio.CancelledError:
+                    ctx.record_cancel("cancelled")
+                    raise
+                except (ConnectionResetError, ConnectionError) as e:
+                    ctx.record_cancel(f"write failed: {e.__class__.__name__}")
+                    raise asyncio.CancelledError()
+                except _InjectedClose:
+                    raise asyncio.CancelledError()
+            wrapper.__name__ = fn.__name__
+            return wrapper
+        return deco
+
+    # ---- model helpers -------------------------------------------------------------
+    def resolve_model(body: Dict[str, Any]):
+        models = state.config["models"]
+        model = body.get("model")
+        if model is None:
+            return models[0], None
+        if model not in models:
+            return None, verr(f"The model `{model}` does not exist.", 404, "NotFoundError", "model")
+        return model, None
+
+    def chat_prompt_text(messages: List[Dict[str, Any]]) -> str:
+        parts = []
+        for m in messages:
+            c = m.get("content") if isinstance(m, dict) else None
+            if isinstance(c, str):
+                parts.append(c)
+            elif isinstance(c, list):
+                for p in c:
+                    if isinstance(p, dict) and isinstance(p.get("text"), str):
+                        parts.append(p["text"])
+        return " ".join(parts)
+
+    def last_user_text(messages: List[Dict[str, Any]]) -> str:
+        for m in reversed(messages):
+            if isinstance(m, dict) and m.get("role") == "user":
+                return chat_prompt_text([m])
+        return ""
+
+    def prompt_tokens_for(text: str) -> int:
+        override = state.config.get("prompt_tokens")
+        if override is not None:
+            return int(override)
+        return max(1, count_words(text))
+
+    def plan_reply(kind: str, body: Dict[str, Any], user_text: str):
+        """Returns (tokens, finish_reason, tool_calls or None)."""
+        cfg = state.config
+        tool_mode = cfg.get("tool_mode", "none") if kind == "chat" else "none"
+        chunk = int(cfg.get("chunk_chars") or 0)
+        if tool_mode == "structured":
+            calls = cfg.get("tool_calls") or DEFAULT_TOOL_CALLS
+            return tokenize(cfg.get("tool_prefix_text") or "", chunk), "tool_calls", calls
+        if tool_mode == "hermes_raw":
+            text = hermes_tool_text(cfg.get("tool_calls") or DEFAULT_TOOL_CALLS, cfg.get("tool_prefix_text") or "")
+            toks = tokenize(text, chunk)
+        elif cfg.get("reply_text") is not None:
+            toks = tokenize(cfg["reply_text"], chunk)
+        elif cfg.get("reply_mode") == "echo":
+            toks = tokenize(user_text, chunk)
+        else:
+            toks = default_tokens(int(cfg.get("stream_events", DEFAULT_STREAM_EVENTS)))
+        # vLLM: the EOS token counts against max_tokens, so a reply of L tokens needs
+        # max_tokens >= L + 1 to finish with "stop"; otherwise it is cut to max_tokens, "length".
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens <= len(toks):
+            return toks[:max_tokens], "length", None
+        return toks, "stop", None
+
+    def completion_tokens_for(tokens: List[str], finish: str) -> int:
+        return len(tokens) + (1 if finish == "stop" else 0)
+
+    def usage(prompt: int, completion: int) -> Dict[str, Any]:
+        return {"prompt_tokens": prompt, "total_tokens": prompt + completion,
+                "completion_tokens": completion, "prompt_tokens_details": None}
+
+    def context_check(body: Dict[str, Any], prompt: int):
+        max_len = int(state.config["max_model_len"])
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+            if max_tokens < 1:
+                return verr("max_tokens must be at least 1, got %d." % max_tokens, 400, param="max_tokens")
+            if prompt + max_tokens > max_len:
+                return verr(
+                    f"This model's maximum context length is {max_len} tokens. However, you requested "
+                    f"{prompt + max_tokens} tokens ({prompt} in the messages, {max_tokens} in the completion). "
+                    "Please reduce the length of the messages or completion.", 400, param=None)
+        elif prompt > max_len:
+            return verr(f"This model's maximum context length is {max_len} tokens. However, your "
+                        f"request has {prompt} input tokens. Please reduce the length of the input.", 400)
+        return None
+
+    def structured_tool_calls(calls: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        out = []
+        for c in calls:
+            out.append({"id": f"chatcmpl-tool-{random_uuid()}", "type": "function",
+                        "function": {"name": c["name"],
+                                     "arguments": json.dumps(c.get("arguments", {}))}})
+        return out
+
+    # ---- streaming -----------------------------------------------------------------
+    class _StreamEnded(Exception):
+        pass
+
+    async def open_stream(request, ctx: _Ctx, rid: str, model: str):
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        state.streams_started += 1
+        ctx.phase = "streaming"
+        rec = {"path": request.path, "request_id": rid, "model": model, "started": time.time(),
+               "started_monotonic": time.monotonic(), "events": [], "event_times": [],
+               "completed": False, "cancelled": False, "failure": None}
+        state.last_stream = rec
+        ctx.stream_record = rec
+        return resp, rec
+
+    async def send_event(resp, ctx: _Ctx, rec, payload: Any, kind: str,
+                         fail_rule: Optional[Dict[str, Any]]):
+        """Write one SSE event; apply an injected mid-stream failure first if due."""
+        if fail_rule is not None and ctx.events_sent >= int(fail_rule.get("after_events", 0)) \
+                and not fail_rule.get("_fired"):
+            fail_rule["_fired"] = True
+            await inject_stream_failure(resp, ctx, rec, fail_rule)
+        data = payload if isinstance(payload, str) else _dumps(payload)
+        await resp.write(f"data: {data}\n\n".encode("utf-8"))
+        ctx.events_sent += 1
+        t, m = time.time(), time.monotonic()
+        rec["events"].append({"i": len(rec["events"]), "kind": kind, "time": t, "monotonic": m,
+                              "bytes": len(data)})
+        rec["event_times"].append(t)
+
+    async def inject_stream_failure(resp, ctx: _Ctx, rec, rule):
+        mode = rule.get("mode", "close")
+        rec["failure"] = mode
+        state.injected.append({"path": ctx.path, "mode": "stream_" + mode,
+                               "after_events": ctx.events_sent, "time": time.time()})
+        if mode == "error_event":
+            msg = rule.get("message") or "Injected mid-stream failure"
+            body = error_body(msg, int(rule.get("status", 500)), rule.get("style") or state.config["error_style"])
+            await resp.write(f"data: {_dumps(body)}\n\n".encode("utf-8"))
+            await resp.write(b"data: [DONE]\n\n")
+            rec["events"].append({"i": len(rec["events"]), "kind": "error", "time": time.time(),
+                                  "monotonic": time.monotonic(), "bytes": 0})
+            rec["event_times"].append(time.time())
+            await resp.write_eof()
+            raise _StreamEnded()
+        if mode == "hang":
+            ctx.phase = "stream_hang"
+            await asyncio.sleep(hang_limit())
+            raise _StreamEnded()
+        ctx.injected_close = True
+        tr = ctx.request.transport
+        if tr is not None:
+            tr.abort() if mode == "abort" else tr.close()
+        raise _InjectedClose()
+
+    async def run_stream(request, ctx: _Ctx, kind: str, body, model, rid, created, tokens,
+                         finish, tool_calls, prompt_n):
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        continuous = bool((body.get("stream_options") or {}).get("continuous_usage_stats"))
+        n = int(body.get("n") or 1)
+        fail_rule = state._take(state.stream_fail_rules, request.path)
+        if fail_rule is not None:
+            fail_rule = dict(fail_rule)
+        resp, rec = await open_stream(request, ctx, rid, model)
+        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        delay = float(state.config.get("stream_event_delay") or 0)
+        completion_so_far = 0
+
+        def chunk(choices, usage_obj=None):
+            c = {"id": rid, "object": obj, "created": created, "model": model, "choices": choices}
+            if usage_obj is not None:
+                c["usage"] = usage_obj
+            elif continuous and include_usage:
+                c["usage"] = usage(prompt_n, completion_so_far)
+            return c
+
+        def choice(i, text=None, finish_reason=None, role=None, tool_delta=None):
+            if kind == "chat":
+                delta: Dict[str, Any] = {}
+                if role:
+                    delta["role"] = role
+                if text is not None:
+                    delta["content"] = text
+                if tool_delta is not None:
+                    delta["tool_calls"] = tool_delta
+                ch = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            else:
+                ch = {"index": i, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            if finish_reason is not None or kind != "chat":
+                ch["stop_reason"] = None
+            return ch
+
+        try:
+            await bounded_sleep(float(state.config.get("first_token_delay") or 0))
+            if kind == "chat":
+                await send_event(resp, ctx, rec, chunk([choice(i, "", role="assistant") for i in range(n)]),
+                                 "role", fail_rule)
+            last = len(tokens) - 1
+            for idx, tok in enumerate(tokens):
+                await bounded_sleep(delay)
+                completion_so_far += 1
+                fr = finish if (idx == last and finish == "length") else None
+                await send_event(resp, ctx, rec, chunk([choice(i, tok, fr) for i in range(n)]),
+                                 "content", fail_rule)
+            if tool_calls:
+                for ti, call in enumerate(structured_tool_calls(tool_calls)):
+                    await bounded_sleep(delay)
+                    head = [{"index": ti, "id": call["id"], "type": "function",
+                             "function": {"name": call["function"]["name"], "arguments": ""}}]
+                    await send_event(resp, ctx, rec, chunk([choice(i, None, tool_delta=head) for i in range(n)]),
+                                     "tool_call", fail_rule)
+                    for piece in tokenize(call["function"]["arguments"]):
+                        await bounded_sleep(delay)
+                        completion_so_far += 1
+                        td = [{"index": ti, "function": {"arguments": piece}}]
+                        await send_event(resp, ctx, rec, chunk([choice(i, None, tool_delta=td) for i in range(n)]),
+                                         "tool_call", fail_rule)
+            if finish != "length":
+                # "stop": the EOS token arrives as an empty delta carrying finish_reason.
+                # "tool_calls": an empty delta carrying finish_reason.
+                await bounded_sleep(delay)
+                if finish == "stop":
+                    completion_so_far += 1
+                text = "" if (kind != "chat" or finish == "stop") else None
+                await send_event(resp, ctx, rec, chunk([choice(i, text, finish) for i in range(n)]),
+                                 "finish", fail_rule)
+            if include_usage:
+                await send_event(resp, ctx, rec,
+                                 chunk([], usage(prompt_n, completion_so_far * n)), "usage", fail_rule)
+            await send_event(resp, ctx, rec, "[DONE]", "done", fail_rule)
+            await resp.write_eof()
+            rec["completed"] = True
+            ctx.phase = "done"
+        except _StreamEnded:
+            pass
+        return resp
+
+    # ---- handlers --------------------------------------------------------------------
+    async def health(request):
+        cfg = state.config
+        ctx = _Ctx(state, request, "health")
+        try:
+            if cfg.get("health_mode") == "hang":
+                ctx.phase = "hang"
+                end = time.monotonic() + hang_limit()
+                while state.config.get("health_mode") == "hang" and time.monotonic() < end:
+                    await asyncio.sleep(0.05)
+            await bounded_sleep(float(cfg.get("health_delay") or 0))
+            status = int(state.config.get("health_status", 200))
+            return web.Response(status=status, body=b"")
+        except asyncio.CancelledError:
+            ctx.record_cancel("cancelled")
+            raise
+
+    async def ping(request):
+        return await health(request)
+
+    async def version(request):
+        return jresp({"version": "0.0.0-fake"})
+
+    @api_handler("models")
+    async def list_models(request, ctx: _Ctx, body):
+        data = []
+        for m in state.config["models"]:
+            data.append({
+                "id": m, "object": "model", "created": state.created, "owned_by": "vllm", "root": m,
+                "parent": None, "max_model_len": int(state.config["max_model_len"]),
+                "permission": [{
+                    "id": f"modelperm-{random_uuid()}", "object": "model_permission",
+                    "created": state.created, "allow_create_engine": False, "allow_sampling": True,
+                    "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
+                    "allow_fine_tuning": False, "organization": "*", "group": None, "is_blocking": False,
+                }],
+            })
+        return jresp({"object": "list", "data": data})
+
+    @api_handler("chat")
+    async def chat_completions(request, ctx: _Ctx, body):
+        model, err = resolve_model(body)
+        if err is not None:
+            return err
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return verr("[{'type': 'missing', 'loc': ('body', 'messages'), 'msg': 'Field required'}]", 400)
+        prompt_n = prompt_tokens_for(chat_prompt_text(messages))
+        bad = context_check(body, prompt_n)
+        if bad is not None:
+            return bad
+        rid = f"chatcmpl-{random_uuid()}"
+        ctx.request_id = rid
+        created = int(time.time())
+        tokens, finish, tool_calls = plan_reply("chat", body, last_user_text(messages))
+        if body.get("stream"):
+            return await run_stream(request, ctx, "chat", body, model, rid, created, tokens, finish,
+                                    tool_calls, prompt_n)
+        n = int(body.get("n") or 1)
+        ctx.phase = "generating"
+        extra = sum(len(tokenize(json.dumps(c.get("arguments", {})))) for c in (tool_calls or []))
+        await bounded_sleep(float(state.config.get("first_token_delay") or 0)
+                            + float(state.config.get("stream_event_delay") or 0) * (len(tokens) + extra))
+        completion_n = completion_tokens_for(tokens, finish) + extra
+        text = "".join(tokens)
+        choices = []
+        for i in range(n):
+            msg = {"role": "assistant", "content": text if (text or not tool_calls) else None,
+                   "refusal": None, "annotations": None, "audio": None, "function_call": None,
+                   "tool_calls": structured_tool_calls(tool_calls) if tool_calls else [],
+                   "reasoning_content": None}
+            choices.append({"index": i, "message": msg, "logprobs": None, "finish_reason": finish,
+                            "stop_reason": None})
+        return jresp({
+            "id": rid, "object": "chat.completion", "created": created, "model": model,
+            "choices": choices, "service_tier": None, "system_fingerprint": None,
+            "usage": usage(prompt_n, completion_n * n), "prompt_logprobs": None,
+            "kv_transfer_params": None,
+        })
+
+    def completion_prompts(prompt) -> Optional[List[str]]:
+        if isinstance(prompt, str):
+            return [prompt]
+        if isinstance(prompt, list) and prompt:
+            if all(isinstance(p, str) for p in prompt):
+                return list(prompt)
+            if all(isinstance(p, int) for p in prompt):
+                return [" ".join(str(p) for p in prompt)]
+            if all(isinstance(p, list) and all(isinstance(x, int) for x in p) for p in prompt):
+                return [" ".join(str(x) for x in p) for p in prompt]
+        return None
+
+    @api_handler("completion")
+    async def completions(request, ctx: _Ctx, body):
+        model, err = resolve_model(body)
+        if err is not None:
+            return err
+        prompts = completion_prompts(body.get("prompt"))
+        if prompts is None:
+            return verr("[{'type': 'missing', 'loc': ('body', 'prompt'), 'msg': 'Field required'}]", 400)
+        body = dict(body)
+        body.setdefault("max_tokens", 16)  # vLLM's default for /v1/completions
+        prompt_n = sum(prompt_tokens_for(p) for p in prompts)
+        bad = context_check(body, max(prompt_tokens_for(p) for p in prompts))
+        if bad is not None:
+            return bad
+        rid = f"cmpl-{random_uuid()}"
+        ctx.request_id = rid
+        created = int(time.time())
+        tokens, finish, _ = plan_reply("completion", body, prompts[0])
+        n = int(body.get("n") or 1) * len(prompts)
+        if body.get("stream"):
+            b = dict(body)
+            b["n"] = n
+            return await run_stream(request, ctx, "completion", b, model, rid, created, tokens, finish,
+                                    None, prompt_n)
+        ctx.phase = "generating"
+        await bounded_sleep(float(state.config.get("first_token_delay") or 0)
+                            + float(state.config.get("stream_event_delay") or 0) * len(tokens))
+        text = "".join(tokens)
+        choices = [{"index": i, "text": text, "logprobs": None, "finish_reason": finish,
+                    "stop_reason": None, "prompt_logprobs": None} for i in range(n)]
+        return jresp({
+            "id": rid, "object": "text_completion", "created": created, "model": model,
+            "choices": choices, "service_tier": None, "system_fingerprint": None,
+            "usage": usage(prompt_n, completion_tokens_for(tokens, finish) * n),
+            "kv_transfer_params": None,
+        })
+
+    @api_handler("embedding")
+    async def embeddings(request, ctx: _Ctx, body):
+        model, err = resolve_model(body)
+        if err is not None:
+            return err
+        inp = body.get("input")
+        texts = completion_prompts(inp)
+        if texts is None:
+            return verr("[{'type': 'missing', 'loc': ('body', 'input'), 'msg': 'Field required'}]", 400)
+        dim = int(state.config["embedding_dim"])
+        dims = body.get("dimensions")
+        if dims is not None:
+            if not isinstance(dims, int) or dims < 1 or dims > dim:
+                return verr(f"dimensions must be between 1 and {dim}", 400, param="dimensions")
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            return verr(f"Unsupported encoding_format: {fmt}", 400, param="encoding_format")
+        rid = f"embd-{random_uuid()}"
+        ctx.request_id = rid
+        ctx.phase = "generating"
+        await bounded_sleep(float(state.config.get("first_token_delay") or 0))
+        data = []
+        prompt_n = 0
+        for i, t in enumerate(texts):
+            prompt_n += prompt_tokens_for(t)
+            vec = embedding_vector(t, dim)
+            if dims is not None:
+                vec = vec[:dims]
+                norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+                vec = [v / norm for v in vec]
+            emb: Any = vec
+            if fmt == "base64":
+                emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
+            data.append({"index": i, "object": "embedding", "embedding": emb})
+        return jresp({"id": rid, "object": "list", "created": int(time.time()), "model": model,
+                      "data": data, "usage": usage(prompt_n, 0)})
+
+    async def not_found(request):
+        return jresp({"detail": "Not Found"}, 404)
+
+    # ---- control API -----------------------------------------------------------------
+    async def cbody(request) -> Dict[str, Any]:
+        raw = await request.read()
+        if not raw:
+            return {}
+        return json.loads(raw)
+
+    def listener_state():
+        return {"enabled": state.listener_enabled, "port": state.port, "control_port": state.control_port}
+
+    async def c_reset(request):
+        state.reset()
+        if not state.listener_enabled:
+            await state.start_listener()
+        return jresp({"ok": True})
+
+    async def c_state(request):
+        return jresp({"config": state.config, "fail_rules": state.fail_rules,
+                      "stream_fail_rules": state.stream_fail_rules, "delay_rules": state.delay_rules,
+                      "listener": listener_state(), "counters": state.counters(), "pid": os.getpid()})
+
+    async def c_config(request):
+        if request.method == "POST":
+            patch = await cbody(request)
+            unknown = [k for k in patch if k not in state.defaults]
+            if unknown:
+                return jresp({"error": f"unknown config keys: {unknown}",
+                              "known": sorted(state.defaults)}, 400)
+            state.config.update(patch)
+        return jresp(state.config)
+
+    async def c_health(request):
+        b = await cbody(request)
+        if "status" in b:
+            state.config["health_status"] = int(b["status"])
+        if "mode" in b:
+            state.config["health_mode"] = b["mode"]
+        if "delay" in b:
+            state.config["health_delay"] = float(b["delay"])
+        return jresp({k: state.config[k] for k in ("health_status", "health_mode", "health_delay")})
+
+    async def c_fail(request):
+        b = await cbody(request)
+        rule = {"remaining": b.get("count", 1), "status": int(b.get("status", 500)),
+                "mode": b.get("mode", "status"), "style": b.get("style"), "message": b.get("message"),
+                "routes": b.get("routes"), "retry_after": b.get("retry_after"), "body": b.get("body")}
+        state.fail_rules.append(rule)
+        return jresp(rule)
+
+    async def c_fail_stream(request):
+        b = await cbody(request)
+        rule = {"remaining": b.get("count", 1), "after_events": int(b.get("after_events", 0)),
+                "mode": b.get("mode", "close"), "status": int(b.get("status", 500)),
+                "message": b.get("message"), "style": b.get("style"), "routes": b.get("routes")}
+        state.stream_fail_rules.append(rule)
+        return jresp(rule)
+
+    async def c_delay(request):
+        b = await cbody(request)
+        rule = {"remaining": b.get("count"), "seconds": float(b.get("seconds", 0)), "routes": b.get("routes")}
+        state.delay_rules.append(rule)
+        return jresp(rule)
+
+    async def c_clear_rules(request):
+        state.fail_rules.clear()
+        state.stream_fail_rules.clear()
+        state.delay_rules.clear()
+        return jresp({"ok": True})
+
+    async def c_stream(request):
+        b = await cbody(request)
+        if "events" in b:
+            state.config["stream_events"] = int(b["events"])
+        if "delay" in b:
+            state.config["stream_event_delay"] = float(b["delay"])
+        if "first_token_delay" in b:
+            state.config["first_token_delay"] = float(b["first_token_delay"])
+        return jresp({k: state.config[k] for k in ("stream_events", "stream_event_delay", "first_token_delay")})
+
+    async def c_models(request):
+        if request.method == "POST":
+            b = await cbody(request)
+            if "models" in b:
+                state.config["models"] = list(b["models"])
+            if "max_model_len" in b:
+                state.config["max_model_len"] = int(b["max_model_len"])
+        return jresp({"models": state.config["models"], "max_model_len": state.config["max_model_len"]})
+
+    async def c_counters(request):
+        return jresp(state.counters())
+
+    async def c_last_request(request):
+        path = request.query.get("path")
+        return jresp(state.last_requests.get(path) if path else state.last_request)
+
+    async def c_requests(request):
+        return jresp(state.request_log)
+
+    async def c_last_stream(request):
+        return jresp(state.last_stream)
+
+    async def c_cancellations(request):
+        return jresp(state.cancellations)
+
+    async def c_listener(request):
+        b = await cbody(request)
+        if request.method == "POST" and "enabled" in b:
+            if b["enabled"]:
+                await state.start_listener()
+            else:
+                await state.stop_listener(drop=bool(b.get("drop_connections", True)),
+                                          via_main=request.transport is not None and _local_port(request) == state.port)
+        return jresp(listener_state())
+
+    async def c_drop_connections(request):
+        n = state.drop_main_connections(exclude=request.transport)
+        return jresp({"dropped": n})
+
+    def add_control_routes(app):
+        r = app.router
+        r.add_post("/_control/reset", c_reset)
+        r.add_get("/_control/state", c_state)
+        r.add_get("/_control/config", c_config)
+        r.add_post("/_control/config", c_config)
+        r.add_post("/_control/health", c_health)
+        r.add_post("/_control/fail", c_fail)
+        r.add_post("/_control/fail_stream", c_fail_stream)
+        r.add_post("/_control/delay", c_delay)
+        r.add_post("/_control/clear_rules", c_clear_rules)
+        r.add_post("/_control/stream", c_stream)
+        r.add_get("/_control/models", c_models)
+        r.add_post("/_control/models", c_models)
+        r.add_get("/_control/counters", c_counters)
+        r.add_get("/_control/last_request", c_last_request)
+        r.add_get("/_control/requests", c_requests)
+        r.add_get("/_control/last_stream", c_last_stream)
+        r.add_get("/_control/cancellations", c_cancellations)
+        r.add_get("/_control/listener", c_listener)
+        r.add_post("/_control/listener", c_listener)
+        r.add_post("/_control/drop_connections", c_drop_connections)
+
+    async def on_prepare(request, response):
+        response.headers["Server"] = "uvicorn"  # what vLLM's server says
+
+    main = web.Application(middlewares=[middleware], client_max_size=64 * 1024 * 1024)
+    main.on_response_prepare.append(on_prepare)
+    main.router.add_get("/health", health)
+    main.router.add_get("/ping", ping)
+    main.router.add_post("/ping", ping)
+    main.router.add_get("/version", version)
+    main.router.add_get("/v1/models", list_models)
+    main.router.add_post("/v1/chat/completions", chat_completions)
+    main.router.add_post("/v1/completions", completions)
+    main.router.add_post("/v1/embeddings", embeddings)
+    add_control_routes(main)
+
+    control = web.Application()
+    add_control_routes(control)
+    return main, control
+
+
+def _local_port(request) -> Optional[int]:
+    tr = request.transport
+    if tr is None:
+        return None
+    sock = tr.get_extra_info("sockname")
+    return sock[1] if sock else None
+
+
+async def serve(args) -> None:
+    import asyncio
+    from aiohttp import web
+
+    host = args.host
+    if host not in LOOPBACK_HOSTS:
+        raise SystemExit(f"fake_vllm: refusing to listen on non-loopback host {host!r}")
+    defaults = {
+        "models": [m for m in args.models.split(",") if m],
+        "max_model_len": args.max_model_len,
+        "embedding_dim": args.embedding_dim,
+        "stream_events": args.stream_events,
+        "stream_event_delay": args.stream_delay,
+        "first_token_delay": 0.0,
+        "header_delay": 0.0,
+        "reply_text": None,
+        "reply_mode": "default",
+        "tool_mode": "none",
+        "tool_calls": copy.deepcopy(DEFAULT_TOOL_CALLS),
+        "tool_prefix_text": "",
+        "chunk_chars": 0,
+        "error_style": args.error_style,
+        "prompt_tokens": None,
+        "api_key": args.api_key,
+        "health_status": 200,
+        "health_mode": "ok",
+        "health_delay": 0.0,
+        "hang_limit": args.hang_limit,
+    }
+    state = ServerState(defaults)
+    main_app, control_app = build_apps(state, log=lambda *a: print(*a, file=sys.stderr, flush=True))
+    runner_kw = dict(handler_cancellation=True, keepalive_timeout=args.keepalive_timeout,
+                     shutdown_timeout=1.0, access_log=None)
+    main_runner = web.AppRunner(main_app, **runner_kw)
+    control_runner = web.AppRunner(control_app, handler_cancellation=True, shutdown_timeout=1.0,
+                                   access_log=None)
+    await main_runner.setup()
+    await control_runner.setup()
+
+    state.port = args.port
+    state.control_port = None
+    state.listener_enabled = False
+    state._site = None
+
+    async def start_listener():
+        if state.listener_enabled:
+            return
+        site = web.TCPSite(main_runner, host, state.port, reuse_address=True)
+        await site.start()
+        state._site = site
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        state.port = sock.getsockname()[1]
+        state.listener_enabled = True
+
+    def drop_main_connections(exclude=None) -> int:
+        n = 0
+        server = main_runner.server
+        if server is None:
+            return 0
+        for proto in server.connections:
+            tr = proto.transport
+            if tr is None or tr is exclude:
+                continue
+            tr.abort()
+            n += 1
+        return n
+
+    async def stop_listener(drop: bool = True, via_main: bool = False):
+        if state.listener_enabled and state._site is not None:
+            await state._site.stop()
+            state._site = None
+            state.listener_enabled = False
+        if drop:
+            if via_main:  # answer first, then drop
+                asyncio.get_running_loop().call_later(0.05, drop_main_connections)
+            else:
+                drop_main_connections()
+
+    state.start_listener = start_listener
+    state.stop_listener = stop_listener
+    state.drop_main_connections = drop_main_connections
+
+    await start_listener()
+    control_site = web.TCPSite(control_runner, host, args.control_port, reuse_address=True)
+    await control_site.start()
+    state.control_port = control_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    info = {"port": state.port, "control_port": state.control_port, "pid": os.getpid(),
+            "url": f"http://{host}:{state.port}", "control_url": f"http://{host}:{state.control_port}"}
+    if args.ready_file:
+        tmp = args.ready_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, args.ready_file)
+    print(f"fake_vllm listening on http://{host}:{state.port} control http://{host}:{state.control_port} "
+          f"pid {os.getpid()} models {','.join(defaults['models'])}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await main_runner.cleanup()
+    await control_runner.cleanup()
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Fake vLLM OpenAI server for llm-gateway tests")
+    p.add_argument("--host", default="127.0.0.1", help="loopback only")
+    p.add_argument("--port", type=int, required=True, help="main port (0 = pick a free one)")
+    p.add_argument("--control-port", type=int, default=0,
+                   help="extra port serving only /_control (0 = pick a free one)")
+    p.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated served model names")
+    p.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN)
+    p.add_argument("--embedding-dim", type=int, default=DEFAULT_EMBEDDING_DIM)
+    p.add_argument("--stream-events", type=int, default=DEFAULT_STREAM_EVENTS,
+                   help="tokens in the default reply")
+    p.add_argument("--stream-delay", type=float, default=0.0, help="seconds before each token")
+    p.add_argument("--error-style", choices=["new", "flat"], default="new")
+    p.add_argument("--api-key", default=None, help="like vllm --api-key: require this bearer token")
+    p.add_argument("--keepalive-timeout", type=float, default=5.0,
+                   help="idle keep-alive timeout (uvicorn's default is 5 s)")
+    p.add_argument("--hang-limit", type=float, default=300.0, help="upper bound of any injected hang")
+    p.add_argument("--ready-file", default=None, help="write {port, control_port, pid} JSON here when ready")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    import asyncio
+    args = parse_args(argv)
+    asyncio.run(serve(args))
+
+
+# --------------------------------------------------------------------------------------
+# Client / process handle (stdlib only)
+# --------------------------------------------------------------------------------------
+
+class FakeVLLMError(RuntimeError):
+    pass
+
+
+class FakeVLLM:
+    """Handle on a fake vLLM server process. Use ``FakeVLLM.start(...)``."""
+
+    def __init__(self, proc: subprocess.Popen, info: Dict[str, Any], log_path: str, argv: List[str],
+                 workdir: str):
+        self.proc = proc
+        self.info = info
+        self.log_path = log_path
+        self.argv = argv
+        self.workdir = workdir
+        self.host = "127.0.0.1"
+        self.port: int = info["port"]
+        self.control_port: int = info["control_port"]
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    def start(cls, models: Optional[List[str]] = None, port: int = 0, control_port: int = 0,
+              workdir: Optional[str] = None, extra_args: Optional[List[str]] = None,
+              timeout: float = 15.0, **options) -> "FakeVLLM":
+        """Start fake_vllm.py as a subprocess (own process group) and wait until it listens.
+        options map to command-line flags: stream_events=8 -> --stream-events 8."""
+        workdir = workdir or tempfile.mkdtemp(prefix="fake_vllm_")
+        os.makedirs(workdir, exist_ok=True)
+        ready = os.path.join(workdir, f"fake_vllm_ready_{os.getpid()}_{time.monotonic_ns()}.json")
+        log_path = ready.replace("_ready_", "_log_").replace(".json", ".log")
+        argv = [sys.executable, os.path.join(HERE, "fake_vllm.py"), "--port", str(port),
+                "--control-port", str(control_port), "--ready-file", ready]
+        if models:
+            argv += ["--models", ",".join(models)]
+        for k, v in options.items():
+            if v is None:
+                continue
+            argv += ["--" + k.replace("_", "-"), str(v)]
+        argv += list(extra_args or [])
+        logf = open(log_path, "ab")
+        try:
+            proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=workdir)
+        finally:
+            logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(ready):
+                with open(ready) as f:
+                    info = json.load(f)
+                return cls(proc, info, log_path, argv, workdir)
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        _terminate(proc)
+        raise FakeVLLMError(f"fake_vllm did not start (rc={proc.poll()}):\n{_tail(log_path)}")
+
+    def stop(self, timeout: float = 5.0) -> Optional[int]:
+        return _terminate(self.proc, timeout)
+
+    def restart(self, timeout: float = 15.0) -> "FakeVLLM":
+        """Kill the process and start a new one on the same ports (state is lost)."""
+        self.stop()
+        argv = list(self.argv)
+        argv[argv.index("--port") + 1] = str(self.port)
+        argv[argv.index("--control-port") + 1] = str(self.control_port)
+        ready = argv[argv.index("--ready-file") + 1]
+        if os.path.exists(ready):
+            os.unlink(ready)
+        logf = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, cwd=self.workdir)
+        finally:
+            logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(ready):
+                with open(ready) as f:
+                    self.info = json.load(f)
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise FakeVLLMError(f"fake_vllm did not restart:\n{_tail(self.log_path)}")
+
+    def __repr__(self) -> str:
+        return f"<FakeVLLM pid={self.proc.pid} url={self.url} control={self.control_url}>"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        with open(self.log_path, "r", errors="replace") as f:
+            return f.read()
+
+    # -- addresses ---------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """Root URL without /v1 (what the gateway's --upstream takes)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI base URL (url + /v1), for the openai SDK."""
+        return self.url + "/v1"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.host}:{self.control_port}"
+
+    # -- control API -------------------------------------------------------------------
+    def control(self, path: str, payload: Optional[Dict[str, Any]] = None, method: Optional[str] = None,
+                timeout: float = 10.0) -> Any:
+        """Call /_control/<path> on the control port. POST when payload is given, else GET
+        (pass method="POST" for body-less POSTs such as reset)."""
+        if not path.startswith("/"):
+            path = "/_control/" + path
+        method = method or ("POST" if payload is not None else "GET")
+        data = json.dumps(payload or {}).encode() if method == "POST" else None
+        req = urllib.request.Request(self.control_url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            raise FakeVLLMError(f"control {method} {path} -> {e.code}: {e.read()[:500]!r}") from None
+        return json.loads(raw) if raw else None
+
+    def reset(self) -> None:
+        self.control("reset", method="POST")
+
+    def config(self, **patch) -> Dict[str, Any]:
+        """Patch the live config, e.g. config(reply_text="hi", tool_mode="hermes_raw")."""
+        return self.control("config", patch)
+
+    def set_stream(self, events: Optional[int] = None, delay: Optional[float] = None,
+                   first_token_delay: Optional[float] = None) -> Dict[str, Any]:
+        b: Dict[str, Any] = {}
+        if events is not None:
+            b["events"] = events
+        if delay is not None:
+            b["delay"] = delay
+        if first_token_delay is not None:
+            b["first_token_delay"] = first_token_delay
+        return self.control("stream", b)
+
+    def set_health(self, status: Optional[int] = None, mode: Optional[str] = None,
+                   delay: Optional[float] = None) -> Dict[str, Any]:
+        b: Dict[str, Any] = {}
+        if status is not None:
+            b["status"] = status
+        if mode is not None:
+            b["mode"] = mode
+        if delay is not None:
+            b["delay"] = delay
+        return self.control("health", b)
+
+    def fail_next(self, count: int = 1, status: int = 500, mode: str = "status", style: Optional[str] = None,
+                  message: Optional[str] = None, routes: Optional[List[str]] = None,
+                  retry_after: Optional[float] = None, body: Any = None) -> Dict[str, Any]:
+        """The next `count` API requests (optionally only on `routes`) fail before any byte:
+        mode "status" answers `status` in vLLM's error shape; "close"/"abort" drop the
+        connection (FIN / RST) without a response; "hang" never answers."""
+        return self.control("fail", {"count": count, "status": status, "mode": mode, "style": style,
+                                     "message": message, "routes": routes, "retry_after": retry_after,
+                                     "body": body})
+
+    def fail_stream(self, count: int = 1, after_events: int = 2, mode: str = "close",
+                    status: int = 500, message: Optional[str] = None,
+                    routes: Optional[List[str]] = None) -> Dict[str, Any]:
+        """The next `count` streams fail after `after_events` SSE events: mode "close" (FIN without
+        the final chunk), "abort" (RST), "error_event" (vLLM's `data: {"error":...}` + [DONE]) or
+        "hang" (stop sending, keep the connection open)."""
+        return self.control("fail_stream", {"count": count, "after_events": after_events, "mode": mode,
+                                            "status": status, "message": message, "routes": routes})
+
+    def delay_headers(self, seconds: float, count: Optional[int] = None,
+                      routes: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Delay response headers of the next `count` API requests (None = all) by `seconds`."""
+        return self.control("delay", {"seconds": seconds, "count": count, "routes": routes})
+
+    def set_tool_mode(self, mode: str = "hermes_raw", tool_calls: Optional[List[Dict[str, Any]]] = None,
+                      prefix_text: Optional[str] = None) -> Dict[str, Any]:
+        patch: Dict[str, Any] = {"tool_mode": mode}
+        if tool_calls is not None:
+            patch["tool_calls"] = tool_calls
+        if prefix_text is not None:
+            patch["tool_prefix_text"] = prefix_text
+        return self.config(**patch)
+
+    def set_models(self, models: List[str], max_model_len: Optional[int] = None) -> Dict[str, Any]:
+        b: Dict[str, Any] = {"models": list(models)}
+        if max_model_len is not None:
+            b["max_model_len"] = max_model_len
+        return self.control("models", b)
+
+    def stop_listener(self, drop_connections: bool = True) -> Dict[str, Any]:
+        """Close the main listening socket (new connections are refused) and, by default, drop
+        open connections on it. The control port keeps working."""
+        return self.control("listener", {"enabled": False, "drop_connections": drop_connections})
+
+    def start_listener(self) -> Dict[str, Any]:
+        return self.control("listener", {"enabled": True})
+
+    def drop_connections(self) -> int:
+        return self.control("drop_connections", method="POST")["dropped"]
+
+    def counters(self) -> Dict[str, Any]:
+        return self.control("counters")
+
+    def requests_seen(self, path: str) -> int:
+        return self.counters()["requests"].get(path, 0)
+
+    def last_request(self, path: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        """{method, path, query, headers (lower-case names), body (parsed JSON or None), raw (the
+        text when it was not JSON), time, monotonic} of the last API request (on path, if given)."""
+        return self.control("last_request" + (f"?path={path}" if path else ""))
+
+    def request_log(self) -> List[Dict[str, Any]]:
+        return self.control("requests")
+
+    def last_stream(self) -> Optional[Dict[str, Any]]:
+        """{path, request_id, events:[{i,kind,time,monotonic,bytes}], event_times, completed,
+        cancelled, failure} of the last stream."""
+        return self.control("last_stream")
+
+    def cancellations(self) -> List[Dict[str, Any]]:
+        return self.control("cancellations")
+
+    def state(self) -> Dict[str, Any]:
+        return self.control("state")
+
+    def wait_for(self, predicate, timeout: float = 5.0, interval: float = 0.05, what: str = "condition"):
+        """Poll counters() until predicate(counters) is truthy; returns the counters."""
+        deadline = time.monotonic() + timeout
+        c = None
+        while time.monotonic() < deadline:
+            c = self.counters()
+            if predicate(c):
+                return c
+            time.sleep(interval)
+        raise AssertionError(f"fake_vllm: timed out after {timeout}s waiting for {what}; counters={c}")
+
+    def wait_for_cancellation(self, count: int = 1, timeout: float = 5.0) -> List[Dict[str, Any]]:
+        c = self.wait_for(lambda c: len(c["cancellations"]) >= count, timeout,
+                          what=f"{count} cancellation(s)")
+        return c["cancellations"]
+
+
+def _tail(path: str, n: int = 50) -> str:
+    try:
+        with open(path, "r", errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _terminate(proc: subprocess.Popen, timeout: float = 5.0) -> Optional[int]:
+    if proc.poll() is not None:
+        return proc.returncode
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return proc.wait(timeout)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+if __name__ == "__main__":
+    main()

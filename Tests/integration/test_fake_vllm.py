@@ -1,0 +1,429 @@
+"""Self-tests of the fake vLLM server, with the official openai SDK pointed straight at it.
+
+They prove the fake (and its control API) before the gateway exists; the gateway tests
+then rely on it.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import socket
+import time
+
+import httpx
+import openai
+import pytest
+
+from fake_vllm import DEFAULT_STREAM_EVENTS, default_text, hermes_tool_text, tokenize
+from gateway import http_request, sse_events
+
+HOST = "127.0.0.1"
+
+
+def client(fv, **kw) -> openai.OpenAI:
+    kw.setdefault("max_retries", 0)
+    kw.setdefault("timeout", 20.0)
+    return openai.OpenAI(base_url=fv.base_url, api_key=kw.pop("api_key", "unused"), **kw)
+
+
+def msgs(text="Hello there, fake"):
+    return [{"role": "user", "content": text}]
+
+
+def raw_post(fv, path, body, headers=None, timeout=10.0):
+    return http_request(HOST, fv.port, "POST", path, body, headers, timeout)
+
+
+def raw_sse_body(fv, path, body, timeout=10.0) -> bytes:
+    conn = http.client.HTTPConnection(HOST, fv.port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.getheader("Content-Type").startswith("text/event-stream")
+        return r.read()
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------------------
+# vLLM's OpenAI surface
+# --------------------------------------------------------------------------------------
+
+def test_list_models(fake_vllm_factory):
+    fv = fake_vllm_factory(models=["qwen-a", "qwen-b"], max_model_len=2048)
+    ids = [m.id for m in client(fv).models.list()]
+    assert ids == ["qwen-a", "qwen-b"]
+    r = http_request(HOST, fv.port, "GET", "/v1/models")
+    body = r.json()
+    assert r.status == 200 and body["object"] == "list"
+    card = body["data"][0]
+    assert card["object"] == "model" and card["owned_by"] == "vllm" and card["root"] == "qwen-a"
+    assert card["max_model_len"] == 2048 and isinstance(card["created"], int)
+
+
+def test_chat_plain(fake_vllm):
+    t0 = int(time.time())
+    resp = client(fake_vllm).chat.completions.create(model="fake-model", messages=msgs("one two three"))
+    assert resp.id.startswith("chatcmpl-") and resp.object == "chat.completion"
+    assert t0 - 1 <= resp.created <= int(time.time()) + 1
+    assert resp.model == "fake-model"
+    choice = resp.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content == default_text(DEFAULT_STREAM_EVENTS)
+    assert choice.finish_reason == "stop"
+    # prompt = words of the messages; completion = tokens + EOS
+    assert resp.usage.prompt_tokens == 3
+    assert resp.usage.completion_tokens == DEFAULT_STREAM_EVENTS + 1
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+
+
+def test_chat_stream(fake_vllm):
+    stream = client(fake_vllm).chat.completions.create(model="fake-model", messages=msgs(), stream=True)
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == default_text(DEFAULT_STREAM_EVENTS)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert all(c.usage is None for c in chunks)
+    # wire format: one "data: {...}\n\n" per event, compact JSON, closing [DONE]
+    raw = raw_sse_body(fake_vllm, "/v1/chat/completions",
+                       {"model": "fake-model", "messages": msgs(), "stream": True})
+    assert raw.endswith(b"data: [DONE]\n\n")
+    events = raw.split(b"\n\n")[:-1]
+    assert all(e.startswith(b"data: ") for e in events)
+    assert len(events) == 1 + DEFAULT_STREAM_EVENTS + 1 + 1  # role, tokens, EOS, [DONE]
+    assert b'"object":"chat.completion.chunk"' in events[0]
+
+
+def test_stream_include_usage(fake_vllm):
+    fake_vllm.set_stream(events=5)
+    chunks = list(client(fake_vllm).chat.completions.create(
+        model="fake-model", messages=msgs("a b c d"), stream=True, stream_options={"include_usage": True}))
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.prompt_tokens == 4 and last.usage.completion_tokens == 6
+    assert last.usage.total_tokens == 10
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_max_tokens_gives_length(fake_vllm):
+    resp = client(fake_vllm).chat.completions.create(model="fake-model", messages=msgs(), max_tokens=3)
+    assert resp.choices[0].finish_reason == "length"
+    assert resp.choices[0].message.content == "The quick brown"
+    assert resp.usage.completion_tokens == 3
+    chunks = list(client(fake_vllm).chat.completions.create(
+        model="fake-model", messages=msgs(), max_tokens=3, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "The quick brown"
+
+
+def test_context_length_error_is_400(fake_vllm_factory):
+    fv = fake_vllm_factory(max_model_len=100)
+    with pytest.raises(openai.BadRequestError) as ei:
+        client(fv).chat.completions.create(model="fake-model", messages=msgs(), max_tokens=500)
+    assert "maximum context length is 100 tokens" in str(ei.value)
+
+
+def test_completions_plain_and_stream(fake_vllm):
+    c = client(fake_vllm)
+    resp = c.completions.create(model="fake-model", prompt="Say something")
+    assert resp.id.startswith("cmpl-") and resp.object == "text_completion"
+    assert resp.choices[0].text == default_text(DEFAULT_STREAM_EVENTS)
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.usage.prompt_tokens == 2
+    chunks = list(c.completions.create(model="fake-model", prompt="Say something", stream=True,
+                                       stream_options={"include_usage": True}))
+    assert all(ch.object == "text_completion" and ch.id.startswith("cmpl-") for ch in chunks)
+    assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == default_text(DEFAULT_STREAM_EVENTS)
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == DEFAULT_STREAM_EVENTS + 1
+    # batch of prompts -> one choice per prompt
+    resp = c.completions.create(model="fake-model", prompt=["a", "b c"], max_tokens=2)
+    assert [ch.index for ch in resp.choices] == [0, 1]
+    assert resp.usage.prompt_tokens == 3
+
+
+def test_embeddings(fake_vllm):
+    c = client(fake_vllm)
+    one = c.embeddings.create(model="fake-model", input="hello world")  # the SDK asks for base64
+    assert one.object == "list" and len(one.data) == 1
+    vec = one.data[0].embedding
+    assert len(vec) == 32 and abs(math.sqrt(sum(v * v for v in vec)) - 1.0) < 1e-5
+    many = c.embeddings.create(model="fake-model", input=["hello world", "other"], encoding_format="float")
+    assert [d.index for d in many.data] == [0, 1]
+    assert all(abs(a - b) < 1e-6 for a, b in zip(many.data[0].embedding, vec))  # deterministic
+    assert many.data[1].embedding != many.data[0].embedding
+    assert many.usage.prompt_tokens == 3 and many.usage.total_tokens == 3
+    r = raw_post(fake_vllm, "/v1/embeddings", {"model": "fake-model", "input": "x", "dimensions": 8})
+    assert r.status == 200 and len(r.json()["data"][0]["embedding"]) == 8
+    assert r.json()["id"].startswith("embd-")
+
+
+def test_unknown_model_is_404_in_vllm_shape(fake_vllm):
+    c = client(fake_vllm)
+    with pytest.raises(openai.NotFoundError) as ei:
+        c.chat.completions.create(model="nope", messages=msgs())
+    assert "The model `nope` does not exist." in str(ei.value)
+    r = raw_post(fake_vllm, "/v1/completions", {"model": "nope", "prompt": "x"})
+    assert r.status == 404
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["type"] == "NotFoundError" and err["code"] == 404
+    # older vLLM: flat ErrorResponse
+    fake_vllm.config(error_style="flat")
+    r = raw_post(fake_vllm, "/v1/embeddings", {"model": "nope", "input": "x"})
+    body = r.json()
+    assert r.status == 404 and body["object"] == "error" and body["type"] == "NotFoundError"
+    with pytest.raises(openai.NotFoundError):
+        c.embeddings.create(model="nope", input="x")
+
+
+def test_bad_requests(fake_vllm):
+    r = raw_post(fake_vllm, "/v1/chat/completions", b"{not json", {"Content-Type": "application/json"})
+    assert r.status == 400 and r.json()["error"]["type"] == "BadRequestError"
+    r = raw_post(fake_vllm, "/v1/chat/completions", {"model": "fake-model"})
+    assert r.status == 400
+    r = http_request(HOST, fake_vllm.port, "GET", "/v1/nothing")
+    assert r.status == 404 and r.json() == {"detail": "Not Found"}
+    r = http_request(HOST, fake_vllm.port, "GET", "/v1/chat/completions")
+    assert r.status == 405
+
+
+def test_api_key(fake_vllm_factory):
+    fv = fake_vllm_factory(api_key="upstream-secret")
+    with pytest.raises(openai.AuthenticationError):
+        client(fv, api_key="wrong").models.list()
+    assert [m.id for m in client(fv, api_key="upstream-secret").models.list()] == ["fake-model"]
+    assert fv.last_request("/v1/models")["headers"]["authorization"] == "Bearer upstream-secret"
+
+
+# --------------------------------------------------------------------------------------
+# Tool calls
+# --------------------------------------------------------------------------------------
+
+def test_hermes_raw_mode(fake_vllm):
+    fake_vllm.set_tool_mode("hermes_raw")
+    expected = '<tool_call>{"name":"get_weather","arguments":{"city":"Paris"}}</tool_call>'
+    assert hermes_tool_text([{"name": "get_weather", "arguments": {"city": "Paris"}}]) == expected
+    c = client(fake_vllm)
+    resp = c.chat.completions.create(model="fake-model", messages=msgs("weather in Paris?"))
+    assert resp.choices[0].message.content == expected
+    assert not resp.choices[0].message.tool_calls
+    assert resp.choices[0].finish_reason == "stop"
+    chunks = list(c.chat.completions.create(model="fake-model", messages=msgs(), stream=True))
+    pieces = [ch.choices[0].delta.content for ch in chunks if ch.choices and ch.choices[0].delta.content]
+    assert "".join(pieces) == expected
+    assert pieces[0] == "<tool_call>" and pieces[-1] == "</tool_call>" and len(pieces) > 5
+    # tag split across events, as a tokenizer without special tokens would do it
+    fake_vllm.config(chunk_chars=4)
+    chunks = list(c.chat.completions.create(model="fake-model", messages=msgs(), stream=True))
+    pieces = [ch.choices[0].delta.content for ch in chunks if ch.choices and ch.choices[0].delta.content]
+    assert "".join(pieces) == expected and pieces[0] == "<too"
+
+
+def test_structured_tool_calls(fake_vllm):
+    fake_vllm.set_tool_mode("structured")
+    c = client(fake_vllm)
+    resp = c.chat.completions.create(model="fake-model", messages=msgs())
+    msg = resp.choices[0].message
+    assert resp.choices[0].finish_reason == "tool_calls" and msg.content is None
+    call = msg.tool_calls[0]
+    assert call.id.startswith("chatcmpl-tool-") and call.type == "function"
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    chunks = list(c.chat.completions.create(model="fake-model", messages=msgs(), stream=True))
+    args = "".join(tc.function.arguments or "" for ch in chunks if ch.choices
+                   for tc in (ch.choices[0].delta.tool_calls or []))
+    assert json.loads(args) == {"city": "Paris"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_reply_text_and_echo(fake_vllm):
+    fake_vllm.config(reply_text="Bonjour, monde!")
+    resp = client(fake_vllm).chat.completions.create(model="fake-model", messages=msgs())
+    assert resp.choices[0].message.content == "Bonjour, monde!"
+    assert tokenize("Bonjour, monde!") == ["Bonjour", ",", " monde", "!"]
+    fake_vllm.config(reply_text=None, reply_mode="echo")
+    resp = client(fake_vllm).chat.completions.create(model="fake-model", messages=msgs("echo me back"))
+    assert resp.choices[0].message.content == "echo me back"
+
+
+# --------------------------------------------------------------------------------------
+# Timing, disconnects, control API
+# --------------------------------------------------------------------------------------
+
+def test_stream_event_timing(fake_vllm):
+    fake_vllm.set_stream(events=5, delay=0.1)
+    body = {"model": "fake-model", "messages": msgs(), "stream": True}
+    received = list(sse_events(HOST, fake_vllm.port, "/v1/chat/completions", body, timeout=10))
+    assert received[-1][1] == "[DONE]" and len(received) == 1 + 5 + 1 + 1
+    st = fake_vllm.last_stream()
+    assert st["completed"] and not st["cancelled"]
+    sent = st["event_times"]
+    assert len(sent) == len(received)
+    for (t_recv, _), t_sent in zip(received, sent):
+        assert -0.005 <= t_recv - t_sent < 0.1  # flushed per event
+    gaps = [b - a for a, b in zip(sent[1:6], sent[2:7])]
+    assert all(g >= 0.09 for g in gaps), gaps
+    assert [e["kind"] for e in st["events"]] == ["role"] + ["content"] * 5 + ["finish", "done"]
+
+
+def test_disconnect_mid_stream_is_recorded(fake_vllm):
+    fake_vllm.set_stream(events=50, delay=0.1)
+    body = {"model": "fake-model", "messages": msgs(), "stream": True}
+    it = sse_events(HOST, fake_vllm.port, "/v1/chat/completions", body, timeout=10)
+    got = [next(it) for _ in range(3)]
+    t_close = time.time()
+    it.close()  # closes the connection
+    cancels = fake_vllm.wait_for_cancellation(timeout=3)
+    c = cancels[0]
+    assert c["path"] == "/v1/chat/completions" and c["phase"] == "streaming"
+    assert 3 <= c["events_sent"] < 10 and c["time"] - t_close < 0.5
+    assert c["request_id"] and json.loads(got[0][1])["id"] == c["request_id"]
+    st = fake_vllm.last_stream()
+    assert st["cancelled"] and not st["completed"]
+    counters = fake_vllm.counters()
+    assert counters["cancelled"] == {"/v1/chat/completions": 1} and counters["inflight"] == 0
+
+
+def test_disconnect_while_headers_delayed_is_recorded(fake_vllm):
+    fake_vllm.delay_headers(5.0, count=1)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(fake_vllm.base_url + "/chat/completions", timeout=0.5,
+                   json={"model": "fake-model", "messages": msgs()})
+    c = fake_vllm.wait_for_cancellation(timeout=3)[0]
+    assert c["phase"] == "header_delay" and c["time"] - c["started"] < 2.0
+    # the delay rule was for one request only
+    r = raw_post(fake_vllm, "/v1/chat/completions", {"model": "fake-model", "messages": msgs()})
+    assert r.status == 200 and r.elapsed < 1.0
+
+
+def test_disconnect_during_non_stream_generation_is_recorded(fake_vllm):
+    fake_vllm.set_stream(events=10, delay=0.5)  # a non-stream reply takes 10 x 0.5 s
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(fake_vllm.base_url + "/completions", timeout=0.5,
+                   json={"model": "fake-model", "prompt": "x", "max_tokens": 50})
+    c = fake_vllm.wait_for_cancellation(timeout=3)[0]
+    assert c["path"] == "/v1/completions" and c["phase"] == "generating"
+
+
+def test_health_control_and_listener(fake_vllm):
+    r = http_request(HOST, fake_vllm.port, "GET", "/health")
+    assert r.status == 200 and r.body == b""
+    fake_vllm.set_health(status=503)
+    assert http_request(HOST, fake_vllm.port, "GET", "/health").status == 503
+    fake_vllm.set_health(status=200, mode="hang")
+    with pytest.raises(socket.timeout):
+        http_request(HOST, fake_vllm.port, "GET", "/health", timeout=0.5)
+    fake_vllm.set_health(mode="ok")
+    assert http_request(HOST, fake_vllm.port, "GET", "/health").status == 200
+    # connection refused while the listener is stopped; open connections are dropped too
+    keep = http.client.HTTPConnection(HOST, fake_vllm.port, timeout=5)
+    keep.request("GET", "/health")
+    assert keep.getresponse().read() == b""
+    assert fake_vllm.stop_listener()["enabled"] is False
+    with pytest.raises(ConnectionRefusedError):
+        http_request(HOST, fake_vllm.port, "GET", "/health", timeout=2)
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        keep.request("GET", "/health")
+        keep.getresponse()
+    keep.close()
+    fake_vllm.start_listener()
+    assert http_request(HOST, fake_vllm.port, "GET", "/health").status == 200
+    assert fake_vllm.counters()["requests"]["/health"] >= 4
+
+
+def test_fail_next_before_any_byte(fake_vllm):
+    fake_vllm.fail_next(2, status=503, retry_after=1, routes=["/v1/chat/completions"])
+    c = client(fake_vllm)
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError) as ei:
+            c.chat.completions.create(model="fake-model", messages=msgs())
+        assert ei.value.status_code == 503
+        assert ei.value.response.headers["Retry-After"] == "1"
+        assert set(ei.value.body) >= {"message", "type", "param", "code"}
+    assert c.models.list().data  # other routes unaffected
+    assert c.chat.completions.create(model="fake-model", messages=msgs()).choices
+    fake_vllm.fail_next(1, mode="close")
+    with pytest.raises(openai.APIConnectionError):
+        c.chat.completions.create(model="fake-model", messages=msgs())
+    fake_vllm.fail_next(1, status=500, style="flat")
+    r = raw_post(fake_vllm, "/v1/completions", {"model": "fake-model", "prompt": "x"})
+    assert r.status == 500 and r.json()["object"] == "error"
+    counters = fake_vllm.counters()
+    assert [i["mode"] for i in counters["injected"]] == ["status", "status", "close", "status"]
+    assert counters["cancelled"] == {}  # injected closes are not client cancellations
+
+
+def test_fail_stream_close_and_error_event(fake_vllm):
+    body = {"model": "fake-model", "messages": msgs(), "stream": True}
+    fake_vllm.fail_stream(1, after_events=3, mode="close")
+    got = []
+    with pytest.raises(http.client.HTTPException):  # IncompleteRead: no terminating chunk
+        for ev in sse_events(HOST, fake_vllm.port, "/v1/chat/completions", body):
+            got.append(ev)
+    assert len(got) == 3
+    assert fake_vllm.last_stream()["failure"] == "close"
+    fake_vllm.fail_stream(1, after_events=2, mode="error_event", message="engine died")
+    events = [d for _, d in sse_events(HOST, fake_vllm.port, "/v1/chat/completions", body)]
+    assert len(events) == 4 and events[-1] == "[DONE]"
+    assert json.loads(events[2])["error"]["message"] == "engine died"
+    fake_vllm.fail_stream(1, after_events=2, mode="error_event")
+    with pytest.raises(openai.APIError):
+        list(client(fake_vllm).chat.completions.create(model="fake-model", messages=msgs(), stream=True))
+    assert fake_vllm.counters()["cancelled"] == {}
+
+
+def test_last_request_and_counters(fake_vllm):
+    c = client(fake_vllm)
+    c.chat.completions.create(model="fake-model", messages=msgs(), stream=True,
+                              stream_options={"include_usage": True}, extra_headers={"X-Test": "1"}).close()
+    c.embeddings.create(model="fake-model", input="x")
+    last = fake_vllm.last_request("/v1/chat/completions")
+    assert last["body"]["model"] == "fake-model"
+    assert last["body"]["stream_options"] == {"include_usage": True}
+    assert last["headers"]["x-test"] == "1"
+    assert fake_vllm.last_request()["path"] == "/v1/embeddings"
+    counters = fake_vllm.counters()
+    assert counters["requests"]["/v1/chat/completions"] == 1
+    assert counters["requests"]["/v1/embeddings"] == 1
+    assert counters["requests_by_method"]["POST /v1/embeddings"] == 1
+    assert [e["path"] for e in fake_vllm.request_log()] == ["/v1/chat/completions", "/v1/embeddings"]
+    fake_vllm.reset()
+    counters = fake_vllm.counters()
+    assert counters["requests"] == {} and counters["total"] == 0
+    assert fake_vllm.last_request() is None
+
+
+def test_keepalive_connections_counted(fake_vllm):
+    conn = http.client.HTTPConnection(HOST, fake_vllm.port, timeout=5)
+    try:
+        for _ in range(3):
+            conn.request("POST", "/v1/completions", body=json.dumps({"model": "fake-model", "prompt": "x"}),
+                         headers={"Content-Type": "application/json"})
+            assert conn.getresponse().read()
+    finally:
+        conn.close()
+    c = fake_vllm.counters()
+    assert c["connections_seen"] == 1 and c["requests"]["/v1/completions"] == 3
+
+
+def test_models_control_and_restart(fake_vllm):
+    fake_vllm.set_models(["m1", "m2"])
+    assert [m.id for m in client(fake_vllm).models.list()] == ["m1", "m2"]
+    port, old_pid = fake_vllm.port, fake_vllm.pid
+    fake_vllm.restart()
+    assert fake_vllm.pid != old_pid and fake_vllm.port == port
+    assert [m.id for m in client(fake_vllm).models.list()] == ["fake-model"]
+
+
+def test_command_line_listening_line(fake_vllm_factory):
+    fv = fake_vllm_factory(models=["a", "b"], stream_events=3)
+    line = fv.log_text().splitlines()[0]
+    assert line.startswith(f"fake_vllm listening on http://127.0.0.1:{fv.port} ")
+    assert client(fv).chat.completions.create(model="b", messages=msgs()).choices[0].message.content \
+        == default_text(3)
