@@ -30,6 +30,9 @@ extension GatewayConfiguration {
         "breakerCooldown": Setting(flag: nil, env: "CIRCUIT_BREAKER_COOLDOWN", fileKey: "circuit_breaker_cooldown"),
         "heartbeat": Setting(flag: nil, env: "WORKER_HEARTBEAT_TIMEOUT", fileKey: "worker_heartbeat_timeout"),
         "logLevel": Setting(flag: nil, env: "LOG_LEVEL", fileKey: "log_level"),
+        "healthInterval": Setting(flag: nil, env: "UPSTREAM_HEALTH_INTERVAL", fileKey: "upstream_health_interval"),
+        "connectTimeout": Setting(flag: nil, env: "UPSTREAM_CONNECT_TIMEOUT", fileKey: "upstream_connect_timeout"),
+        "upstreamTimeout": Setting(flag: nil, env: "UPSTREAM_TIMEOUT", fileKey: "upstream_timeout"),
     ]
 
     static let fileSectionKeys: Set<String> = ["upstreams", "models", "keys"]
@@ -65,6 +68,9 @@ extension GatewayConfiguration {
         if let r = resolved("drainTimeout") { config.server.drainTimeout = try seconds(r, in: 0...86_400) }
         if let r = resolved("user"), !r.value.isEmpty { config.server.user = r.value }
         if let r = resolved("heartbeat") { config.server.heartbeatTimeout = try seconds(r, in: 0.5...3600) }
+        if let r = resolved("healthInterval") { config.server.healthInterval = try seconds(r, in: 0.1...3600) }
+        if let r = resolved("connectTimeout") { config.server.upstreamConnectTimeout = try seconds(r, in: 0.1...600) }
+        if let r = resolved("upstreamTimeout") { config.server.upstreamTimeout = try seconds(r, in: 0.1...86_400) }
         if let r = resolved("maxBody") { config.server.maxRequestBodyBytes = try integer(r, in: 1...1 << 30) }
         if let r = resolved("bearerToken"), !r.value.isEmpty { config.auth.bearerToken = r.value }
         if let r = resolved("rpm") { config.limits.requestsPerMinute = try integer(r, in: 1...10_000_000) }

@@ -8,6 +8,9 @@ extension GatewayConfiguration {
         guard let map = node as? [String: Any], !map.isEmpty else {
             throw ConfigurationError(key: key, reason: "expected a mapping of upstream names to { url: ... }")
         }
+        guard map.count <= SegmentLayout.maxUpstreams else {
+            throw ConfigurationError(key: key, reason: "at most \(SegmentLayout.maxUpstreams) upstreams")
+        }
         var result: [Upstream] = []
         for name in map.keys.sorted() {
             let entryKey = "\(key).\(name)"

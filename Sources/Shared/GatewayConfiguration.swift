@@ -21,6 +21,13 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         public var heartbeatTimeout: Double = 10
         /// `MAX_REQUEST_BODY_BYTES`: larger request bodies get 413.
         public var maxRequestBodyBytes = 1_048_576
+        /// `UPSTREAM_HEALTH_INTERVAL`, seconds between the supervisor's upstream checks.
+        public var healthInterval: Double = 2
+        /// `UPSTREAM_CONNECT_TIMEOUT`, seconds to open a connection to an upstream.
+        public var upstreamConnectTimeout: Double = 5
+        /// `UPSTREAM_TIMEOUT`, seconds an upstream may take to send response headers
+        /// (and between two body chunks) before the client gets 504.
+        public var upstreamTimeout: Double = 300
 
         public init() {}
     }

@@ -3,7 +3,9 @@
 /// ```
 /// 0      header     magic, version, sizes, region offsets (64 bytes)
 /// 64     global     draining flag, config generation, restart total, worker gauge
-/// 256    workers    maxWorkers slots of slotSize bytes (pid, state, heartbeat, ...)
+/// 256    workers    maxWorkers slots of workerSlotSize bytes (pid, state, heartbeat,
+///                   in-flight requests per upstream, ...)
+/// ...    upstreams  maxUpstreams blocks of upstreamSize bytes (health, served models)
 /// ```
 /// Every field a process updates after start-up is a 64-bit word updated with atomics, so
 /// a process killed at any instant leaves nothing locked and no word half-written. A
@@ -19,11 +21,21 @@ public enum SegmentLayout {
     static let headerSize = 64
     static let globalOffset = 64
     static let workerSlotsOffset = 256
+    /// Upstreams the segment tracks (configured upstreams are numbered in order).
+    public static let maxUpstreams = 16
     /// Bytes per worker slot (a multiple of the cache line to avoid false sharing).
-    static let workerSlotSize = 128
+    static let workerSlotSize = 256
+    /// Offset of a slot's in-flight counters (one UInt64 per upstream).
+    static let slotInflightOffset = 128
+    static let upstreamsOffset = workerSlotsOffset + maxWorkers * workerSlotSize
+    /// Bytes per upstream block: 64 bytes of atomics, then the models text.
+    static let upstreamSize = 4096
+    static let upstreamModelsOffset = 64
+    /// Room for the served-models text (names joined by newlines).
+    public static let upstreamModelsCapacity = upstreamSize - upstreamModelsOffset
 
     /// Total bytes of the segment.
-    public static var totalSize: Int { workerSlotsOffset + maxWorkers * workerSlotSize }
+    public static var totalSize: Int { upstreamsOffset + maxUpstreams * upstreamSize }
 
     // Header fields.
     static let magicOffset = 0
@@ -48,5 +60,19 @@ public enum SegmentLayout {
         case generation = 24
         case requestsServed = 32
         case openConnections = 40
+    }
+
+    // Upstream block fields (offsets from the block's start), all UInt64 atomics.
+    enum Upstream: Int {
+        /// 0 never checked, 1 up, 2 down.
+        case health = 0
+        /// CLOCK_MONOTONIC ns of the last completed check.
+        case checkedAt = 8
+        /// Seqlock over the models text: odd while the supervisor writes it.
+        case modelsSequence = 16
+        /// Bytes of models text.
+        case modelsLength = 24
+        /// Consecutive failed health checks.
+        case failedChecks = 32
     }
 }

@@ -57,8 +57,23 @@ public struct WorkerSlot: Sendable {
     public func connectionOpened() { field(.openConnections).wrappingIncrement(ordering: .relaxed) }
     public func connectionClosed() { field(.openConnections).wrappingDecrement(ordering: .relaxed) }
 
-    /// Prepares the slot for a new worker (called by the supervisor before spawning).
+    private func inflight(_ upstream: Int) -> UnsafeAtomic<UInt64> {
+        precondition((0..<SegmentLayout.maxUpstreams).contains(upstream), "upstream index out of range")
+        return segment.atomic(at: offset + SegmentLayout.slotInflightOffset + upstream * 8)
+    }
+
+    /// Requests this worker has in flight to `upstream`.
+    public func inflightRequests(upstream: Int) -> UInt64 { inflight(upstream).load(ordering: .relaxed) }
+
+    /// Counts a request to `upstream` starting (paired with ``requestEnded(upstream:)``).
+    public func requestStarted(upstream: Int) { inflight(upstream).wrappingIncrement(ordering: .relaxed) }
+    public func requestEnded(upstream: Int) { inflight(upstream).wrappingDecrement(ordering: .relaxed) }
+
+    /// Prepares the slot for a new worker (called by the supervisor before spawning). The
+    /// in-flight counters of a worker that died are dropped with it, so nothing it held
+    /// skews balancing afterwards.
     public func reset(generation: UInt64, now: MonotonicInstant) {
+        for upstream in 0..<SegmentLayout.maxUpstreams { inflight(upstream).store(0, ordering: .relaxed) }
         field(.requestsServed).store(0, ordering: .relaxed)
         field(.openConnections).store(0, ordering: .relaxed)
         self.heartbeat = now
@@ -69,6 +84,7 @@ public struct WorkerSlot: Sendable {
 
     /// Marks the slot free (after the worker was reaped).
     public func release() {
+        for upstream in 0..<SegmentLayout.maxUpstreams { inflight(upstream).store(0, ordering: .relaxed) }
         self.state = .empty
         self.pid = 0
     }

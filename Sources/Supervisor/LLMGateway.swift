@@ -101,6 +101,7 @@ struct LLMGateway: ParsableCommand {
                     "workers": "\(configuration.server.workers)", "uid": "\(outcome.uid)",
                     "upstream": "\(configuration.upstreams.map(\.url).joined(separator: ","))",
                 ])
+            UpstreamHealthPoller(configuration: configuration, segment: segment, logger: logger).start()
             let movedListener = ListeningSocket(
                 fileDescriptor: listenerFD, localAddress: listener.localAddress, fromSystemd: listener.fromSystemd)
             let loop = SupervisorLoop(

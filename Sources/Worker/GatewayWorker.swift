@@ -71,7 +71,8 @@ enum GatewayWorker {
         NIOSingletons.groupLoopCountSuggestion = 1
         let group = MultiThreadedEventLoopGroup.singleton
 
-        let handler = RequestHandler(configuration: configuration, segment: segment, slot: slot)
+        let client = UpstreamClient(configuration: configuration, group: group, environment: ProcessInfo.processInfo.environment)
+        let handler = RequestHandler(configuration: configuration, segment: segment, slot: slot, client: client, logger: logger)
         let server = HTTPServer(
             listenerFD: WorkerHandoff.listenerFD, group: group, slot: slot, handler: handler,
             maxBodyBytes: configuration.server.maxRequestBodyBytes, logger: logger)
@@ -84,6 +85,7 @@ enum GatewayWorker {
                 logger: logger
             ))
         try await services.run()
+        try? await client.http.shutdown()
     }
 
     static func readConfiguration() throws -> GatewayConfiguration {

@@ -10,14 +10,18 @@ final class RequestHandler: Sendable {
     let configuration: GatewayConfiguration
     let segment: SharedSegment
     let slot: WorkerSlot
+    let registry: ModelRegistry
+    let proxy: ProxyHandler
     /// The worker's connections (drained on SIGTERM).
     let connections = ConnectionRegistry()
     private let accessLogger: Logger
 
-    init(configuration: GatewayConfiguration, segment: SharedSegment, slot: WorkerSlot) {
+    init(configuration: GatewayConfiguration, segment: SharedSegment, slot: WorkerSlot, client: UpstreamClient, logger: Logger) {
         self.configuration = configuration
         self.segment = segment
         self.slot = slot
+        self.registry = ModelRegistry(configuration: configuration)
+        self.proxy = ProxyHandler(registry: registry, client: client, segment: segment, slot: slot, demo: DemoModel(), logger: logger)
         self.accessLogger = Logger(label: "llm-gateway.access")
     }
 
@@ -37,9 +41,47 @@ final class RequestHandler: Sendable {
         switch request.route {
         case .health:
             await writer.sendJSON(status: 200, #"{"status":"ok"}"#)
-        default:
+        case .ready:
+            await ready(writer: writer)
+        case .models:
+            await models(writer: writer)
+        case .chatCompletions, .completions, .embeddings:
+            await proxied(request, writer: writer)
+        case .metrics, .other:
             await writer.send(error: .routeNotFound(method: method, path: Self.printablePath(request.head.uri)))
         }
+    }
+
+    /// Runs the proxy in its own task, cancelled the moment the client's connection
+    /// closes, so the upstream request is dropped (and vLLM aborts the generation) instead
+    /// of being noticed only at the next write.
+    private func proxied(_ request: GatewayRequest, writer: ResponseWriter) async {
+        let proxy = self.proxy
+        let task = Task { await proxy.handle(request, writer: writer) }
+        request.clientClosed.whenComplete { _ in task.cancel() }
+        await withTaskCancellationHandler {
+            await task.value
+        } onCancel: {
+            task.cancel()
+        }
+    }
+
+    private func ready(writer: ResponseWriter) async {
+        if let reason = registry.notReadyReason(segment: segment) {
+            var headers = HTTPHeaders()
+            headers.add(name: "retry-after", value: "2")
+            await writer.sendJSON(status: 503, #"{"status":"not_ready","reason":\#(JSON.quoted(reason))}"#, headers: headers)
+        } else {
+            let names = registry.listedNames(segment: segment).map { JSON.quoted($0) }.joined(separator: ",")
+            await writer.sendJSON(status: 200, #"{"status":"ready","models":[\#(names)]}"#)
+        }
+    }
+
+    private func models(writer: ResponseWriter) async {
+        let data = registry.listedNames(segment: segment).map { name in
+            #"{"id":\#(JSON.quoted(name)),"object":"model","created":0,"owned_by":"llm-gateway"}"#
+        }
+        await writer.sendJSON(status: 200, #"{"object":"list","data":[\#(data.joined(separator: ","))]}"#)
     }
 
     /// One structured line per request (never headers, keys or bodies).

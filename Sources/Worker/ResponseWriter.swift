@@ -6,7 +6,10 @@ import Shared
 /// (`x-request-id`, `connection: close` when the connection ends after it), and records
 /// what was sent for the access log. Each write waits for the channel to be writable, so a
 /// slow client slows the producer instead of filling memory.
-final class ResponseWriter {
+///
+/// `@unchecked Sendable`: one request's task uses it at a time (the connection awaits the
+/// proxy task that writes through it before touching it again).
+final class ResponseWriter: @unchecked Sendable {
     private let outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
     let requestID: String
     let version: HTTPVersion

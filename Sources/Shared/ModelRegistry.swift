@@ -1,0 +1,98 @@
+/// Which upstream serves which model name, built once per worker from the configuration
+/// and, when no models are configured, from the models the supervisor discovered on the
+/// default upstream (read from the shared segment on each lookup).
+public struct ModelRegistry: Sendable {
+    /// Where a client's model name goes.
+    public struct Target: Sendable, Equatable {
+        /// The configured model's name (metric label); the discovered name when unconfigured.
+        public var name: String
+        /// The name the upstream knows.
+        public var upstreamModel: String
+        /// Indices into the configuration's upstreams, balanced by least in-flight requests.
+        public var upstreams: [Int]
+        /// The tool-call parser family.
+        public var toolParser: String
+        /// Configured fallback model names, in order.
+        public var fallbacks: [String]
+        /// True when the name came from configuration (a bounded label), false when discovered.
+        public var configured: Bool
+    }
+
+    /// Name of the built-in demo model.
+    public static let demoModelName = "demo"
+
+    private let byClientName: [String: Target]
+    private let configuredNames: [String]
+    public let upstreams: [GatewayConfiguration.Upstream]
+
+    public init(configuration: GatewayConfiguration) {
+        upstreams = configuration.upstreams
+        let index = Dictionary(uniqueKeysWithValues: configuration.upstreams.enumerated().map { ($1.name, $0) })
+        var map: [String: Target] = [:]
+        for model in configuration.models {
+            let target = Target(
+                name: model.name, upstreamModel: model.upstreamModel ?? model.name,
+                upstreams: model.upstreams.compactMap { index[$0] }, toolParser: model.toolParser,
+                fallbacks: model.fallbacks, configured: true)
+            map[model.name] = target
+            for alias in model.aliases { map[alias] = target }
+        }
+        byClientName = map
+        configuredNames = configuration.models.map(\.name)
+    }
+
+    /// True when models come from configuration rather than discovery.
+    public var isConfigured: Bool { !configuredNames.isEmpty }
+
+    /// The target for a client's model name, or nil when no upstream serves it.
+    public func resolve(_ clientName: String, segment: SharedSegment) -> Target? {
+        if isConfigured { return byClientName[clientName] }
+        guard !upstreams.isEmpty else { return nil }
+        let status = segment.upstream(0)
+        let served = upstreams[0].isDemo ? [Self.demoModelName] : status.models
+        // Before the first successful discovery, let the upstream decide.
+        if served.isEmpty && status.health != .up && !upstreams[0].isDemo {
+            return Target(name: clientName, upstreamModel: clientName, upstreams: [0], toolParser: "none", fallbacks: [], configured: false)
+        }
+        guard served.contains(clientName) else { return nil }
+        return Target(name: clientName, upstreamModel: clientName, upstreams: [0], toolParser: "none", fallbacks: [], configured: false)
+    }
+
+    /// The configured target named `name` (for fallbacks).
+    public func configuredTarget(_ name: String) -> Target? { byClientName[name] }
+
+    /// Model names a client may list, configured order, or as discovered.
+    public func listedNames(segment: SharedSegment) -> [String] {
+        if isConfigured { return configuredNames }
+        guard !upstreams.isEmpty else { return [] }
+        return upstreams[0].isDemo ? [Self.demoModelName] : segment.upstream(0).models
+    }
+
+    /// Why the gateway is not ready, or nil when every configured model has an upstream
+    /// that answers its health check and lists the model.
+    public func notReadyReason(segment: SharedSegment) -> String? {
+        if segment.isDraining { return "draining" }
+        if !isConfigured {
+            guard !upstreams.isEmpty else { return "no upstream configured" }
+            if upstreams[0].isDemo { return nil }
+            let status = segment.upstream(0)
+            switch status.health {
+            case .unknown: return "upstream \(upstreams[0].name) not checked yet"
+            case .down: return "upstream \(upstreams[0].name) is down"
+            case .up: return status.models.isEmpty ? "upstream \(upstreams[0].name) serves no model" : nil
+            }
+        }
+        for name in configuredNames {
+            guard let target = byClientName[name] else { continue }
+            let loaded = target.upstreams.contains { index in
+                if upstreams[index].isDemo { return true }
+                let status = segment.upstream(index)
+                guard status.health == .up else { return false }
+                // Cloud upstreams (with an API key) may not list every model; vLLM does.
+                return upstreams[index].apiKeyEnv != nil || status.models.contains(target.upstreamModel)
+            }
+            if !loaded { return "model \(name) is not loaded on any healthy upstream" }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,108 @@
+/// A client's JSON request body, validated once, with the top-level fields the gateway
+/// acts on located by byte range so the body can be forwarded with only `model` (and,
+/// when needed, `stream_options`) changed — never decoded and re-encoded.
+public struct OpenAIRequestBody: Sendable {
+    /// The body as received.
+    public let bytes: [UInt8]
+    /// Top-level members in order.
+    public let members: [JSONScanner.Member]
+    /// `model`, decoded.
+    public let model: String?
+    /// `stream: true`.
+    public let stream: Bool
+    /// `stream_options.include_usage: true`.
+    public let includeUsage: Bool
+
+    /// Validates `bytes`.
+    /// - Throws: ``GatewayError`` 400 naming the problem.
+    public init(bytes: [UInt8]) throws {
+        let scanned: [JSONScanner.Member]
+        do {
+            scanned = try JSONScanner.objectMembers(bytes)
+        } catch let failure as JSONScanner.Failure {
+            throw GatewayError.badRequest("Invalid JSON body: \(failure.message) (at byte \(failure.offset)).", code: "invalid_json")
+        }
+        var model: String?
+        var stream = false
+        var includeUsage = false
+        try bytes.withUnsafeBytes { raw in
+            for member in scanned {
+                switch member.key {
+                case "model":
+                    guard let name = JSONScanner.string(raw, member.value) else {
+                        throw GatewayError.badRequest("'model' must be a string.", param: "model")
+                    }
+                    model = name
+                case "stream":
+                    stream = Self.isTrue(raw, member.value)
+                case "stream_options":
+                    if raw[member.value.lowerBound] == UInt8(ascii: "{"),
+                        let inner = try? JSONScanner.objectMembers(raw, range: member.value),
+                        let usage = inner.first(where: { $0.key == "include_usage" })
+                    {
+                        includeUsage = Self.isTrue(raw, usage.value)
+                    }
+                default:
+                    break
+                }
+            }
+        }
+        self.bytes = bytes
+        self.members = scanned
+        self.model = model
+        self.stream = stream
+        self.includeUsage = includeUsage
+    }
+
+    /// True when the request carries `tools` or `tool_choice`.
+    public var hasTools: Bool { members.contains { $0.key == "tools" || $0.key == "tool_choice" } }
+
+    /// The body with `model` set to `name` and, when `addIncludeUsage`, usage requested in
+    /// the stream (`stream_options.include_usage: true`, replacing the client's options).
+    public func forwarding(model name: String, addIncludeUsage: Bool = false) -> [UInt8] {
+        var replacements: [(Range<Int>, [UInt8])] = []
+        if let member = members.first(where: { $0.key == "model" }), model != name {
+            replacements.append((member.value, Array(JSON.quoted(name).utf8)))
+        }
+        if addIncludeUsage && !includeUsage {
+            let options = Array(#"{"include_usage":true}"#.utf8)
+            if let member = members.first(where: { $0.key == "stream_options" }) {
+                replacements.append((member.value, options))
+            } else if let close = bytes.lastIndex(of: UInt8(ascii: "}")) {
+                replacements.append((close..<close, Array(#","stream_options":"#.utf8) + options))
+            }
+        }
+        return JSONSplice.apply(replacements, to: bytes)
+    }
+
+    static func isTrue(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool {
+        range.count == 4 && raw[range.lowerBound] == UInt8(ascii: "t")
+    }
+}
+
+/// Byte-range replacement in a JSON text.
+public enum JSONSplice {
+    /// `bytes` with each range replaced (ranges must not overlap).
+    public static func apply(_ replacements: [(Range<Int>, [UInt8])], to bytes: [UInt8]) -> [UInt8] {
+        if replacements.isEmpty { return bytes }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + 64)
+        var cursor = 0
+        for (range, value) in replacements.sorted(by: { $0.0.lowerBound < $1.0.lowerBound }) {
+            out.append(contentsOf: bytes[cursor..<range.lowerBound])
+            out.append(contentsOf: value)
+            cursor = range.upperBound
+        }
+        out.append(contentsOf: bytes[cursor...])
+        return out
+    }
+
+    /// `json` (an object) with its top-level `model` value set to `name`; unchanged when it
+    /// has none or is not valid JSON.
+    public static func replacingModel(in json: [UInt8], with name: String) -> [UInt8] {
+        guard let members = try? JSONScanner.objectMembers(json),
+            let member = members.first(where: { $0.key == "model" })
+        else { return json }
+        return apply([(member.value, Array(JSON.quoted(name).utf8))], to: json)
+    }
+}

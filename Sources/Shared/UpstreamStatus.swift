@@ -1,0 +1,86 @@
+import Atomics
+
+/// An upstream's block in the shared segment: the health the supervisor last saw and the
+/// models it serves (from its `/v1/models`). Written only by the supervisor's poller, read
+/// by every worker without locks: the models text is published under a sequence counter
+/// (a seqlock), and a reader that races a write simply reads again.
+public struct UpstreamStatus: Sendable {
+    /// What the last health check found.
+    public enum Health: UInt64, Sendable {
+        case unknown = 0
+        case up = 1
+        case down = 2
+    }
+
+    let segment: SharedSegment
+    let offset: Int
+
+    private func field(_ f: SegmentLayout.Upstream) -> UnsafeAtomic<UInt64> { segment.atomic(at: offset + f.rawValue) }
+
+    /// The last check's verdict.
+    public var health: Health {
+        get { Health(rawValue: field(.health).load(ordering: .acquiring)) ?? .unknown }
+        nonmutating set { field(.health).store(newValue.rawValue, ordering: .releasing) }
+    }
+
+    /// When the last check completed.
+    public var checkedAt: MonotonicInstant {
+        get { MonotonicInstant(nanoseconds: field(.checkedAt).load(ordering: .relaxed)) }
+        nonmutating set { field(.checkedAt).store(newValue.nanoseconds, ordering: .relaxed) }
+    }
+
+    /// Health checks failed in a row.
+    public var failedChecks: UInt64 {
+        get { field(.failedChecks).load(ordering: .relaxed) }
+        nonmutating set { field(.failedChecks).store(newValue, ordering: .relaxed) }
+    }
+
+    /// Publishes the served model names (supervisor only). Names that do not fit are dropped.
+    public func publishModels(_ names: [String]) {
+        var text: [UInt8] = []
+        for name in names {
+            let bytes = Array(name.utf8)
+            if text.count + bytes.count + 1 > SegmentLayout.upstreamModelsCapacity { break }
+            if !text.isEmpty { text.append(0x0A) }
+            text.append(contentsOf: bytes)
+        }
+        let sequence = field(.modelsSequence)
+        sequence.wrappingIncrement(ordering: .acquiringAndReleasing)  // odd: writing
+        let base = segment.base + offset + SegmentLayout.upstreamModelsOffset
+        text.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        field(.modelsLength).store(UInt64(text.count), ordering: .releasing)
+        sequence.wrappingIncrement(ordering: .acquiringAndReleasing)  // even: published
+    }
+
+    /// The served model names as last published (empty when none were seen).
+    public var models: [String] {
+        let sequence = field(.modelsSequence)
+        for _ in 0..<1000 {
+            let before = sequence.load(ordering: .acquiring)
+            if before & 1 == 1 { continue }
+            let length = min(Int(field(.modelsLength).load(ordering: .acquiring)), SegmentLayout.upstreamModelsCapacity)
+            let base = segment.base + offset + SegmentLayout.upstreamModelsOffset
+            let bytes = Array(UnsafeRawBufferPointer(start: base, count: length))
+            if sequence.load(ordering: .acquiring) == before {
+                if bytes.isEmpty { return [] }
+                return bytes.split(separator: 0x0A).map { String(decoding: $0, as: UTF8.self) }
+            }
+        }
+        return []
+    }
+}
+
+extension SharedSegment {
+    /// The block of the upstream numbered `index` in the configuration.
+    public func upstream(_ index: Int) -> UpstreamStatus {
+        precondition((0..<SegmentLayout.maxUpstreams).contains(index), "upstream \(index) out of range")
+        return UpstreamStatus(segment: self, offset: SegmentLayout.upstreamsOffset + index * SegmentLayout.upstreamSize)
+    }
+
+    /// Requests in flight to `upstream` summed over every worker slot.
+    public func inflightRequests(upstream: Int) -> UInt64 {
+        var total: UInt64 = 0
+        for slot in 0..<SegmentLayout.maxWorkers { total &+= workerSlot(slot).inflightRequests(upstream: upstream) }
+        return total
+    }
+}
