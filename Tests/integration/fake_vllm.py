@@ -1180,7 +1180,7 @@ class FakeVLLM:
         workdir = workdir or tempfile.mkdtemp(prefix="fake_vllm_")
         os.makedirs(workdir, exist_ok=True)
         ready = os.path.join(workdir, f"fake_vllm_ready_{os.getpid()}_{time.monotonic_ns()}.json")
-        log_path = ready.replace("_ready_", "_log_").replace(".json", ".log")
+        log_path = os.path.join(workdir, os.path.basename(ready).replace("_ready_", "_log_").replace(".json", ".log"))
         argv = [sys.executable, os.path.join(HERE, "fake_vllm.py"), "--port", str(port),
                 "--control-port", str(control_port), "--ready-file", ready]
         if models:

@@ -125,8 +125,8 @@ def test_stalled_worker_is_killed_and_replaced(gateway_factory):
 
 
 def test_graceful_drain_finishes_in_flight_requests(gateway_factory, fake_vllm):
-    fake_vllm.delay_headers(seconds=2.0, count=100)
     gw = gateway_factory(workers=2, upstream=fake_vllm, args=["--drain-timeout", "20"])
+    fake_vllm.delay_headers(seconds=2.0, count=100, routes=["/v1/chat/completions"])
     results: list = []
 
     def slow():
@@ -152,8 +152,8 @@ def test_graceful_drain_finishes_in_flight_requests(gateway_factory, fake_vllm):
 
 
 def test_drain_closes_idle_keepalive_and_marks_last_response(gateway_factory, fake_vllm):
-    fake_vllm.delay_headers(seconds=1.5, count=1)
     gw = gateway_factory(workers=1, upstream=fake_vllm)
+    fake_vllm.delay_headers(seconds=1.5, count=1, routes=["/v1/chat/completions"])
     idle = http.client.HTTPConnection(gw.host, gw.port, timeout=5)
     idle.request("GET", "/health")
     assert idle.getresponse().read() == b'{"status":"ok"}'
@@ -248,7 +248,7 @@ def test_root_start_drops_to_user_and_capabilities(gateway_factory):
     (["--workers", "abc"], {}, "--workers"),
     (["--workers", "0"], {}, "--workers"),
     (["--bind", "nonsense"], {}, "--bind"),
-    (["--drain-timeout", "-3"], {}, "--drain-timeout"),
+    (["--drain-timeout=-3"], {}, "--drain-timeout"),
     ([], {"WORKERS": "many"}, "WORKERS"),
     ([], {"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
     ([], {"RATE_LIMIT_RPM": "0"}, "RATE_LIMIT_RPM"),
