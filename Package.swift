@@ -82,7 +82,7 @@ let package = Package(
             path: "Tests/GatewayTestKit",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "SharedTests", dependencies: ["Shared", "GatewayTestKit"], swiftSettings: swiftSettings),
+        .testTarget(name: "SharedTests", dependencies: ["Shared", "GatewayTestKit", "CGatewayShims"], swiftSettings: swiftSettings),
         .testTarget(
             name: "SupervisorTests",
             dependencies: ["Supervisor", "Shared", "GatewayTestKit"],

@@ -103,8 +103,8 @@ public struct WorkerPoolStateMachine: Sendable {
     enum Phase: Equatable {
         case booting(since: MonotonicInstant)
         case ready
-        /// Asked to stop (retired, drained, stalled, boot timeout): not replaced by the pool
-        /// unless `replace` is set.
+        /// Asked to stop: retired or drained (`replace` false), or killed for a stall or a
+        /// boot timeout with its replacement already scheduled (`replace` true).
         case stopping(replace: Bool)
     }
 
@@ -256,18 +256,15 @@ public struct WorkerPoolStateMachine: Sendable {
             break
         }
         switch worker.phase {
-        case .stopping(replace: false):
-            break  // retired on purpose: reconcile decides whether another is needed
-        case .stopping(replace: true), .booting, .ready:
+        case .stopping:
+            break  // retired on purpose, or already replaced when it was killed
+        case .booting, .ready:
             if !worker.everReady {
                 actions.append(.log(.error, "worker \(pid) exited before it was ready (\(status))"))
                 bootFailed(now: now, into: &actions)
             } else {
-                if case .stopping = worker.phase {} else {
-                    actions.append(.log(.warning, "worker \(pid) died (\(status)); replacing it"))
-                }
-                recentCrashes = recentCrashes.filter { now.seconds(since: $0) < configuration.crashWindow } + [now]
-                pending.append(PendingSpawn(notBefore: now.adding(seconds: backoff(failures: recentCrashes.count)), replacing: true))
+                actions.append(.log(.warning, "worker \(pid) died (\(status)); replacing it"))
+                scheduleCrashReplacement(now: now)
             }
         }
         if lifecycle == .exited { return }
@@ -276,6 +273,11 @@ public struct WorkerPoolStateMachine: Sendable {
         } else {
             reconcile(now: now, into: &actions)
         }
+    }
+
+    private mutating func scheduleCrashReplacement(now: MonotonicInstant) {
+        recentCrashes = recentCrashes.filter { now.seconds(since: $0) < configuration.crashWindow } + [now]
+        pending.append(PendingSpawn(notBefore: now.adding(seconds: backoff(failures: recentCrashes.count)), replacing: true))
     }
 
     private mutating func bootFailed(now: MonotonicInstant, into actions: inout [Action]) {
@@ -307,12 +309,16 @@ public struct WorkerPoolStateMachine: Sendable {
                     workers[index].phase = .stopping(replace: true)
                     actions.append(.log(.error, "worker \(worker.pid) did not become ready within \(configuration.bootTimeout) s; killing it"))
                     actions.append(.signal(pid: worker.pid, .kill))
+                    bootFailed(now: now, into: &actions)
+                    if lifecycle == .exited { return }
+                    if case .draining = lifecycle { return }
                 }
             case .ready:
                 if let observed, now.seconds(since: observed.heartbeat) > configuration.heartbeatTimeout {
                     workers[index].phase = .stopping(replace: true)
                     actions.append(.log(.error, "worker \(worker.pid) event loop stalled for \(Int(now.seconds(since: observed.heartbeat))) s; killing it"))
                     actions.append(.signal(pid: worker.pid, .kill))
+                    scheduleCrashReplacement(now: now)
                 }
             case .stopping:
                 break

@@ -1,0 +1,52 @@
+import Testing
+
+@testable import Shared
+
+@Suite struct SharedSegmentTests {
+    @Test func aWorkerAttachesAndSeesTheSameWords() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        let fd = dup(segment.fileDescriptor)
+        let worker = try SharedSegment.attach(fileDescriptor: fd)
+        segment.workerSlot(3).reset(generation: 7, now: MonotonicInstant(nanoseconds: 5))
+        worker.workerSlot(3).state = .ready
+        worker.workerSlot(3).requestStarted(upstream: 2)
+        #expect(segment.workerSlot(3).state == .ready)
+        #expect(segment.workerSlot(3).generation == 7)
+        #expect(segment.inflightRequests(upstream: 2) == 1)
+        segment.workerSlot(3).release()  // a dead worker's in-flight count goes with it
+        #expect(worker.inflightRequests(upstream: 2) == 0)
+        segment.isDraining = true
+        #expect(worker.isDraining)
+    }
+
+    @Test func modelsArePublishedAndReadBack() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        let status = segment.upstream(0)
+        #expect(status.models.isEmpty)
+        status.publishModels(["Qwen/Qwen2.5-7B-Instruct-AWQ", "other"])
+        #expect(status.models == ["Qwen/Qwen2.5-7B-Instruct-AWQ", "other"])
+        status.publishModels([])
+        #expect(status.models.isEmpty)
+        let many = (0..<1000).map { "model-\($0)-with-a-long-name" }
+        status.publishModels(many)
+        #expect(status.models.count < many.count && status.models.count > 10)  // bounded, never torn
+        #expect(status.models == Array(many.prefix(status.models.count)))
+    }
+
+    @Test func attachRefusesAnotherLayout() throws {
+        let fd = gwTestMemfd(size: 4096)
+        #expect(throws: SegmentError.self) { try SharedSegment.attach(fileDescriptor: fd) }
+    }
+}
+
+import CGatewayShims
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func gwTestMemfd(size: Int) -> Int32 {
+    let fd = gw_memfd_create("test")
+    ftruncate(fd, off_t(size))
+    return fd
+}
