@@ -51,7 +51,14 @@ enum PrivilegeDrop {
         _ = gw_clear_ambient_capabilities()
         guard let empty = cap_init() else { throw Failure(description: "cap_init: \(errnoText())") }
         defer { cap_free(UnsafeMutableRawPointer(empty)) }
-        guard cap_set_proc(empty) == 0 else { throw Failure(description: "cannot clear capabilities: \(errnoText())") }
+        // Started without capabilities (e.g. systemd's User= with a seccomp filter that
+        // forbids capset): nothing to clear, and asking would fail.
+        if let current = cap_get_proc() {
+            defer { cap_free(UnsafeMutableRawPointer(current)) }
+            if cap_compare(current, empty) != 0, cap_set_proc(empty) != 0 {
+                throw Failure(description: "cannot clear capabilities: \(errnoText())")
+            }
+        }
         guard gw_set_no_new_privs() == 0 else { throw Failure(description: "cannot set no_new_privs: \(errnoText())") }
         return Outcome(uid: getuid(), gid: getgid(), switchedUser: switched)
     }
