@@ -5,7 +5,9 @@
 /// 64     global     draining flag, config generation, restart total, worker gauge
 /// 256    workers    maxWorkers slots of workerSlotSize bytes (pid, state, heartbeat,
 ///                   in-flight requests per upstream, ...)
-/// ...    upstreams  maxUpstreams blocks of upstreamSize bytes (health, served models)
+/// ...    upstreams  maxUpstreams blocks of upstreamSize bytes (health, breaker, models)
+/// ...    limits     two RateLimitTable regions (requests, tokens)
+/// ...    metrics    maxWorkers areas of MetricsLayout.words counters
 /// ```
 /// Every field a process updates after start-up is a 64-bit word updated with atomics, so
 /// a process killed at any instant leaves nothing locked and no word half-written. A
@@ -34,8 +36,14 @@ public enum SegmentLayout {
     /// Room for the served-models text (names joined by newlines).
     public static let upstreamModelsCapacity = upstreamSize - upstreamModelsOffset
 
+    static let requestLimitsOffset = upstreamsOffset + maxUpstreams * upstreamSize
+    static let tokenLimitsOffset = requestLimitsOffset + RateLimitTable.capacity * RateLimitTable.entrySize
+    static let metricsOffset = tokenLimitsOffset + RateLimitTable.capacity * RateLimitTable.entrySize
+    /// Bytes of one worker's metrics area, rounded up to whole pages.
+    static let metricsAreaSize = (MetricsLayout.words * 8 + 4095) / 4096 * 4096
+
     /// Total bytes of the segment.
-    public static var totalSize: Int { upstreamsOffset + maxUpstreams * upstreamSize }
+    public static var totalSize: Int { metricsOffset + maxWorkers * metricsAreaSize }
 
     // Header fields.
     static let magicOffset = 0
@@ -74,5 +82,7 @@ public enum SegmentLayout {
         case modelsLength = 24
         /// Consecutive failed health checks.
         case failedChecks = 32
+        /// The circuit breaker's packed state (see ``CircuitBreakerState``).
+        case breaker = 40
     }
 }

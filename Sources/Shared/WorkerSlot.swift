@@ -18,6 +18,9 @@ public struct WorkerSlot: Sendable {
     let segment: SharedSegment
     let offset: Int
 
+    /// The slot's number (0..<maxWorkers).
+    public var index: Int { (offset - SegmentLayout.workerSlotsOffset) / SegmentLayout.workerSlotSize }
+
     private func field(_ f: SegmentLayout.Slot) -> UnsafeAtomic<UInt64> { segment.atomic(at: offset + f.rawValue) }
 
     /// The worker's pid (0 when the slot is free).

@@ -15,6 +15,7 @@ final class UpstreamHealthPoller: Sendable {
     let interval: Double
     let logger: Logger
     let environment: [String: String]
+    let breakerEnabled: Bool
 
     init(configuration: GatewayConfiguration, segment: SharedSegment, logger: Logger) {
         self.upstreams = configuration.upstreams
@@ -22,6 +23,7 @@ final class UpstreamHealthPoller: Sendable {
         self.interval = configuration.server.healthInterval
         self.logger = logger
         self.environment = ProcessInfo.processInfo.environment
+        self.breakerEnabled = configuration.circuitBreaker.enabled
     }
 
     /// Starts polling on a background task; it ends with the process.
@@ -84,6 +86,11 @@ final class UpstreamHealthPoller: Sendable {
             }
         }
         let previous = status.health
+        if !healthy && breakerEnabled {
+            // A failed health check opens the breaker at once for every worker.
+            let now = MonotonicInstant.now().nanoseconds / 1000
+            status.updateBreaker { ((), $0.opening(now: now)) }
+        }
         status.health = healthy ? .up : .down
         status.failedChecks = healthy ? 0 : status.failedChecks + 1
         status.checkedAt = .now()

@@ -52,7 +52,7 @@ struct HTTPConnection {
                         if !writer.headSent { await writer.send(error: .internalError()) }
                     }
                     slot.recordRequest()
-                    handler.logAccess(request: head, route: route, requestID: requestID, writer: writer, start: start)
+                    handler.finished(request: head, route: route, requestID: requestID, writer: writer, start: start)
                     let drainingNow = registry.requestFinished(on: channel.channel)
                     if !writer.keepAlive || drainingNow { return }
                 }

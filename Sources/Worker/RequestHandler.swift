@@ -12,6 +12,9 @@ final class RequestHandler: Sendable {
     let slot: WorkerSlot
     let registry: ModelRegistry
     let proxy: ProxyHandler
+    let authenticator: Authenticator
+    let metrics: GatewayMetrics
+    let exposition: PrometheusExposition
     /// The worker's connections (drained on SIGTERM).
     let connections = ConnectionRegistry()
     private let accessLogger: Logger
@@ -20,8 +23,17 @@ final class RequestHandler: Sendable {
         self.configuration = configuration
         self.segment = segment
         self.slot = slot
-        self.registry = ModelRegistry(configuration: configuration)
-        self.proxy = ProxyHandler(registry: registry, client: client, segment: segment, slot: slot, demo: DemoModel(), logger: logger)
+        let registry = ModelRegistry(configuration: configuration)
+        let modelNames = configuration.models.map(\.name)
+        let metrics = GatewayMetrics(segment: segment, slot: slot.index, models: modelNames)
+        self.registry = registry
+        self.metrics = metrics
+        self.authenticator = Authenticator(configuration: configuration)
+        self.exposition = PrometheusExposition(models: modelNames, upstreams: configuration.upstreams.map(\.name))
+        self.proxy = ProxyHandler(
+            registry: registry, client: client, segment: segment, slot: slot, demo: DemoModel(),
+            limiter: RequestLimiter(segment: segment), metrics: metrics, breaker: configuration.circuitBreaker,
+            upstreamTimeout: configuration.server.upstreamTimeout, logger: logger)
         self.accessLogger = Logger(label: "llm-gateway.access")
     }
 
@@ -38,16 +50,29 @@ final class RequestHandler: Sendable {
             await writer.send(error: .methodNotAllowed(method, allowed: [request.route.method]))
             return
         }
+        var identity: ClientIdentity?
+        if request.route.requiresAuth {
+            identity = authenticator.authenticate(authorization: request.head.headers.first(name: "authorization"))
+            guard identity != nil else {
+                await writer.send(error: .unauthorized())
+                return
+            }
+            writer.logFields["key"] = identity?.name
+        }
         switch request.route {
         case .health:
             await writer.sendJSON(status: 200, #"{"status":"ok"}"#)
         case .ready:
             await ready(writer: writer)
+        case .metrics:
+            var headers = HTTPHeaders()
+            headers.add(name: "content-type", value: "text/plain; version=0.0.4; charset=utf-8")
+            await writer.send(status: 200, headers: headers, body: ByteBuffer(string: exposition.render(segment: segment)))
         case .models:
-            await models(writer: writer)
+            await models(for: identity, writer: writer)
         case .chatCompletions, .completions, .embeddings:
-            await proxied(request, writer: writer)
-        case .metrics, .other:
+            if let identity { await proxied(request, identity: identity, writer: writer) }
+        case .other:
             await writer.send(error: .routeNotFound(method: method, path: Self.printablePath(request.head.uri)))
         }
     }
@@ -55,9 +80,9 @@ final class RequestHandler: Sendable {
     /// Runs the proxy in its own task, cancelled the moment the client's connection
     /// closes, so the upstream request is dropped (and vLLM aborts the generation) instead
     /// of being noticed only at the next write.
-    private func proxied(_ request: GatewayRequest, writer: ResponseWriter) async {
+    private func proxied(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) async {
         let proxy = self.proxy
-        let task = Task { await proxy.handle(request, writer: writer) }
+        let task = Task { await proxy.handle(request, identity: identity, writer: writer) }
         request.clientClosed.whenComplete { _ in task.cancel() }
         await withTaskCancellationHandler {
             await task.value
@@ -77,22 +102,25 @@ final class RequestHandler: Sendable {
         }
     }
 
-    private func models(writer: ResponseWriter) async {
-        let data = registry.listedNames(segment: segment).map { name in
+    private func models(for identity: ClientIdentity?, writer: ResponseWriter) async {
+        let names = registry.listedNames(segment: segment).filter { identity?.models?.contains($0) ?? true }
+        let data = names.map { name in
             #"{"id":\#(JSON.quoted(name)),"object":"model","created":0,"owned_by":"llm-gateway"}"#
         }
         await writer.sendJSON(status: 200, #"{"object":"list","data":[\#(data.joined(separator: ","))]}"#)
     }
 
-    /// One structured line per request (never headers, keys or bodies).
-    func logAccess(request head: HTTPRequestHead, route: Route, requestID: String, writer: ResponseWriter, start: MonotonicInstant) {
+    /// Counts the request and writes one structured access line (never headers, keys or bodies).
+    func finished(request head: HTTPRequestHead, route: Route, requestID: String, writer: ResponseWriter, start: MonotonicInstant) {
+        let seconds = MonotonicInstant.now().seconds(since: start)
+        metrics.request(route: route, method: Self.methodLabel(head.method), status: writer.status, seconds: seconds)
         guard accessLogger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = [
             "request_id": .string(requestID),
             "method": .string(Self.methodLabel(head.method)),
             "route": .string(route.template),
             "status": .stringConvertible(writer.status),
-            "duration_ms": .stringConvertible((MonotonicInstant.now().seconds(since: start) * 1e6).rounded() / 1e3),
+            "duration_ms": .stringConvertible((seconds * 1e6).rounded() / 1e3),
             "bytes": .stringConvertible(writer.bodyBytes),
         ]
         for (key, value) in writer.logFields { metadata[key] = .string(value) }
@@ -101,7 +129,7 @@ final class RequestHandler: Sendable {
 
     static func methodLabel(_ method: HTTPMethod) -> String {
         switch method {
-        case .GET, .POST, .HEAD, .PUT, .DELETE, .OPTIONS, .PATCH: method.rawValue
+        case .GET, .POST, .HEAD: method.rawValue
         default: "other"
         }
     }

@@ -21,6 +21,8 @@ final class ResponseWriter: @unchecked Sendable {
     private(set) var bodyBytes = 0
     /// Extra fields the handler wants in the access log line (model, upstream, tokens).
     var logFields: [String: String] = [:]
+    /// Headers every response to this request carries (`x-ratelimit-*`).
+    var extraHeaders: [(String, String)] = []
 
     private let draining: ConnectionRegistry
 
@@ -43,6 +45,7 @@ final class ResponseWriter: @unchecked Sendable {
         precondition(!headSent, "response head written twice")
         var headers = headers
         headers.replaceOrAdd(name: "x-request-id", value: requestID)
+        for (name, value) in extraHeaders { headers.replaceOrAdd(name: name, value: value) }
         if draining.isDraining { keepAlive = false }
         if !keepAlive {
             headers.replaceOrAdd(name: "connection", value: "close")

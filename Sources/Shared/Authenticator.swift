@@ -1,0 +1,108 @@
+import Crypto
+
+/// Who a request is, as far as limits and model scopes go.
+public struct ClientIdentity: Sendable, Equatable {
+    /// The configured key's name (`default` for `BEARER_TOKEN`, `anonymous` with auth off).
+    /// Safe to log; never the key.
+    public var name: String
+    /// Bucket key in the rate-limit tables (from the key's digest).
+    public var keyID: UInt64
+    /// Models this key may use; nil = all.
+    public var models: Set<String>?
+    public var requestsPerMinute: Int
+    /// 0 = no token limit.
+    public var tokensPerMinute: Int
+}
+
+/// Checks `Authorization: Bearer <key>` against `BEARER_TOKEN` or the config file's key
+/// digests. Keys are compared as SHA-256 digests in constant time (every configured digest
+/// is compared, whatever matches), and only digests are kept in memory.
+public struct Authenticator: Sendable {
+    struct Entry: Sendable {
+        var digest: [UInt8]
+        var identity: ClientIdentity
+    }
+
+    let entries: [Entry]
+    let enabled: Bool
+    let defaults: GatewayConfiguration.Limits
+
+    public init(configuration: GatewayConfiguration) {
+        let limits = configuration.limits
+        defaults = limits
+        enabled = configuration.auth.isEnabled
+        var entries: [Entry] = []
+        if let token = configuration.auth.bearerToken, !token.isEmpty {
+            let digest = Array(SHA256.hash(data: Array(token.utf8)))
+            entries.append(Entry(digest: digest, identity: ClientIdentity(
+                name: "default", keyID: Self.keyID(digest), models: nil,
+                requestsPerMinute: limits.requestsPerMinute, tokensPerMinute: limits.tokensPerMinute)))
+        }
+        for key in configuration.auth.keys {
+            let digest = Self.bytes(hex: key.sha256)
+            entries.append(Entry(digest: digest, identity: ClientIdentity(
+                name: key.name, keyID: Self.keyID(digest), models: key.models.map(Set.init),
+                requestsPerMinute: key.rpm ?? limits.requestsPerMinute, tokensPerMinute: key.tpm ?? limits.tokensPerMinute)))
+        }
+        self.entries = entries
+    }
+
+    /// The identity for an `Authorization` header value, or nil (401).
+    ///
+    /// With auth off every request is admitted; a request that still presents a key is
+    /// limited per presented key, one without shares the `anonymous` bucket.
+    public func authenticate(authorization: String?) -> ClientIdentity? {
+        let presented = authorization.flatMap(Self.bearerToken)
+        guard enabled else {
+            let keyID = presented.map { Self.keyID(Array(SHA256.hash(data: Array($0.utf8)))) } ?? 1
+            return ClientIdentity(
+                name: "anonymous", keyID: keyID, models: nil,
+                requestsPerMinute: defaults.requestsPerMinute, tokensPerMinute: defaults.tokensPerMinute)
+        }
+        guard let presented, !presented.isEmpty else { return nil }
+        let digest = Array(SHA256.hash(data: Array(presented.utf8)))
+        var match: ClientIdentity?
+        for entry in entries where Self.constantTimeEqual(entry.digest, digest) && match == nil {
+            match = entry.identity
+        }
+        return match
+    }
+
+    /// The key from `Bearer <key>` (scheme case-insensitive).
+    static func bearerToken(_ header: String) -> String? {
+        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return String(parts[1]).trimmingWhitespace()
+    }
+
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for i in 0..<a.count { difference |= a[i] ^ b[i] }
+        return difference == 0
+    }
+
+    static func keyID(_ digest: [UInt8]) -> UInt64 {
+        var id: UInt64 = 0
+        for byte in digest.prefix(8) { id = id << 8 | UInt64(byte) }
+        return id == 0 ? 1 : id
+    }
+
+    static func bytes(hex: String) -> [UInt8] {
+        var result: [UInt8] = []
+        var iterator = hex.utf8.makeIterator()
+        while let high = iterator.next(), let low = iterator.next() {
+            result.append(UInt8(nibble(high) << 4 | nibble(low)))
+        }
+        return result
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8 {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: 0
+        }
+    }
+}

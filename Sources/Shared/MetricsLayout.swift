@@ -1,0 +1,69 @@
+/// Where each metric series lives in a worker's metrics area: dense arrays indexed by
+/// label values from fixed sets (route templates, a status list, configured model and
+/// upstream numbers), so no label can carry client input and the area has a fixed size.
+public enum MetricsLayout {
+    /// Methods with their own label value; anything else is `other`.
+    public static let methods = ["GET", "POST", "HEAD", "other"]
+    /// Status codes with their own label value; anything else is `other`.
+    public static let statuses = [200, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 502, 503, 504]
+    /// Upper bounds (seconds) of the latency histograms.
+    public static let durationBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+    /// Models with their own label value (configuration order); the rest are `other`.
+    public static let maxModels = 32
+    /// Outcomes of an upstream attempt.
+    public enum Outcome: Int, CaseIterable, Sendable {
+        case success, error, timeout, unavailable, rejected
+        public var label: String {
+            switch self {
+            case .success: "success"
+            case .error: "error"
+            case .timeout: "timeout"
+            case .unavailable: "unavailable"
+            case .rejected: "circuit_open"
+            }
+        }
+    }
+    /// `limit` label values of the rate-limited counter.
+    public enum Limit: Int, CaseIterable, Sendable {
+        case requests, tokens, tableFull
+        public var label: String {
+            switch self {
+            case .requests: "requests"
+            case .tokens: "tokens"
+            case .tableFull: "table_full"
+            }
+        }
+    }
+
+    static let routes = Route.allCases.count
+    static let statusSlots = statuses.count + 1
+    static let histogramWords = durationBuckets.count + 3  // buckets, +Inf, sum (ns), count
+    static let modelSlots = maxModels + 1
+
+    static let httpRequestsBase = 0
+    static let httpDurationBase = httpRequestsBase + routes * methods.count * statusSlots
+    static let upstreamBase = httpDurationBase + routes * histogramWords
+    static let ttftBase = upstreamBase + modelSlots * SegmentLayout.maxUpstreams * Outcome.allCases.count
+    static let tokensBase = ttftBase + modelSlots * histogramWords
+    static let rateLimitedBase = tokensBase + modelSlots * 2
+    /// Words in one worker's metrics area.
+    public static let words = rateLimitedBase + Limit.allCases.count
+
+    static func methodIndex(_ method: String) -> Int { methods.firstIndex(of: method) ?? methods.count - 1 }
+    static func statusIndex(_ status: Int) -> Int { statuses.firstIndex(of: status) ?? statuses.count }
+    static func routeIndex(_ route: Route) -> Int { Route.allCases.firstIndex(of: route)! }
+
+    static func httpRequests(route: Route, method: String, status: Int) -> Int {
+        httpRequestsBase + (routeIndex(route) * methods.count + methodIndex(method)) * statusSlots + statusIndex(status)
+    }
+    static func httpDuration(route: Route) -> Int { httpDurationBase + routeIndex(route) * histogramWords }
+    static func upstream(model: Int, upstream: Int, outcome: Outcome) -> Int {
+        upstreamBase + (model * SegmentLayout.maxUpstreams + upstream) * Outcome.allCases.count + outcome.rawValue
+    }
+    static func ttft(model: Int) -> Int { ttftBase + model * histogramWords }
+    static func tokens(model: Int, completion: Bool) -> Int { tokensBase + model * 2 + (completion ? 1 : 0) }
+    static func rateLimited(_ limit: Limit) -> Int { rateLimitedBase + limit.rawValue }
+
+    /// The histogram bucket a duration falls in (the last is +Inf).
+    static func bucket(_ seconds: Double) -> Int { durationBuckets.firstIndex { seconds <= $0 } ?? durationBuckets.count }
+}

@@ -1,0 +1,138 @@
+/// Renders every worker's counters (summed over all slots) and the supervisor's gauges as
+/// one Prometheus text exposition (format 0.0.4). Series appear once they are non-zero,
+/// except gauges and per-upstream series, which are always present.
+public struct PrometheusExposition: Sendable {
+    let models: [String]
+    let upstreams: [String]
+
+    /// - Parameters:
+    ///   - models: configured model names in order (label values of the first 32).
+    ///   - upstreams: configured upstream names in order.
+    public init(models: [String], upstreams: [String]) {
+        self.models = Array(models.prefix(MetricsLayout.maxModels))
+        self.upstreams = Array(upstreams.prefix(SegmentLayout.maxUpstreams))
+    }
+
+    func modelLabel(_ index: Int) -> String { index < models.count ? models[index] : "other" }
+
+    /// The exposition text.
+    public func render(segment: SharedSegment) -> String {
+        let totals = segment.metricTotals()
+        var out = ""
+        out.reserveCapacity(16 * 1024)
+
+        header(&out, "llm_gateway_http_requests_total", "counter", "HTTP requests answered, by route template, method and status.")
+        for route in Route.allCases {
+            for method in MetricsLayout.methods {
+                for statusSlot in 0..<MetricsLayout.statusSlots {
+                    let status = statusSlot < MetricsLayout.statuses.count ? String(MetricsLayout.statuses[statusSlot]) : "other"
+                    let value = totals[MetricsLayout.httpRequests(route: route, method: method, status: statusSlot < MetricsLayout.statuses.count ? MetricsLayout.statuses[statusSlot] : 0)]
+                    if value > 0 {
+                        sample(&out, "llm_gateway_http_requests_total", [("route", route.template), ("method", method), ("status", status)], value)
+                    }
+                }
+            }
+        }
+
+        header(&out, "llm_gateway_http_request_duration_seconds", "histogram", "Time from request head to the end of the response.")
+        for route in Route.allCases {
+            histogram(&out, "llm_gateway_http_request_duration_seconds", [("route", route.template)], totals, base: MetricsLayout.httpDuration(route: route))
+        }
+
+        header(&out, "llm_gateway_upstream_requests_total", "counter", "Attempts at an upstream, by model, upstream and outcome.")
+        for model in 0...MetricsLayout.maxModels {
+            for (u, upstream) in upstreams.enumerated() {
+                for outcome in MetricsLayout.Outcome.allCases {
+                    let value = totals[MetricsLayout.upstream(model: model, upstream: u, outcome: outcome)]
+                    if value > 0 {
+                        sample(&out, "llm_gateway_upstream_requests_total", [("model", modelLabel(model)), ("upstream", upstream), ("outcome", outcome.label)], value)
+                    }
+                }
+            }
+        }
+
+        header(&out, "llm_gateway_time_to_first_token_seconds", "histogram", "Time from sending a streamed request upstream to its first event.")
+        for model in 0...MetricsLayout.maxModels {
+            histogram(&out, "llm_gateway_time_to_first_token_seconds", [("model", modelLabel(model))], totals, base: MetricsLayout.ttft(model: model))
+        }
+
+        header(&out, "llm_gateway_tokens_total", "counter", "Tokens the upstreams reported, by model and kind.")
+        for model in 0...MetricsLayout.maxModels {
+            for (kind, completion) in [("prompt", false), ("completion", true)] {
+                let value = totals[MetricsLayout.tokens(model: model, completion: completion)]
+                if value > 0 { sample(&out, "llm_gateway_tokens_total", [("model", modelLabel(model)), ("kind", kind)], value) }
+            }
+        }
+
+        header(&out, "llm_gateway_rate_limited_total", "counter", "Requests refused with 429, by the limit that refused them.")
+        for limit in MetricsLayout.Limit.allCases {
+            sample(&out, "llm_gateway_rate_limited_total", [("limit", limit.label)], totals[MetricsLayout.rateLimited(limit)])
+        }
+
+        header(&out, "llm_gateway_circuit_breaker_state", "gauge", "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open.")
+        for (u, upstream) in upstreams.enumerated() {
+            sample(&out, "llm_gateway_circuit_breaker_state", [("upstream", upstream)], segment.upstream(u).breaker.phase.rawValue)
+        }
+        header(&out, "llm_gateway_upstream_up", "gauge", "1 when the upstream answered its last health check.")
+        for (u, upstream) in upstreams.enumerated() {
+            sample(&out, "llm_gateway_upstream_up", [("upstream", upstream)], segment.upstream(u).health == .up ? 1 : 0)
+        }
+        header(&out, "llm_gateway_inflight_requests", "gauge", "Requests in flight to upstreams, all workers.")
+        var inflight: UInt64 = 0
+        for u in 0..<upstreams.count { inflight &+= segment.inflightRequests(upstream: u) }
+        sample(&out, "llm_gateway_inflight_requests", [], inflight)
+        header(&out, "llm_gateway_workers", "gauge", "Worker processes alive.")
+        sample(&out, "llm_gateway_workers", [], segment.workersRunning)
+        header(&out, "llm_gateway_worker_restarts_total", "counter", "Workers replaced after dying.")
+        sample(&out, "llm_gateway_worker_restarts_total", [], segment.workerRestartsTotal)
+        return out
+    }
+
+    private func header(_ out: inout String, _ name: String, _ type: String, _ help: String) {
+        out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
+    private func sample(_ out: inout String, _ name: String, _ labels: [(String, String)], _ value: UInt64) {
+        out += name
+        appendLabels(&out, labels)
+        out += " \(value)\n"
+    }
+
+    private func appendLabels(_ out: inout String, _ labels: [(String, String)]) {
+        guard !labels.isEmpty else { return }
+        out += "{"
+        for (i, (key, value)) in labels.enumerated() {
+            if i > 0 { out += "," }
+            out += key
+            out += "=\""
+            for c in value.unicodeScalars {
+                switch c {
+                case "\\": out += "\\\\"
+                case "\"": out += "\\\""
+                case "\n": out += "\\n"
+                default: out.unicodeScalars.append(c)
+                }
+            }
+            out += "\""
+        }
+        out += "}"
+    }
+
+    private func histogram(_ out: inout String, _ name: String, _ labels: [(String, String)], _ totals: [UInt64], base: Int) {
+        let countIndex = base + MetricsLayout.durationBuckets.count + 2
+        guard totals[countIndex] > 0 else { return }
+        var cumulative: UInt64 = 0
+        for (i, bound) in MetricsLayout.durationBuckets.enumerated() {
+            cumulative &+= totals[base + i]
+            sample(&out, name + "_bucket", labels + [("le", "\(bound)")], cumulative)
+        }
+        cumulative &+= totals[base + MetricsLayout.durationBuckets.count]
+        sample(&out, name + "_bucket", labels + [("le", "+Inf")], cumulative)
+        let sumSeconds = Double(totals[base + MetricsLayout.durationBuckets.count + 1]) / 1e9
+        out += name + "_sum"
+        appendLabels(&out, labels)
+        out += " \(sumSeconds)\n"
+        // The count is the +Inf bucket, so the two always agree even mid-update.
+        sample(&out, name + "_count", labels, cumulative)
+    }
+}

@@ -1,0 +1,75 @@
+/// Per-key request and token limits, exact across workers: the request bucket is taken
+/// before a request is forwarded; the token bucket must not be in debt to admit one, and
+/// is charged with the tokens the upstream reports once the answer is complete.
+public struct RequestLimiter: Sendable {
+    let requests: RateLimitTable
+    let tokens: RateLimitTable
+
+    public init(segment: SharedSegment) {
+        requests = RateLimitTable(segment: segment, offset: SegmentLayout.requestLimitsOffset)
+        tokens = RateLimitTable(segment: segment, offset: SegmentLayout.tokenLimitsOffset)
+    }
+
+    /// The verdict plus the `x-ratelimit-*` headers every limited route returns.
+    public struct Admission: Sendable {
+        /// nil when admitted; else why not.
+        public var refusal: MetricsLayout.Limit?
+        public var retryAfterSeconds: Int
+        public var headers: [(String, String)]
+    }
+
+    /// Microseconds on CLOCK_MONOTONIC (the tables' time base).
+    public static func now() -> UInt64 { MonotonicInstant.now().nanoseconds / 1000 }
+
+    /// Takes one request for `identity`, and checks its token bucket.
+    public func admit(_ identity: ClientIdentity, now: UInt64 = RequestLimiter.now()) -> Admission {
+        var headers: [(String, String)] = []
+        let requestGCRA = GCRA(rate: identity.requestsPerMinute)
+        let requestOutcome = requests.take(key: identity.keyID, gcra: requestGCRA, now: now)
+        headers.append(("x-ratelimit-limit-requests", String(identity.requestsPerMinute)))
+        switch requestOutcome {
+        case .allowed(let remaining, let reset):
+            headers.append(("x-ratelimit-remaining-requests", String(remaining)))
+            headers.append(("x-ratelimit-reset-requests", Self.duration(reset)))
+        case .limited(let retry, let reset):
+            headers.append(("x-ratelimit-remaining-requests", "0"))
+            headers.append(("x-ratelimit-reset-requests", Self.duration(reset)))
+            return Admission(refusal: .requests, retryAfterSeconds: Self.seconds(retry), headers: headers)
+        case .tableFull:
+            return Admission(refusal: .tableFull, retryAfterSeconds: 1, headers: headers)
+        }
+        guard identity.tokensPerMinute > 0 else { return Admission(refusal: nil, retryAfterSeconds: 0, headers: headers) }
+        headers.append(("x-ratelimit-limit-tokens", String(identity.tokensPerMinute)))
+        switch tokens.check(key: identity.keyID, gcra: GCRA(rate: identity.tokensPerMinute), now: now) {
+        case .allowed(let remaining, let reset):
+            headers.append(("x-ratelimit-remaining-tokens", String(remaining)))
+            headers.append(("x-ratelimit-reset-tokens", Self.duration(reset)))
+            return Admission(refusal: nil, retryAfterSeconds: 0, headers: headers)
+        case .limited(let retry, let reset):
+            headers.append(("x-ratelimit-remaining-tokens", "0"))
+            headers.append(("x-ratelimit-reset-tokens", Self.duration(reset)))
+            return Admission(refusal: .tokens, retryAfterSeconds: Self.seconds(retry), headers: headers)
+        case .tableFull:
+            return Admission(refusal: .tableFull, retryAfterSeconds: 1, headers: headers)
+        }
+    }
+
+    /// Charges the tokens an answer used.
+    public func charge(_ identity: ClientIdentity, tokens used: Int, now: UInt64 = RequestLimiter.now()) {
+        guard identity.tokensPerMinute > 0, used > 0 else { return }
+        tokens.charge(key: identity.keyID, gcra: GCRA(rate: identity.tokensPerMinute), now: now, cost: UInt64(used))
+    }
+
+    static func seconds(_ micros: UInt64) -> Int { Int((micros + 999_999) / 1_000_000) }
+
+    /// OpenAI's reset format: `1s`, `6m0s`, `0.5s`.
+    static func duration(_ micros: UInt64) -> String {
+        let seconds = Double(micros) / 1e6
+        if seconds < 60 {
+            let rounded = (seconds * 1000).rounded() / 1000
+            return rounded == rounded.rounded() ? "\(Int(rounded))s" : "\(rounded)s"
+        }
+        let whole = Int(seconds)
+        return "\(whole / 60)m\(whole % 60)s"
+    }
+}
