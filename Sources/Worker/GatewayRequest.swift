@@ -9,7 +9,6 @@ struct GatewayRequest {
     let route: Route
     let body: ByteBuffer
     let requestID: String
-    /// Completes when the client's connection closes: streaming and upstream calls race it
-    /// so a client that hangs up cancels the upstream request at once.
-    let clientClosed: EventLoopFuture<Void>
+    /// Cancels the work for this request when the client's connection closes.
+    let disconnect: ClientDisconnect
 }

@@ -21,7 +21,7 @@ struct HTTPConnection {
             registry.unregister(channel.channel)
             slot.connectionClosed()
         }
-        let closeFuture = channel.channel.closeFuture
+        let disconnect = ClientDisconnect(closeFuture: channel.channel.closeFuture)
         do {
             try await channel.executeThenClose { inbound, outbound in
                 var parts = inbound.makeAsyncIterator()
@@ -38,7 +38,7 @@ struct HTTPConnection {
                     switch try await readBody(head: head, parts: &parts, outbound: outbound) {
                     case .complete(let body):
                         let request = GatewayRequest(
-                            head: head, route: route, body: body, requestID: requestID, clientClosed: closeFuture)
+                            head: head, route: route, body: body, requestID: requestID, disconnect: disconnect)
                         await handler.handle(request, writer: writer)
                     case .tooLarge:
                         writer.forceClose()

@@ -77,18 +77,10 @@ final class RequestHandler: Sendable {
         }
     }
 
-    /// Runs the proxy in its own task, cancelled the moment the client's connection
-    /// closes, so the upstream request is dropped (and vLLM aborts the generation) instead
-    /// of being noticed only at the next write.
+    /// Runs the proxy in a task the client's hang-up cancels (see ``ClientDisconnect``).
     private func proxied(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) async {
         let proxy = self.proxy
-        let task = Task { await proxy.handle(request, identity: identity, writer: writer) }
-        request.clientClosed.whenComplete { _ in task.cancel() }
-        await withTaskCancellationHandler {
-            await task.value
-        } onCancel: {
-            task.cancel()
-        }
+        await request.disconnect.run { await proxy.handle(request, identity: identity, writer: writer) }
     }
 
     private func ready(writer: ResponseWriter) async {
