@@ -30,6 +30,10 @@ extension GatewayConfiguration {
         "breakerCooldown": Setting(flag: nil, env: "CIRCUIT_BREAKER_COOLDOWN", fileKey: "circuit_breaker_cooldown"),
         "heartbeat": Setting(flag: nil, env: "WORKER_HEARTBEAT_TIMEOUT", fileKey: "worker_heartbeat_timeout"),
         "logLevel": Setting(flag: nil, env: "LOG_LEVEL", fileKey: "log_level"),
+        "headerTimeout": Setting(flag: nil, env: "REQUEST_HEADER_TIMEOUT", fileKey: "request_header_timeout"),
+        "bodyTimeout": Setting(flag: nil, env: "REQUEST_BODY_TIMEOUT", fileKey: "request_body_timeout"),
+        "keepAliveTimeout": Setting(flag: nil, env: "KEEPALIVE_TIMEOUT", fileKey: "keepalive_timeout"),
+        "maxConnections": Setting(flag: nil, env: "MAX_CONNECTIONS_PER_WORKER", fileKey: "max_connections_per_worker"),
         "healthInterval": Setting(flag: nil, env: "UPSTREAM_HEALTH_INTERVAL", fileKey: "upstream_health_interval"),
         "connectTimeout": Setting(flag: nil, env: "UPSTREAM_CONNECT_TIMEOUT", fileKey: "upstream_connect_timeout"),
         "upstreamTimeout": Setting(flag: nil, env: "UPSTREAM_TIMEOUT", fileKey: "upstream_timeout"),
@@ -68,6 +72,10 @@ extension GatewayConfiguration {
         if let r = resolved("drainTimeout") { config.server.drainTimeout = try seconds(r, in: 0...86_400) }
         if let r = resolved("user"), !r.value.isEmpty { config.server.user = r.value }
         if let r = resolved("heartbeat") { config.server.heartbeatTimeout = try seconds(r, in: 0.5...3600) }
+        if let r = resolved("headerTimeout") { config.server.headerTimeout = try seconds(r, in: 0.1...3600) }
+        if let r = resolved("bodyTimeout") { config.server.bodyTimeout = try seconds(r, in: 0.1...3600) }
+        if let r = resolved("keepAliveTimeout") { config.server.keepAliveTimeout = try seconds(r, in: 0.1...3600) }
+        if let r = resolved("maxConnections") { config.server.maxConnectionsPerWorker = try integer(r, in: 1...1_000_000) }
         if let r = resolved("healthInterval") { config.server.healthInterval = try seconds(r, in: 0.1...3600) }
         if let r = resolved("connectTimeout") { config.server.upstreamConnectTimeout = try seconds(r, in: 0.1...600) }
         if let r = resolved("upstreamTimeout") { config.server.upstreamTimeout = try seconds(r, in: 0.1...86_400) }

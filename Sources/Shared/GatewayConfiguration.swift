@@ -21,6 +21,14 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         public var heartbeatTimeout: Double = 10
         /// `MAX_REQUEST_BODY_BYTES`: larger request bodies get 413.
         public var maxRequestBodyBytes = 1_048_576
+        /// `REQUEST_HEADER_TIMEOUT`, seconds a new connection has to send a request head.
+        public var headerTimeout: Double = 10
+        /// `REQUEST_BODY_TIMEOUT`, seconds a request body may take after its head.
+        public var bodyTimeout: Double = 60
+        /// `KEEPALIVE_TIMEOUT`, seconds an idle keep-alive connection stays open.
+        public var keepAliveTimeout: Double = 30
+        /// `MAX_CONNECTIONS_PER_WORKER`: further connections are closed at once.
+        public var maxConnectionsPerWorker = 16_384
         /// `UPSTREAM_HEALTH_INTERVAL`, seconds between the supervisor's upstream checks.
         public var healthInterval: Double = 2
         /// `UPSTREAM_CONNECT_TIMEOUT`, seconds to open a connection to an upstream.

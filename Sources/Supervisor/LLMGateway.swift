@@ -76,6 +76,7 @@ struct LLMGateway: ParsableCommand {
         GatewayLogHandler.bootstrap(process: "supervisor", level: Logger.Level(configValue: configuration.logLevel))
         let logger = Logger(label: "llm-gateway.supervisor")
 
+        Self.raiseOpenFileLimit()
         do {
             let workerPath = try WorkerLauncher.locateWorker()
             let listener: ListeningSocket
@@ -131,6 +132,14 @@ struct LLMGateway: ParsableCommand {
             logger.warning("reload: --user changes need a restart")
         }
         return fresh
+    }
+
+    /// Open streams are file descriptors: take the hard limit (workers inherit it).
+    static func raiseOpenFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     /// A close-on-exec copy numbered ≥ 10, so handing fds 3, 4, 5 to a child can never

@@ -28,6 +28,9 @@ final class ConnectionRegistry: Sendable {
 
     var isDraining: Bool { state.withLockedValue { $0.draining } }
 
+    /// Connections open now.
+    var count: Int { state.withLockedValue { $0.entries.count } }
+
     /// Adds a connection (one accepted just as the drain began gets the same grace).
     func register(_ channel: any Channel) {
         let draining = state.withLockedValue { state in

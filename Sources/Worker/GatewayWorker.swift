@@ -75,7 +75,12 @@ enum GatewayWorker {
         let handler = RequestHandler(configuration: configuration, segment: segment, slot: slot, client: client, logger: logger)
         let server = HTTPServer(
             listenerFD: WorkerHandoff.listenerFD, group: group, slot: slot, handler: handler,
-            maxBodyBytes: configuration.server.maxRequestBodyBytes, logger: logger)
+            maxBodyBytes: configuration.server.maxRequestBodyBytes,
+            timeouts: .init(
+                head: .milliseconds(Int64(configuration.server.headerTimeout * 1000)),
+                body: .milliseconds(Int64(configuration.server.bodyTimeout * 1000)),
+                idle: .milliseconds(Int64(configuration.server.keepAliveTimeout * 1000))),
+            maxConnections: configuration.server.maxConnectionsPerWorker, logger: logger)
         let heartbeat = Heartbeat(group: group, slot: slot)
         let services = ServiceGroup(
             configuration: .init(

@@ -18,16 +18,20 @@ struct HTTPServer: Service {
     let slot: WorkerSlot
     let handler: RequestHandler
     let maxBodyBytes: Int
+    let timeouts: ConnectionTimeoutHandler.Timeouts
+    let maxConnections: Int
     let logger: Logger
 
     func run() async throws {
         let registry = handler.connections
         let server = try await ServerBootstrap(group: group)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .bind(NIOBSDSocket.Handle(listenerFD)) { channel in
+            .bind(NIOBSDSocket.Handle(listenerFD)) { [timeouts] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withPipeliningAssistance: true, withErrorHandling: true)
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
+                    try pipeline.addHandler(HTTPProtocolErrorHandler())
+                    try pipeline.addHandler(ConnectionTimeoutHandler(timeouts: timeouts))
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
                         wrappingChannelSynchronously: channel)
                 }
@@ -39,6 +43,12 @@ struct HTTPServer: Service {
             try await server.executeThenClose { connections in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in connections {
+                        if registry.count >= maxConnections {
+                            // Over the cap: refuse at once rather than hold the client.
+                            logger.debug("connection refused: \(maxConnections) connections open")
+                            connection.channel.close(promise: nil)
+                            continue
+                        }
                         group.addTask {
                             await HTTPConnection(
                                 channel: connection, handler: handler, registry: registry, slot: slot,
