@@ -54,6 +54,12 @@ struct ProxyHandler: Sendable {
             return
         }
         writer.logFields["model"] = target.configured ? target.name : "other"
+        if request.route == .chatCompletions, target.configured,
+            let refusal = ToolCallResponseNormalizer.preflight(body: body, parserName: target.toolParser)
+        {
+            await writer.send(error: refusal)
+            return
+        }
 
         let admission = limiter.admit(identity)
         writer.extraHeaders = admission.headers
@@ -193,7 +199,9 @@ struct ProxyHandler: Sendable {
         let context = RelayContext(
             clientModel: clientModel, upstreamModel: attempt.target.upstreamModel, modelLabel: attempt.target.name,
             upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
-            clientWantsUsage: body.includeUsage)
+            clientWantsUsage: body.includeUsage,
+            toolParser: request.route == .chatCompletions
+                ? ToolCallResponseNormalizer.responseParser(body: body, parserName: attempt.target.toolParser) : nil)
         let healthy: Bool
         if body.stream && (200..<300).contains(status) && isEventStream {
             healthy = await relayStream(response, context: context, writer: writer)
@@ -216,6 +224,7 @@ struct ProxyHandler: Sendable {
         var identity: ClientIdentity
         var sent: MonotonicInstant
         var clientWantsUsage: Bool
+        var toolParser: (any ToolCallParser)?
     }
 
     /// A non-streamed answer (or any error answer): read it, give `model` back its client
@@ -230,6 +239,7 @@ struct ProxyHandler: Sendable {
                     bytes = JSONSplice.replacingModel(in: bytes, with: context.clientModel)
                 }
                 if let usage = TokenUsage.find(in: bytes) { account(usage, context: context, writer: writer) }
+                if let parser = context.toolParser { bytes = ToolCallResponseNormalizer.normalizeCompletion(bytes, parser: parser) }
             }
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: response.headers.first(name: "content-type") ?? "application/json")
@@ -256,6 +266,7 @@ struct ProxyHandler: Sendable {
             return true
         }
         var events = SSEEventBuffer()
+        var tools = context.toolParser.map { ToolCallStreamNormalizer(parser: $0) }
         var firstEvent = true
         do {
             for try await chunk in response.body {
@@ -265,10 +276,11 @@ struct ProxyHandler: Sendable {
                         metrics.timeToFirstToken(model: context.modelLabel, seconds: MonotonicInstant.now().seconds(since: context.sent))
                     }
                     if let out = transform(event: event, context: context, writer: writer) {
-                        try await writer.write(ByteBuffer(bytes: out))
+                        for piece in tools?.transform(event: out) ?? [out] { try await writer.write(ByteBuffer(bytes: piece)) }
                     }
                 }
             }
+            for piece in tools?.finish() ?? [] { try await writer.write(ByteBuffer(bytes: piece)) }
             let rest = events.finish()
             if !rest.isEmpty { try await writer.write(ByteBuffer(bytes: rest)) }
             try await writer.end()
@@ -279,6 +291,7 @@ struct ProxyHandler: Sendable {
             logger.warning("upstream stream failed", metadata: ["request_id": "\(writer.requestID)", "upstream": "\(context.upstream)", "error": "\(error)"])
             let error = GatewayError.badGateway("Upstream \(context.upstream) broke off the stream.")
             writer.logFields["error"] = "upstream_stream_error"
+            for piece in tools?.finish() ?? [] { try? await writer.write(ByteBuffer(bytes: piece)) }
             let tail = "data: \(error.jsonBody)\n\ndata: [DONE]\n\n"
             try? await writer.write(ByteBuffer(string: tail))
             try? await writer.end()
