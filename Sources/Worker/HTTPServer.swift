@@ -61,8 +61,15 @@ struct HTTPServer: Service {
         } onGracefulShutdown: {
             slot.state = .draining
             logger.info("worker draining")
-            server.channel.close(promise: nil)
             registry.beginDrain()
+            // Stop accepting first, and close only once an accept already under way has
+            // delivered its connection into the stream: a connection yielded into a
+            // finished stream would be dropped unserved (and NIO traps on the dropped
+            // writer). Until the close, the other workers take new connections.
+            let channel = server.channel
+            channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in
+                channel.eventLoop.scheduleTask(in: .milliseconds(100)) { channel.close(promise: nil) }
+            }
         }
         logger.info("worker drained")
     }

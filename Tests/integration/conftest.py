@@ -97,10 +97,17 @@ def gateway_factory(gateway_binary_dir, tmp_path, request):
         return gw
 
     yield make
+    crashed = []
     for gw in started:
         gw.stop()
-        if _failed(request):
-            _dump(f"llm-gateway {gw.url} log ({gw.log_path})", gw.log_text())
+        log = gw.log_text()
+        if "*** Program crashed" in log or "Fatal error:" in log:
+            crashed.append(gw)
+        if _failed(request) or crashed:
+            _dump(f"llm-gateway {gw.url} log ({gw.log_path})", log, 200 if crashed else 60)
+    # A worker or supervisor that crashed fails the test even if every request passed.
+    assert not crashed, f"a gateway process crashed; see {crashed[0].log_path}" if crashed else ""
+
 
 
 @pytest.fixture
