@@ -102,7 +102,8 @@ struct LLMGateway: ParsableCommand {
                     "workers": "\(configuration.server.workers)", "uid": "\(outcome.uid)",
                     "upstream": "\(configuration.upstreams.map(\.url).joined(separator: ","))",
                 ])
-            UpstreamHealthPoller(configuration: configuration, segment: segment, logger: logger).start()
+            let poller = UpstreamHealthPoller(configuration: configuration, segment: segment, logger: logger)
+            poller.start()
             let movedListener = ListeningSocket(
                 fileDescriptor: listenerFD, localAddress: listener.localAddress, fromSystemd: listener.fromSystemd)
             let loop = SupervisorLoop(
@@ -110,7 +111,11 @@ struct LLMGateway: ParsableCommand {
                 launcher: WorkerLauncher(executablePath: workerPath, listenerFD: listenerFD, segmentFD: segmentFD),
                 segment: segment, listener: movedListener, configurationFD: movedConfigFD,
                 notifier: SystemdNotifier(), logger: logger,
-                reload: { [command = self] in try command.reloadConfiguration(running: configuration, logger: logger) }
+                reload: { [command = self] in
+                    let fresh = try command.reloadConfiguration(running: configuration, logger: logger)
+                    poller.update(fresh)
+                    return fresh
+                }
             )
             let code = loop.run()
             throw ExitCode(code)

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -10,7 +11,8 @@ import Shared
 /// the result in the shared segment, where workers answer `/ready` and discover models
 /// without touching the upstream themselves.
 final class UpstreamHealthPoller: Sendable {
-    let upstreams: [GatewayConfiguration.Upstream]
+    /// The upstreams of the running configuration (replaced by a reload).
+    private let upstreams: NIOLockedValueBox<[GatewayConfiguration.Upstream]>
     let segment: SharedSegment
     let interval: Double
     let logger: Logger
@@ -18,12 +20,17 @@ final class UpstreamHealthPoller: Sendable {
     let breakerEnabled: Bool
 
     init(configuration: GatewayConfiguration, segment: SharedSegment, logger: Logger) {
-        self.upstreams = configuration.upstreams
+        self.upstreams = NIOLockedValueBox(configuration.upstreams)
         self.segment = segment
         self.interval = configuration.server.healthInterval
         self.logger = logger
         self.environment = ProcessInfo.processInfo.environment
         self.breakerEnabled = configuration.circuitBreaker.enabled
+    }
+
+    /// Polls the upstreams of a reloaded configuration from the next round on.
+    func update(_ configuration: GatewayConfiguration) {
+        upstreams.withLockedValue { $0 = configuration.upstreams }
     }
 
     /// Starts polling on a background task; it ends with the process.
@@ -38,8 +45,9 @@ final class UpstreamHealthPoller: Sendable {
         configuration.decompression = .disabled
         let client = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: configuration)
         while !Task.isCancelled {
+            let current = upstreams.withLockedValue { $0 }
             await withTaskGroup(of: Void.self) { group in
-                for (index, upstream) in upstreams.enumerated() {
+                for (index, upstream) in current.enumerated() {
                     group.addTask { await self.check(index: index, upstream: upstream, client: client) }
                 }
             }
