@@ -1,5 +1,6 @@
 // swift-tools-version:6.2
 import PackageDescription
+
 import class Foundation.ProcessInfo
 
 /// One set of Swift settings for every target of ours. CI sets `LLM_GATEWAY_WERROR=1`

@@ -34,15 +34,21 @@ public struct Authenticator: Sendable {
         var entries: [Entry] = []
         if let token = configuration.auth.bearerToken, !token.isEmpty {
             let digest = Array(SHA256.hash(data: Array(token.utf8)))
-            entries.append(Entry(digest: digest, identity: ClientIdentity(
-                name: "default", keyID: Self.keyID(digest), models: nil,
-                requestsPerMinute: limits.requestsPerMinute, tokensPerMinute: limits.tokensPerMinute)))
+            entries.append(
+                Entry(
+                    digest: digest,
+                    identity: ClientIdentity(
+                        name: "default", keyID: Self.keyID(digest), models: nil,
+                        requestsPerMinute: limits.requestsPerMinute, tokensPerMinute: limits.tokensPerMinute)))
         }
         for key in configuration.auth.keys {
             let digest = Self.bytes(hex: key.sha256)
-            entries.append(Entry(digest: digest, identity: ClientIdentity(
-                name: key.name, keyID: Self.keyID(digest), models: key.models.map(Set.init),
-                requestsPerMinute: key.rpm ?? limits.requestsPerMinute, tokensPerMinute: key.tpm ?? limits.tokensPerMinute)))
+            entries.append(
+                Entry(
+                    digest: digest,
+                    identity: ClientIdentity(
+                        name: key.name, keyID: Self.keyID(digest), models: key.models.map(Set.init),
+                        requestsPerMinute: key.rpm ?? limits.requestsPerMinute, tokensPerMinute: key.tpm ?? limits.tokensPerMinute)))
         }
         self.entries = entries
     }

@@ -1,3 +1,5 @@
+import Atomics
+
 /// One upstream's circuit breaker as a value packed into a 64-bit word, so every worker
 /// shares one breaker through compare-and-swap on the segment:
 /// bits 62–63 phase, 48–61 consecutive failures, 0–47 a time in microseconds (when it
@@ -67,7 +69,8 @@ public struct CircuitBreakerState: Sendable, Equatable {
         switch phase {
         case .closed:
             let count = failures + 1
-            return count >= threshold ? CircuitBreakerState(phase: .open, failures: count, since: now) : CircuitBreakerState(phase: .closed, failures: count, since: since)
+            return count >= threshold
+                ? CircuitBreakerState(phase: .open, failures: count, since: now) : CircuitBreakerState(phase: .closed, failures: count, since: since)
         case .halfOpen:
             return CircuitBreakerState(phase: .open, failures: failures + 1, since: now)
         case .open:
@@ -100,7 +103,5 @@ extension UpstreamStatus {
         }
     }
 }
-
-import Atomics
 
 typealias UnsafeAtomicWord = UnsafeAtomic<UInt64>

@@ -82,5 +82,5 @@ public struct FileReadError: Error, CustomStringConvertible {
 }
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif

@@ -74,7 +74,8 @@ extension GatewayConfiguration {
             }
             let parser = entry["tool_parser"] as? String ?? "none"
             guard toolParsers.contains(parser) else {
-                throw ConfigurationError(key: "\(entryKey).tool_parser", reason: "expected one of \(toolParsers.sorted().joined(separator: "|")) (got \"\(parser)\")")
+                throw ConfigurationError(
+                    key: "\(entryKey).tool_parser", reason: "expected one of \(toolParsers.sorted().joined(separator: "|")) (got \"\(parser)\")")
             }
             let model = Model(
                 name: name, upstreams: upstreams, upstreamModel: entry["upstream_model"] as? String,

@@ -1,7 +1,7 @@
 import Logging
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif
 
 /// A swift-log handler writing one JSON object per line to standard error, which journald
@@ -85,7 +85,11 @@ public struct GatewayLogHandler: LogHandler {
         switch value {
         case .string(let s): JSON.appendQuoted(s, to: &line)
         case .stringConvertible(let c):
-            if let n = c as? any BinaryInteger { line += "\(n)" } else if let d = c as? Double, d.isFinite { line += "\(d)" } else {
+            if let n = c as? any BinaryInteger {
+                line += "\(n)"
+            } else if let d = c as? Double, d.isFinite {
+                line += "\(d)"
+            } else {
                 JSON.appendQuoted(c.description, to: &line)
             }
         case .array(let items):

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif
 
 /// A point on `CLOCK_MONOTONIC`, which every process on the machine shares, so a worker's

@@ -26,7 +26,9 @@ public struct PrometheusExposition: Sendable {
             for method in MetricsLayout.methods {
                 for statusSlot in 0..<MetricsLayout.statusSlots {
                     let status = statusSlot < MetricsLayout.statuses.count ? String(MetricsLayout.statuses[statusSlot]) : "other"
-                    let value = totals[MetricsLayout.httpRequests(route: route, method: method, status: statusSlot < MetricsLayout.statuses.count ? MetricsLayout.statuses[statusSlot] : 0)]
+                    let value = totals[
+                        MetricsLayout.httpRequests(
+                            route: route, method: method, status: statusSlot < MetricsLayout.statuses.count ? MetricsLayout.statuses[statusSlot] : 0)]
                     if value > 0 {
                         sample(&out, "llm_gateway_http_requests_total", [("route", route.template), ("method", method), ("status", status)], value)
                     }
@@ -45,7 +47,9 @@ public struct PrometheusExposition: Sendable {
                 for outcome in MetricsLayout.Outcome.allCases {
                     let value = totals[MetricsLayout.upstream(model: model, upstream: u, outcome: outcome)]
                     if value > 0 {
-                        sample(&out, "llm_gateway_upstream_requests_total", [("model", modelLabel(model)), ("upstream", upstream), ("outcome", outcome.label)], value)
+                        sample(
+                            &out, "llm_gateway_upstream_requests_total", [("model", modelLabel(model)), ("upstream", upstream), ("outcome", outcome.label)],
+                            value)
                     }
                 }
             }

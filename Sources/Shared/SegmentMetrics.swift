@@ -134,7 +134,8 @@ public struct SegmentMetricsFactory: MetricsFactory {
         var index: Int?
         switch label {
         case "llm_gateway_http_requests_total":
-            index = MetricsLayout.httpRequests(route: Route(rawValue: d["route"] ?? "") ?? .other, method: d["method"] ?? "other", status: Int(d["status"] ?? "") ?? 0)
+            index = MetricsLayout.httpRequests(
+                route: Route(rawValue: d["route"] ?? "") ?? .other, method: d["method"] ?? "other", status: Int(d["status"] ?? "") ?? 0)
         case "llm_gateway_rate_limited_total":
             index = MetricsLayout.Limit.allCases.first { $0.label == d["limit"] }.map(MetricsLayout.rateLimited)
         case "llm_gateway_tokens_total":

@@ -2,7 +2,7 @@ import Atomics
 import CGatewayShims
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif
 
 /// The POSIX shared-memory segment every gateway process maps: created by the supervisor

@@ -400,8 +400,9 @@ public struct WorkerPoolStateMachine: Sendable {
     }
 
     private mutating func retireOneOldWorker(into actions: inout [Action]) {
-        guard let index = workers.indices.filter({ workers[$0].generation != generation && !workers[$0].isStopping })
-            .min(by: { workers[$0].slot < workers[$1].slot })
+        guard
+            let index = workers.indices.filter({ workers[$0].generation != generation && !workers[$0].isStopping })
+                .min(by: { workers[$0].slot < workers[$1].slot })
         else { return }
         workers[index].phase = .stopping(replace: false)
         actions.append(.signal(pid: workers[index].pid, .terminate))

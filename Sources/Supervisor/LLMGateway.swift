@@ -1,11 +1,11 @@
-import CGatewayShims
 import ArgumentParser
+import CGatewayShims
 import Foundation
 import Logging
 import Shared
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif
 
 /// `llm-gateway`: the supervisor. Binds the socket, drops privileges, creates the shared
@@ -33,13 +33,18 @@ struct LLMGateway: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Worker processes (default: number of CPUs) [WORKERS].", valueName: "n"))
     var workers: String?
 
-    @Option(name: .long, help: ArgumentHelp("Default upstream root URL without /v1, or 'demo' for the built-in demo model [VLLM_UPSTREAM_URL]. Default http://127.0.0.1:18000.", valueName: "url"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Default upstream root URL without /v1, or 'demo' for the built-in demo model [VLLM_UPSTREAM_URL]. Default http://127.0.0.1:18000.",
+            valueName: "url"))
     var upstream: String?
 
     @Option(name: .long, help: ArgumentHelp("YAML file with upstreams, models and keys [LLM_GATEWAY_CONFIG].", valueName: "file"))
     var config: String?
 
-    @Option(name: .long, help: ArgumentHelp("Seconds a graceful drain may take before stragglers are killed [DRAIN_TIMEOUT]. Default 30.", valueName: "seconds"))
+    @Option(
+        name: .long, help: ArgumentHelp("Seconds a graceful drain may take before stragglers are killed [DRAIN_TIMEOUT]. Default 30.", valueName: "seconds"))
     var drainTimeout: String?
 
     @Option(name: .long, help: ArgumentHelp("When started as root: the user to switch to after binding [RUN_AS_USER].", valueName: "name"))

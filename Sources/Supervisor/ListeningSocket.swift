@@ -2,7 +2,7 @@ import CGatewayShims
 import Shared
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif
 
 /// The listening socket all workers share: bound here, or adopted from systemd.

@@ -3,7 +3,7 @@ import CLibcap
 import Shared
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif
 
 /// Gives up everything a root start had, once the socket is bound: the capability

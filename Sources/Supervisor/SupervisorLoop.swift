@@ -3,7 +3,7 @@ import Logging
 import Shared
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif
 
 /// The supervisor's one thread of control: waits for signals (`sigtimedwait`, signals

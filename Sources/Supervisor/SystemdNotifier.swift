@@ -2,7 +2,7 @@ import CGatewayShims
 import CSystemd
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif
 
 /// `sd_notify` to the service manager; a no-op when `NOTIFY_SOCKET` is not set.

@@ -3,7 +3,7 @@ import Foundation
 import Shared
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif
 
 /// Starts worker processes with `posix_spawn` (never `fork` of this process) and hands

@@ -30,7 +30,8 @@ struct DemoModel: Sendable {
         let maxTokens = (object["max_tokens"] as? Int) ?? (object["max_completion_tokens"] as? Int) ?? 64
         let toolName = chat ? offeredTool(object) : nil
         let echo = prompt.split(separator: " ").prefix(12).joined(separator: " ")
-        var words = Self.words(in: "Hello from the llm-gateway demo model. You said: \(echo.isEmpty ? "nothing" : echo). Point --upstream at vLLM for real answers.")
+        var words = Self.words(
+            in: "Hello from the llm-gateway demo model. You said: \(echo.isEmpty ? "nothing" : echo). Point --upstream at vLLM for real answers.")
         var finish = "stop"
         if words.count > maxTokens {
             words = Array(words.prefix(max(0, maxTokens)))
@@ -48,7 +49,8 @@ struct DemoModel: Sendable {
         if !body.stream {
             let choice: String
             if chat {
-                let message = toolCall.map { #"{"role":"assistant","content":null,"tool_calls":[\#($0)]}"# }
+                let message =
+                    toolCall.map { #"{"role":"assistant","content":null,"tool_calls":[\#($0)]}"# }
                     ?? #"{"role":"assistant","content":\#(JSON.quoted(words.joined()))}"#
                 choice = #"{"index":0,"message":\#(message),"finish_reason":"\#(toolCall == nil ? finish : "tool_calls")"}"#
             } else {
@@ -68,7 +70,9 @@ struct DemoModel: Sendable {
         func event(_ choice: String, usage: String? = nil) -> ByteBuffer {
             let choices = choice.isEmpty ? "[]" : "[\(choice)]"
             let tail = usage.map { #","usage":\#($0)"# } ?? ""
-            return ByteBuffer(string: #"data: {"id":"\#(id)","object":"\#(chunkObject)","created":\#(created),"model":\#(JSON.quoted(model)),"choices":\#(choices)\#(tail)}"# + "\n\n")
+            return ByteBuffer(
+                string: #"data: {"id":"\#(id)","object":"\#(chunkObject)","created":\#(created),"model":\#(JSON.quoted(model)),"choices":\#(choices)\#(tail)}"#
+                    + "\n\n")
         }
         do {
             try await writer.writeHead(status: 200, headers: headers)
@@ -79,7 +83,10 @@ struct DemoModel: Sendable {
             } else {
                 for word in words {
                     try await Task.sleep(for: wordDelay)
-                    let delta = chat ? #"{"index":0,"delta":{"content":\#(JSON.quoted(word))},"finish_reason":null}"# : #"{"index":0,"text":\#(JSON.quoted(word)),"finish_reason":null}"#
+                    let delta =
+                        chat
+                        ? #"{"index":0,"delta":{"content":\#(JSON.quoted(word))},"finish_reason":null}"#
+                        : #"{"index":0,"text":\#(JSON.quoted(word)),"finish_reason":null}"#
                     try await writer.write(event(delta))
                 }
             }
@@ -105,7 +112,8 @@ struct DemoModel: Sendable {
             let vector = (0..<8).map { _ in String(format: "%.6f", Double(generator.next() % 2_000_001) / 1_000_000 - 1) }
             data.append(#"{"object":"embedding","index":\#(index),"embedding":[\#(vector.joined(separator: ","))]}"#)
         }
-        return #"{"object":"list","data":[\#(data.joined(separator: ","))],"model":\#(JSON.quoted(model)),"usage":{"prompt_tokens":\#(tokens),"total_tokens":\#(tokens)}}"#
+        return
+            #"{"object":"list","data":[\#(data.joined(separator: ","))],"model":\#(JSON.quoted(model)),"usage":{"prompt_tokens":\#(tokens),"total_tokens":\#(tokens)}}"#
     }
 
     private func lastUserText(_ object: [String: Any]) -> String {

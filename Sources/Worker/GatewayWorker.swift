@@ -7,7 +7,7 @@ import ServiceLifecycle
 import Shared
 
 #if canImport(Glibc)
-@preconcurrency import Glibc
+    @preconcurrency import Glibc
 #endif
 
 /// `llm-gateway-worker`: one worker process, started only by the supervisor with the

@@ -65,11 +65,12 @@ struct ProxyHandler: Sendable {
         writer.extraHeaders = admission.headers
         if let refusal = admission.refusal {
             metrics.rateLimited(refusal)
-            let message = switch refusal {
-            case .requests: "Rate limit reached for requests per minute (\(identity.requestsPerMinute)) of this key."
-            case .tokens: "Rate limit reached for tokens per minute (\(identity.tokensPerMinute)) of this key."
-            case .tableFull: "Too many distinct keys are active; try again shortly."
-            }
+            let message =
+                switch refusal {
+                case .requests: "Rate limit reached for requests per minute (\(identity.requestsPerMinute)) of this key."
+                case .tokens: "Rate limit reached for tokens per minute (\(identity.tokensPerMinute)) of this key."
+                case .tableFull: "Too many distinct keys are active; try again shortly."
+                }
             await writer.send(error: .rateLimited(message, retryAfterSeconds: admission.retryAfterSeconds))
             return
         }
@@ -87,7 +88,8 @@ struct ProxyHandler: Sendable {
             }
             if let retryAfter = admitThroughBreaker(attempt.upstream) {
                 metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .rejected)
-                lastError = .unavailable("Upstream \(upstream.name) is failing; its circuit breaker is open.", retryAfterSeconds: retryAfter, code: "circuit_open")
+                lastError = .unavailable(
+                    "Upstream \(upstream.name) is failing; its circuit breaker is open.", retryAfterSeconds: retryAfter, code: "circuit_open")
                 continue
             }
             let outcome = await forward(request, body: body, attempt: attempt, clientModel: modelName, identity: identity, writer: writer, isLast: isLast)
@@ -191,7 +193,8 @@ struct ProxyHandler: Sendable {
             recordBreaker(attempt.upstream, success: false)
             metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .error)
             if !isLast {
-                logger.warning("upstream answered \(status); trying the next", metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)"])
+                logger.warning(
+                    "upstream answered \(status); trying the next", metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)"])
                 return .retry(.badGateway("Upstream \(upstream.name) answered \(status)."))
             }
         }

@@ -104,7 +104,10 @@ import Testing
         #expect(config.upstreams[0].apiKeyEnv == "CLOUD_API_KEY")
         let qwen = try #require(config.models.first { $0.name == "qwen2.5-7b" })
         #expect(qwen.upstreamModel == "Qwen/Qwen2.5-7B-Instruct-AWQ" && qwen.toolParser == "hermes" && qwen.aliases == ["qwen"])
-        #expect(config.auth.keys == [.init(name: "alice", sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", models: ["qwen2.5-7b"], rpm: 120, tpm: 60000)])
+        #expect(
+            config.auth.keys == [
+                .init(name: "alice", sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", models: ["qwen2.5-7b"], rpm: 120, tpm: 60000)
+            ])
         #expect(config.auth.isEnabled)
     }
 

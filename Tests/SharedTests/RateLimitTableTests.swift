@@ -1,10 +1,10 @@
 import Testing
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 @testable import Shared
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite struct GCRATests {
     @Test func aFreshBucketAllowsTheBurstThenRefillsAtTheRate() {
@@ -121,7 +121,8 @@ import Glibc
         let (probe, next) = state.admit(now: 100 + cooldown, cooldown: cooldown, probeTimeout: probeTimeout)
         #expect(probe == .probe && next?.phase == .halfOpen)
         let halfOpen = next!
-        if case .reject = halfOpen.admit(now: 100 + cooldown + 1, cooldown: cooldown, probeTimeout: probeTimeout).0 {} else {
+        if case .reject = halfOpen.admit(now: 100 + cooldown + 1, cooldown: cooldown, probeTimeout: probeTimeout).0 {
+        } else {
             Issue.record("a second request passed while the probe runs")
         }
         #expect(halfOpen.recordingSuccess().phase == .closed)

@@ -1,3 +1,4 @@
+import CGatewayShims
 import Testing
 
 @testable import Shared
@@ -39,10 +40,8 @@ import Testing
     }
 }
 
-import CGatewayShims
-
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 func gwTestMemfd(size: Int) -> Int32 {

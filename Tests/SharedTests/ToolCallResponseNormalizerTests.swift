@@ -7,7 +7,8 @@ import Testing
 struct ToolCallResponseNormalizerTests {
     private let hermes = HermesToolCallParser(idGenerator: .seeded(7))
 
-    private static let weatherTool = #"{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}"#
+    private static let weatherTool =
+        #"{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}"#
 
     private func body(_ text: String) throws -> OpenAIRequestBody {
         try OpenAIRequestBody(bytes: Array(text.utf8))
@@ -187,8 +188,13 @@ struct ToolCallResponseNormalizerTests {
             events.append(chunk(#"{"index":0,"delta":{"content":\#(JSON.quoted(piece))},"logprobs":null,"finish_reason":null}"#))
         }
         if structured {
-            events.append(chunk(#"{"index":0,"delta":{"tool_calls":[{"index":0,"id":"chatcmpl-tool-1","type":"function","function":{"name":"get_weather","arguments":""}}]},"logprobs":null,"finish_reason":null}"#))
-            events.append(chunk(#"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": \"Paris\"}"}}]},"logprobs":null,"finish_reason":null}"#))
+            events.append(
+                chunk(
+                    #"{"index":0,"delta":{"tool_calls":[{"index":0,"id":"chatcmpl-tool-1","type":"function","function":{"name":"get_weather","arguments":""}}]},"logprobs":null,"finish_reason":null}"#
+                ))
+            events.append(
+                chunk(
+                    #"{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": \"Paris\"}"}}]},"logprobs":null,"finish_reason":null}"#))
         }
         if let finish {
             events.append(chunk(#"{"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":"\#(finish)","stop_reason":null}"#))
@@ -375,9 +381,10 @@ struct ToolCallResponseNormalizerTests {
     func severalChoicesStreamed() throws {
         var normalizer = ToolCallStreamNormalizer(parser: hermes)
         let call = #"<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>"#
-        let chunk = Array(
-            #"data: {"id":"chatcmpl-abc","object":"chat.completion.chunk","created":1700000000,"model":"qwen","choices":[{"index":0,"delta":{"content":\#(JSON.quoted(call))},"finish_reason":null},{"index":1,"delta":{"content":"plain"},"finish_reason":null}]}"#
-                .utf8) + [0x0A, 0x0A]
+        let chunk =
+            Array(
+                #"data: {"id":"chatcmpl-abc","object":"chat.completion.chunk","created":1700000000,"model":"qwen","choices":[{"index":0,"delta":{"content":\#(JSON.quoted(call))},"finish_reason":null},{"index":1,"delta":{"content":"plain"},"finish_reason":null}]}"#
+                    .utf8) + [0x0A, 0x0A]
         let out = normalizer.transform(event: chunk)
         #expect(out.count == 2)
         let first = try #require(try JSONSerialization.jsonObject(with: Data(SSEEventBuffer.data(of: out[0]) ?? [])) as? [String: Any])

@@ -29,8 +29,7 @@ public struct Llama3JSONToolCallParser: ToolCallParser {
 
 extension Llama3JSONToolCallParser: ToolCallSyntax {
     func candidateStart(in bytes: ArraySlice<UInt8>, context: ToolCallScanContext) -> Int? {
-        if context.isAtStartOfOutput || context.followsToolCall, let first = ToolCallBytes.firstNonWhitespace(in: bytes)
-        {
+        if context.isAtStartOfOutput || context.followsToolCall, let first = ToolCallBytes.firstNonWhitespace(in: bytes) {
             let byte = bytes[first]
             if byte == UInt8(ascii: "{") || (byte == UInt8(ascii: ";") && context.followsToolCall) { return first }
         }
