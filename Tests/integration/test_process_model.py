@@ -296,3 +296,26 @@ def test_worker_that_cannot_boot_stops_the_supervisor(tmp_path):
     p = run_cli(bin_dir, ["--bind", "127.0.0.1:0", "--workers", "2"], timeout=30)
     assert p.returncode == 1, p.stderr
     assert "failed to start" in p.stderr
+
+
+def test_workers_exit_when_the_supervisor_dies(gateway_factory):
+    gw = gateway_factory(workers=2)
+    pids = gw.wait_for_workers(2)
+    os.kill(gw.pid, signal.SIGKILL)
+    wait_until(lambda: not any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z" for p in pids),
+               5, what="workers gone after the supervisor was killed")
+
+
+def test_quit_is_a_fast_stop(gateway_factory, fake_vllm):
+    gw = gateway_factory(workers=2, upstream=fake_vllm)
+    fake_vllm.delay_headers(seconds=10, count=1, routes=["/v1/chat/completions"])
+    def cut_short():
+        with pytest.raises((OSError, http.client.HTTPException)):  # the fast stop drops it
+            gw.post("/v1/chat/completions", {"model": "fake-model", "messages": []}, timeout=15)
+    threading.Thread(target=cut_short, daemon=True).start()
+    wait_until(lambda: fake_vllm.requests_seen("/v1/chat/completions") >= 1, 5)
+    started = time.monotonic()
+    gw.signal(signal.SIGQUIT)
+    assert gw.wait(5) == 0
+    assert time.monotonic() - started < 3  # did not wait for the 10 s request
+    assert not gw.worker_pids()
