@@ -18,7 +18,7 @@ extension GatewayConfiguration {
             guard let entry = map[name] as? [String: Any] else {
                 throw ConfigurationError(key: entryKey, reason: "expected a mapping with url:")
             }
-            try rejectUnknown(entry, known: ["url", "health", "api_key_env"], key: entryKey)
+            try rejectUnknown(entry, known: ["url", "health", "api_key_env", "connect_timeout", "timeout"], key: entryKey)
             guard let url = entry["url"] as? String, !url.isEmpty else {
                 throw ConfigurationError(key: "\(entryKey).url", reason: "required, e.g. http://127.0.0.1:18000")
             }
@@ -32,6 +32,12 @@ extension GatewayConfiguration {
                     throw ConfigurationError(key: "\(entryKey).api_key_env", reason: "expected an environment variable name")
                 }
                 upstream.apiKeyEnv = env
+            }
+            if let value = entry["connect_timeout"] {
+                upstream.connectTimeout = try seconds(Resolved(value: "\(value)", key: "\(entryKey).connect_timeout"), in: 0.1...600)
+            }
+            if let value = entry["timeout"] {
+                upstream.timeout = try seconds(Resolved(value: "\(value)", key: "\(entryKey).timeout"), in: 0.1...86_400)
             }
             result.append(try validatedUpstream(upstream, key: "\(entryKey).url"))
         }

@@ -107,6 +107,10 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         public var healthPath: String
         /// Environment variable holding the API key sent upstream (cloud fallbacks).
         public var apiKeyEnv: String?
+        /// Seconds to connect; nil = `UPSTREAM_CONNECT_TIMEOUT`.
+        public var connectTimeout: Double?
+        /// Seconds to wait for response headers and between body chunks; nil = `UPSTREAM_TIMEOUT`.
+        public var timeout: Double?
 
         public init(name: String, url: String, healthPath: String = "/health", apiKeyEnv: String? = nil) {
             self.name = name

@@ -90,7 +90,7 @@ enum GatewayWorker {
                 logger: logger
             ))
         try await services.run()
-        try? await client.http.shutdown()
+        await client.shutdown()
     }
 
     static func readConfiguration() throws -> GatewayConfiguration {

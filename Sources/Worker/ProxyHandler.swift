@@ -167,7 +167,7 @@ struct ProxyHandler: Sendable {
 
         let response: HTTPClientResponse
         do {
-            response = try await client.http.execute(upstreamRequest, timeout: client.headersTimeout)
+            response = try await client.execute(upstreamRequest, upstream: attempt.upstream)
         } catch {
             if Task.isCancelled { return .done }
             let failure = UpstreamClient.classify(error)

@@ -4,32 +4,46 @@ import NIOCore
 import NIOPosix
 import Shared
 
-/// The worker's keep-alive connection pool to its upstreams: its own `HTTPClient` (no
-/// redirects, no decompression, a pool large enough for thousands of open streams), on
-/// the worker's event loop.
+/// The worker's keep-alive connection pools to its upstreams: one `HTTPClient` per
+/// upstream (its own connect and read timeouts; no redirects, no decompression; a pool
+/// large enough for thousands of open streams), on the worker's event loop.
 final class UpstreamClient: Sendable {
-    let http: HTTPClient
-    let headersTimeout: TimeAmount
+    private let clients: [HTTPClient]
+    private let timeouts: [TimeAmount]
     /// `Authorization` values for cloud upstreams, by upstream index (read from the
     /// environment variable the config names; never logged).
     let authorization: [Int: String]
 
     init(configuration: GatewayConfiguration, group: any EventLoopGroup, environment: [String: String]) {
-        var client = HTTPClient.Configuration()
-        client.redirectConfiguration = .disallow
-        client.decompression = .disabled
-        client.timeout = .init(
-            connect: .milliseconds(Int64(configuration.server.upstreamConnectTimeout * 1000)),
-            read: .milliseconds(Int64(configuration.server.upstreamTimeout * 1000)))
-        client.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 10_000)
-        client.httpVersion = .http1Only
-        http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: client)
-        headersTimeout = .milliseconds(Int64(configuration.server.upstreamTimeout * 1000))
+        var clients: [HTTPClient] = []
+        var timeouts: [TimeAmount] = []
         var keys: [Int: String] = [:]
         for (index, upstream) in configuration.upstreams.enumerated() {
+            let connect = upstream.connectTimeout ?? configuration.server.upstreamConnectTimeout
+            let timeout = upstream.timeout ?? configuration.server.upstreamTimeout
+            var client = HTTPClient.Configuration()
+            client.redirectConfiguration = .disallow
+            client.decompression = .disabled
+            client.timeout = .init(connect: .milliseconds(Int64(connect * 1000)), read: .milliseconds(Int64(timeout * 1000)))
+            client.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 10_000)
+            client.httpVersion = .http1Only
+            clients.append(HTTPClient(eventLoopGroupProvider: .shared(group), configuration: client))
+            timeouts.append(.milliseconds(Int64(timeout * 1000)))
             if let env = upstream.apiKeyEnv, let key = environment[env], !key.isEmpty { keys[index] = "Bearer \(key)" }
         }
-        authorization = keys
+        self.clients = clients
+        self.timeouts = timeouts
+        self.authorization = keys
+    }
+
+    /// Sends `request` to upstream `index`, waiting at most its timeout for the head.
+    func execute(_ request: HTTPClientRequest, upstream index: Int) async throws -> HTTPClientResponse {
+        try await clients[index].execute(request, timeout: timeouts[index])
+    }
+
+    /// Closes every pool.
+    func shutdown() async {
+        for client in clients { try? await client.shutdown() }
     }
 
     /// How an upstream call failed before a response arrived.

@@ -188,3 +188,14 @@ def test_demo_upstream(gateway_factory):
         model="demo", messages=[{"role": "user", "content": "ping"}], stream=True) if c.choices)
     assert "demo model" in text
     assert gw.get("/ready").status == 200
+
+
+def test_per_upstream_timeout_gives_504(gateway_factory, fake_vllm):
+    config = f"upstreams:\n  slow: {{ url: {fake_vllm.url}, timeout: 0.5, connect_timeout: 1 }}\nmodels:\n  m: {{ upstreams: [slow], upstream_model: {MODEL} }}\n"
+    gw = gateway_factory(config=config, workers=1)
+    fake_vllm.delay_headers(seconds=3, count=1, routes=["/v1/chat/completions"])
+    started = time.monotonic()
+    r = gw.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status == 504, r
+    assert r.json()["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - started < 2
