@@ -39,9 +39,13 @@ public struct GatewayLogHandler: LogHandler {
 
     static let secretMarkers = ["authorization", "bearer", "token", "secret", "password", "passwd", "api_key", "apikey", "api-key", "cookie", "credential"]
 
+    /// Fields named like a secret that are counts, not secrets.
+    static let notSecrets: Set<String> = ["prompt_tokens", "completion_tokens", "total_tokens"]
+
     /// True when a metadata key names something that must never be logged.
     public static func isSecretKey(_ key: String) -> Bool {
         let lower = key.lowercased()
+        if notSecrets.contains(lower) { return false }
         return secretMarkers.contains { lower.contains($0) }
     }
 

@@ -38,8 +38,9 @@ public struct JSONScanner {
         scanner.skipWhitespace()
         guard scanner.peek() == UInt8(ascii: "{") else { throw scanner.failure("expected a JSON object") }
         var members: [Member] = []
+        var seen: Set<String> = []
         try scanner.scanObject(depth: 1) { key, value in
-            if members.contains(where: { $0.key == key }) { throw Failure(message: "duplicate key '\(key)'", offset: value.lowerBound) }
+            guard seen.insert(key).inserted else { throw Failure(message: "duplicate key '\(key)'", offset: value.lowerBound) }
             members.append(Member(key: key, value: value))
         }
         scanner.skipWhitespace()

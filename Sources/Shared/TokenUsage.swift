@@ -4,6 +4,11 @@ public struct TokenUsage: Sendable, Equatable {
     public var completion: Int
     public var total: Int { prompt + completion }
 
+    public init(prompt: Int, completion: Int) {
+        self.prompt = prompt
+        self.completion = completion
+    }
+
     /// The usage object in a JSON response or chunk, if any.
     public static func find(in json: [UInt8]) -> TokenUsage? {
         // Most stream chunks carry no usage: skip them without scanning.

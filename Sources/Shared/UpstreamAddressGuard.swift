@@ -40,10 +40,13 @@ public enum UpstreamAddressGuard {
         return nil
     }
 
-    static func isBlocked(v4: UInt32) -> Bool { blockedIPv4.contains(v4) }
+    /// The listed addresses, and the whole link-local range (169.254.0.0/16), where cloud
+    /// metadata services live and no inference server does.
+    static func isBlocked(v4: UInt32) -> Bool { blockedIPv4.contains(v4) || v4 >> 16 == 0xA9FE }
 
     static func isBlocked(v6: [UInt8]) -> Bool {
         if blockedIPv6.contains(v6) { return true }
+        if v6[0] == 0xFE && v6[1] & 0xC0 == 0x80 { return true }  // fe80::/10 link-local
         // ::ffff:a.b.c.d and ::a.b.c.d carry an IPv4 address.
         let prefix = Array(v6[0..<10])
         if prefix.allSatisfy({ $0 == 0 }) && ((v6[10] == 0xff && v6[11] == 0xff) || (v6[10] == 0 && v6[11] == 0)) {

@@ -114,6 +114,8 @@ public struct WorkerPoolStateMachine: Sendable {
         var generation: UInt64
         var phase: Phase
         var everReady: Bool
+        /// A retired worker still running then is killed (it had the drain timeout).
+        var retireDeadline: MonotonicInstant?
     }
 
     struct PendingSpawn: Equatable {
@@ -214,7 +216,10 @@ public struct WorkerPoolStateMachine: Sendable {
             actions.append(.notify("RELOADING=1"))
             actions.append(.reloadConfiguration)
         case .increase:
-            guard configuration.desiredWorkers < SegmentLayout.maxWorkers / 2 else { return }
+            guard configuration.desiredWorkers < SegmentLayout.maxWorkers / 2 else {
+                actions.append(.log(.warning, "SIGTTIN ignored: already at the maximum of \(SegmentLayout.maxWorkers / 2) workers"))
+                return
+            }
             configuration.desiredWorkers += 1
             actions.append(.log(.info, "SIGTTIN: workers \(configuration.desiredWorkers - 1) → \(configuration.desiredWorkers)"))
             if case .reloading = lifecycle { return }
@@ -303,7 +308,7 @@ public struct WorkerPoolStateMachine: Sendable {
                     workers[index].everReady = true
                     consecutiveBootFailures = 0
                     if case .reloading(awaitingConfiguration: false) = lifecycle, worker.generation == generation {
-                        retireOneOldWorker(into: &actions)
+                        retireOneOldWorker(now: now, into: &actions)
                     }
                 } else if now.seconds(since: since) > configuration.bootTimeout {
                     workers[index].phase = .stopping(replace: true)
@@ -321,7 +326,11 @@ public struct WorkerPoolStateMachine: Sendable {
                     scheduleCrashReplacement(now: now)
                 }
             case .stopping:
-                break
+                if let deadline = worker.retireDeadline, now >= deadline {
+                    workers[index].retireDeadline = nil
+                    actions.append(.log(.warning, "retired worker \(worker.pid) still running after \(configuration.drainTimeout) s; killing it"))
+                    actions.append(.signal(pid: worker.pid, .kill))
+                }
             }
         }
         switch lifecycle {
@@ -376,6 +385,7 @@ public struct WorkerPoolStateMachine: Sendable {
                 .sorted { workers[$0].slot > workers[$1].slot }
             for index in candidates.prefix(excess) {
                 workers[index].phase = .stopping(replace: false)
+                workers[index].retireDeadline = now.adding(seconds: configuration.drainTimeout)
                 actions.append(.signal(pid: workers[index].pid, .terminate))
             }
         }
@@ -399,12 +409,13 @@ public struct WorkerPoolStateMachine: Sendable {
         startDueSpawns(now: now, into: &actions)
     }
 
-    private mutating func retireOneOldWorker(into actions: inout [Action]) {
+    private mutating func retireOneOldWorker(now: MonotonicInstant, into actions: inout [Action]) {
         guard
             let index = workers.indices.filter({ workers[$0].generation != generation && !workers[$0].isStopping })
                 .min(by: { workers[$0].slot < workers[$1].slot })
         else { return }
         workers[index].phase = .stopping(replace: false)
+        workers[index].retireDeadline = now.adding(seconds: configuration.drainTimeout)
         actions.append(.signal(pid: workers[index].pid, .terminate))
     }
 

@@ -86,6 +86,12 @@ struct LLMGateway: ParsableCommand {
             let workerPath = try WorkerLauncher.locateWorker()
             let listener: ListeningSocket
             if let adopted = try ListeningSocket.adoptFromSystemd() {
+                // The same rule as for --bind: no auth only where no one else can connect.
+                if !configuration.auth.isEnabled, let address = BindAddress(parsing: adopted.localAddress), !address.isLoopback {
+                    Self.fail(
+                        "invalid configuration: BEARER_TOKEN: empty (auth off) is only allowed on a loopback address, and systemd passed a socket on \(adopted.localAddress)",
+                        code: 2)
+                }
                 listener = adopted
             } else {
                 listener = try ListeningSocket.bind(configuration.server.bind)

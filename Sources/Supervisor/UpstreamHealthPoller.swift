@@ -86,8 +86,9 @@ final class UpstreamHealthPoller: Sendable {
                 request.headers = headers
                 let response = try await client.execute(request, timeout: .seconds(2))
                 let body = try await response.body.collect(upTo: 4 << 20)
-                if response.status.code == 200 {
-                    status.publishModels(Self.modelIDs(Data(body.readableBytesView)))
+                // An answer that is not a model list leaves the last good one in place.
+                if response.status.code == 200, let models = Self.modelIDs(Data(body.readableBytesView)) {
+                    status.publishModels(models)
                 }
             } catch {
                 logger.debug("model discovery failed", metadata: ["upstream": "\(upstream.name)", "error": "\(error)"])
@@ -111,10 +112,10 @@ final class UpstreamHealthPoller: Sendable {
         }
     }
 
-    static func modelIDs(_ data: Data) -> [String] {
+    static func modelIDs(_ data: Data) -> [String]? {
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
             let list = object["data"] as? [[String: Any]]
-        else { return [] }
+        else { return nil }
         return list.compactMap { $0["id"] as? String }
     }
 }

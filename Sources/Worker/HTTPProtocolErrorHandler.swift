@@ -12,6 +12,9 @@ final class HTTPProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHand
     typealias OutboundOut = HTTPServerResponsePart
 
     private var responseInProgress = false
+    private let metrics: GatewayMetrics
+
+    init(metrics: GatewayMetrics) { self.metrics = metrics }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let parserError = error as? HTTPParserError else {
@@ -38,6 +41,8 @@ final class HTTPProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHand
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            // Counted like any answered request (the route is unknown: `other`).
+            metrics.request(route: .other, method: "other", status: status, seconds: 0)
         }
         context.close(promise: nil)
     }

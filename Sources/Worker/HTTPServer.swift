@@ -26,11 +26,11 @@ struct HTTPServer: Service {
         let registry = handler.connections
         let server = try await ServerBootstrap(group: group)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .bind(NIOBSDSocket.Handle(listenerFD)) { [timeouts] channel in
+            .bind(NIOBSDSocket.Handle(listenerFD)) { [timeouts, metrics = handler.metrics] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
-                    try pipeline.addHandler(HTTPProtocolErrorHandler())
+                    try pipeline.addHandler(HTTPProtocolErrorHandler(metrics: metrics))
                     try pipeline.addHandler(ConnectionTimeoutHandler(timeouts: timeouts))
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
                         wrappingChannelSynchronously: channel)

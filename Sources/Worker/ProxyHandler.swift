@@ -197,12 +197,16 @@ struct ProxyHandler: Sendable {
                     "upstream answered \(status); trying the next", metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)"])
                 return .retry(.badGateway("Upstream \(upstream.name) answered \(status)."))
             }
+        } else {
+            // The upstream answered: that is what a (half-open) breaker needs to know, now,
+            // not when a long stream ends.
+            recordBreaker(attempt.upstream, success: true)
         }
         let isEventStream = response.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
         let context = RelayContext(
             clientModel: clientModel, upstreamModel: attempt.target.upstreamModel, modelLabel: attempt.target.name,
             upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
-            clientWantsUsage: body.includeUsage,
+            clientWantsUsage: body.includeUsage, promptEstimate: body.bytes.count / 4,
             toolParser: request.route == .chatCompletions
                 ? ToolCallResponseNormalizer.responseParser(body: body, parserName: attempt.target.toolParser) : nil)
         let healthy: Bool
@@ -212,7 +216,7 @@ struct ProxyHandler: Sendable {
             healthy = await relayWhole(response, context: context, writer: writer)
         }
         if status < 500 {
-            recordBreaker(attempt.upstream, success: healthy)
+            if !healthy { recordBreaker(attempt.upstream, success: false) }
             metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: healthy ? .success : .error)
         }
         return .done
@@ -227,6 +231,8 @@ struct ProxyHandler: Sendable {
         var identity: ClientIdentity
         var sent: MonotonicInstant
         var clientWantsUsage: Bool
+        /// Tokens charged for the prompt when an answer ends without `usage` (~4 bytes each).
+        var promptEstimate: Int
         var toolParser: (any ToolCallParser)?
     }
 
@@ -246,7 +252,9 @@ struct ProxyHandler: Sendable {
             }
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: response.headers.first(name: "content-type") ?? "application/json")
-            await writer.send(status: status, headers: headers, body: ByteBuffer(bytes: bytes))
+            // The upstream's own error body is passed on; its 500 becomes the gateway's 502.
+            let clientStatus = status >= 500 && !(502...504).contains(status) ? 502 : status
+            await writer.send(status: clientStatus, headers: headers, body: ByteBuffer(bytes: bytes))
             return true
         } catch {
             if Task.isCancelled { return true }
@@ -271,6 +279,15 @@ struct ProxyHandler: Sendable {
         var events = SSEEventBuffer()
         var tools = context.toolParser.map { ToolCallStreamNormalizer(parser: $0) }
         var firstEvent = true
+        var usageSeen = false
+        var streamedEvents = 0
+        defer {
+            // A stream that ended without usage (the client hung up, the upstream broke
+            // off) is still charged: ~1 token per streamed event, plus the prompt.
+            if !usageSeen {
+                limiter.charge(context.identity, tokens: context.promptEstimate + streamedEvents)
+            }
+        }
         do {
             for try await chunk in response.body {
                 for event in events.append(chunk.readableBytesView) {
@@ -278,7 +295,13 @@ struct ProxyHandler: Sendable {
                         firstEvent = false
                         metrics.timeToFirstToken(model: context.modelLabel, seconds: MonotonicInstant.now().seconds(since: context.sent))
                     }
-                    if let out = transform(event: event, context: context, writer: writer) {
+                    streamedEvents += 1
+                    let (transformed, usage) = transform(event: event, context: context)
+                    if let usage {
+                        usageSeen = true
+                        account(usage, context: context, writer: writer)
+                    }
+                    if let out = transformed {
                         for piece in tools?.transform(event: out) ?? [out] { try await writer.write(ByteBuffer(bytes: piece)) }
                     }
                 }
@@ -302,16 +325,14 @@ struct ProxyHandler: Sendable {
         }
     }
 
-    /// One SSE event as the client gets it: `model` renamed back, usage counted, and the
-    /// usage-only chunk dropped when only the gateway asked for it (nil = drop).
-    func transform(event: [UInt8], context: RelayContext, writer: ResponseWriter) -> [UInt8]? {
-        guard let data = SSEEventBuffer.data(of: event), data.first == UInt8(ascii: "{") else { return event }
-        if let usage = TokenUsage.find(in: data) {
-            account(usage, context: context, writer: writer)
-            if !context.clientWantsUsage && TokenUsage.isUsageOnlyChunk(data) { return nil }
-        }
-        guard context.clientModel != context.upstreamModel else { return event }
-        return Array("data: ".utf8) + JSONSplice.replacingModel(in: data, with: context.clientModel) + [0x0A, 0x0A]
+    /// One SSE event as the client gets it (nil = drop): `model` renamed back, and the
+    /// usage-only chunk dropped when only the gateway asked for it; plus its usage, if any.
+    func transform(event: [UInt8], context: RelayContext) -> ([UInt8]?, TokenUsage?) {
+        guard let data = SSEEventBuffer.data(of: event), data.first == UInt8(ascii: "{") else { return (event, nil) }
+        let usage = TokenUsage.find(in: data)
+        if usage != nil && !context.clientWantsUsage && TokenUsage.isUsageOnlyChunk(data) { return (nil, usage) }
+        guard context.clientModel != context.upstreamModel else { return (event, usage) }
+        return (Array("data: ".utf8) + JSONSplice.replacingModel(in: data, with: context.clientModel) + [0x0A, 0x0A], usage)
     }
 
     private func account(_ usage: TokenUsage, context: RelayContext, writer: ResponseWriter) {

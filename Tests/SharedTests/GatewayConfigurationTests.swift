@@ -127,6 +127,7 @@ import Testing
         "http://169.254.169.254", "http://169.254.170.2:80", "http://[fd00:ec2::254]", "http://100.100.100.200",
         "http://metadata.google.internal", "http://METADATA.GOOGLE.INTERNAL.", "http://2852039166", "http://0xa9fea9fe",
         "http://0251.0376.0251.0376", "http://169.254.43518", "http://[::ffff:169.254.169.254]", "http://[::ffff:a9fe:a9fe]",
+        "http://169.254.1.1", "http://[fe80::a9fe:a9fe]",
     ])
     func metadataServiceUpstreamsAreRefused(url: String) {
         let e = error { try load(flags: ["upstream": url]) }

@@ -198,6 +198,19 @@ extension [WorkerPoolStateMachine.Action] {
         #expect(pool.send(.signal(.decrease)).signals(.terminate).isEmpty)  // the last one stays
     }
 
+    @Test func aRetiredWorkerThatDoesNotLeaveIsKilledAfterTheDrainTimeout() {
+        var pool = PoolHarness(workers: 2) { $0.drainTimeout = 5 }
+        pool.send(.start)
+        _ = pool.makeAllReady()
+        let retired = pool.send(.signal(.decrease)).signals(.terminate)
+        #expect(retired.count == 1)
+        pool.clock.advance(4.9)
+        #expect(pool.tick().signals(.kill).isEmpty)
+        pool.clock.advance(0.2)
+        #expect(pool.tick().signals(.kill) == retired)
+        #expect(pool.tick().signals(.kill).isEmpty)  // once
+    }
+
     @Test func reloadReplacesWorkersOneAtATime() {
         var pool = PoolHarness(workers: 3)
         pool.send(.start)

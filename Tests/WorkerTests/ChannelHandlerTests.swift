@@ -3,17 +3,21 @@ import NIOEmbedded
 import NIOHTTP1
 import Testing
 
+@testable import Shared
 @testable import Worker
 
 /// The worker's ChannelHandlers on an `EmbeddedChannel` with NIO's real HTTP codec: bytes
 /// in, bytes out, time moved by hand.
 @Suite struct ChannelHandlerTests {
+    static let segment = try! SharedSegment.create(supervisorPID: 1)
+    static let metrics = GatewayMetrics(segment: segment, slot: 0, models: [])
+
     func makeChannel(timeouts: ConnectionTimeoutHandler.Timeouts = .init(head: .seconds(10), body: .seconds(60), idle: .seconds(30))) throws
         -> EmbeddedChannel
     {
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
-        try channel.pipeline.syncOperations.addHandler(HTTPProtocolErrorHandler())
+        try channel.pipeline.syncOperations.addHandler(HTTPProtocolErrorHandler(metrics: Self.metrics))
         try channel.pipeline.syncOperations.addHandler(ConnectionTimeoutHandler(timeouts: timeouts))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel

@@ -117,10 +117,10 @@ def test_killed_worker_is_replaced_within_a_second(gateway_factory):
 
 def test_stalled_worker_is_killed_and_replaced(gateway_factory):
     # 3 s: long enough that a healthy worker on a busy 2-core CI machine never misses it
-    gw = gateway_factory(workers=2, env={"WORKER_HEARTBEAT_TIMEOUT": "3"})
+    gw = gateway_factory(workers=2, env={"WORKER_HEARTBEAT_TIMEOUT": "5"})
     pids = gw.wait_for_workers(2)
     os.kill(pids[1], signal.SIGSTOP)  # its event loop stops heart-beating
-    new = gw.wait_for_workers(2, timeout=10, exclude=[pids[1]])
+    new = gw.wait_for_workers(2, timeout=15, exclude=[pids[1]])
     assert pids[0] in new
     assert "stalled" in gw.log_text()
 

@@ -148,7 +148,7 @@ def test_mid_stream_failure_ends_with_error_event_not_fallback(gateway_factory, 
 
 def test_upstream_errors_pass_through_in_both_shapes(gateway, fake_vllm):
     for style in ("new", "flat"):
-        fake_vllm.fail_next(count=1, status=400, style=style, message=f"bad thing {style}")
+        fake_vllm.fail_next(count=1, status=400, style=style, message=f"bad thing {style}", routes=["/v1/chat/completions"])
         r = gateway.post("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
         assert r.status == 400
         assert f"bad thing {style}" in r.text
