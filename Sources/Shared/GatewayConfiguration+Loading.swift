@@ -102,6 +102,7 @@ extension GatewayConfiguration {
         if file["models"] != nil { config.models = try parseModels(file["models"], config: config, fileName: fileName) }
         if file["keys"] != nil { config.auth.keys = try parseKeys(file["keys"], config: config, fileName: fileName) }
 
+        config.metricModels = config.models.map(\.name)
         if !config.auth.isEnabled && !config.server.bind.isLoopback {
             throw ConfigurationError(
                 key: "BEARER_TOKEN",

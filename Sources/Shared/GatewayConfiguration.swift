@@ -111,6 +111,9 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         public var connectTimeout: Double?
         /// Seconds to wait for response headers and between body chunks; nil = `UPSTREAM_TIMEOUT`.
         public var timeout: Double?
+        /// Removed by a reload: kept only so the positions of the others (which index the
+        /// shared segment: health, breaker, in-flight counts, metrics) stay put.
+        public var retired = false
 
         public init(name: String, url: String, healthPath: String = "/health", apiKeyEnv: String? = nil) {
             self.name = name
@@ -160,6 +163,9 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
     public var upstreams: [Upstream] = [Upstream(name: "default", url: "http://127.0.0.1:18000")]
     /// Configured models; empty = discover the default upstream's models from `/v1/models`.
     public var models: [Model] = []
+    /// Model names with their own metric label, in label order: configuration order at
+    /// start, then names new in each reload appended (the first 32 get a label).
+    public var metricModels: [String] = []
     /// `LOG_LEVEL`: trace|debug|info|notice|warning|error|critical.
     public var logLevel = "info"
     /// `--config` / `LLM_GATEWAY_CONFIG`: where the YAML came from (reloaded on SIGHUP).

@@ -25,6 +25,10 @@ public struct ModelRegistry: Sendable {
     private let configuredNames: [String]
     public let upstreams: [GatewayConfiguration.Upstream]
 
+    /// The upstream whose models are discovered when none are configured: the first one
+    /// still in use (retired upstreams keep their position but serve nothing).
+    var discoveryIndex: Int { upstreams.firstIndex { !$0.retired } ?? 0 }
+
     public init(configuration: GatewayConfiguration) {
         upstreams = configuration.upstreams
         let index = Dictionary(uniqueKeysWithValues: configuration.upstreams.enumerated().map { ($1.name, $0) })
@@ -48,14 +52,13 @@ public struct ModelRegistry: Sendable {
     public func resolve(_ clientName: String, segment: SharedSegment) -> Target? {
         if isConfigured { return byClientName[clientName] }
         guard !upstreams.isEmpty else { return nil }
-        let status = segment.upstream(0)
-        let served = upstreams[0].isDemo ? [Self.demoModelName] : status.models
+        let index = discoveryIndex
+        let status = segment.upstream(index)
+        let served = upstreams[index].isDemo ? [Self.demoModelName] : status.models
+        let target = Target(name: clientName, upstreamModel: clientName, upstreams: [index], toolParser: "none", fallbacks: [], configured: false)
         // Before the first successful discovery, let the upstream decide.
-        if served.isEmpty && status.health != .up && !upstreams[0].isDemo {
-            return Target(name: clientName, upstreamModel: clientName, upstreams: [0], toolParser: "none", fallbacks: [], configured: false)
-        }
-        guard served.contains(clientName) else { return nil }
-        return Target(name: clientName, upstreamModel: clientName, upstreams: [0], toolParser: "none", fallbacks: [], configured: false)
+        if served.isEmpty && status.health != .up && !upstreams[index].isDemo { return target }
+        return served.contains(clientName) ? target : nil
     }
 
     /// The configured target named `name` (for fallbacks).
@@ -65,7 +68,7 @@ public struct ModelRegistry: Sendable {
     public func listedNames(segment: SharedSegment) -> [String] {
         if isConfigured { return configuredNames }
         guard !upstreams.isEmpty else { return [] }
-        return upstreams[0].isDemo ? [Self.demoModelName] : segment.upstream(0).models
+        return upstreams[discoveryIndex].isDemo ? [Self.demoModelName] : segment.upstream(discoveryIndex).models
     }
 
     /// Why the gateway is not ready, or nil when every configured model has an upstream
@@ -74,12 +77,13 @@ public struct ModelRegistry: Sendable {
         if segment.isDraining { return "draining" }
         if !isConfigured {
             guard !upstreams.isEmpty else { return "no upstream configured" }
-            if upstreams[0].isDemo { return nil }
-            let status = segment.upstream(0)
+            let upstream = upstreams[discoveryIndex]
+            if upstream.isDemo { return nil }
+            let status = segment.upstream(discoveryIndex)
             switch status.health {
-            case .unknown: return "upstream \(upstreams[0].name) not checked yet"
-            case .down: return "upstream \(upstreams[0].name) is down"
-            case .up: return status.models.isEmpty ? "upstream \(upstreams[0].name) serves no model" : nil
+            case .unknown: return "upstream \(upstream.name) not checked yet"
+            case .down: return "upstream \(upstream.name) is down"
+            case .up: return status.models.isEmpty ? "upstream \(upstream.name) serves no model" : nil
             }
         }
         for name in configuredNames {

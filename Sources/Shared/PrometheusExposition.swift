@@ -4,13 +4,16 @@
 public struct PrometheusExposition: Sendable {
     let models: [String]
     let upstreams: [String]
+    let retired: Set<Int>
 
     /// - Parameters:
-    ///   - models: configured model names in order (label values of the first 32).
-    ///   - upstreams: configured upstream names in order.
-    public init(models: [String], upstreams: [String]) {
+    ///   - models: model label values in order (the first 32 get one).
+    ///   - upstreams: upstream names by position, and whether a reload retired them
+    ///     (their counters stay; their gauges go).
+    public init(models: [String], upstreams: [(name: String, retired: Bool)]) {
         self.models = Array(models.prefix(MetricsLayout.maxModels))
-        self.upstreams = Array(upstreams.prefix(SegmentLayout.maxUpstreams))
+        self.upstreams = Array(upstreams.prefix(SegmentLayout.maxUpstreams).map(\.name))
+        self.retired = Set(upstreams.indices.filter { upstreams[$0].retired })
     }
 
     func modelLabel(_ index: Int) -> String { index < models.count ? models[index] : "other" }
@@ -74,11 +77,11 @@ public struct PrometheusExposition: Sendable {
         }
 
         header(&out, "llm_gateway_circuit_breaker_state", "gauge", "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open.")
-        for (u, upstream) in upstreams.enumerated() {
+        for (u, upstream) in upstreams.enumerated() where !retired.contains(u) {
             sample(&out, "llm_gateway_circuit_breaker_state", [("upstream", upstream)], segment.upstream(u).breaker.phase.rawValue)
         }
         header(&out, "llm_gateway_upstream_up", "gauge", "1 when the upstream answered its last health check.")
-        for (u, upstream) in upstreams.enumerated() {
+        for (u, upstream) in upstreams.enumerated() where !retired.contains(u) {
             sample(&out, "llm_gateway_upstream_up", [("upstream", upstream)], segment.upstream(u).health == .up ? 1 : 0)
         }
         header(&out, "llm_gateway_inflight_requests", "gauge", "Requests in flight to upstreams, all workers.")

@@ -122,8 +122,10 @@ struct LLMGateway: ParsableCommand {
                 launcher: WorkerLauncher(executablePath: workerPath, listenerFD: listenerFD, segmentFD: segmentFD),
                 segment: segment, listener: movedListener, configurationFD: movedConfigFD,
                 notifier: SystemdNotifier(), logger: logger,
-                reload: { [command = self] in
-                    let fresh = try command.reloadConfiguration(running: configuration, logger: logger)
+                reload: { [command = self, running = RunningConfiguration(configuration)] in
+                    let fresh = try command.reloadConfiguration(running: running.value, logger: logger)
+                        .keepingPositions(of: running.value)
+                    running.value = fresh
                     poller.update(fresh)
                     return fresh
                 }
@@ -148,6 +150,12 @@ struct LLMGateway: ParsableCommand {
             logger.warning("reload: --user changes need a restart")
         }
         return fresh
+    }
+
+    /// The configuration in force, replaced by each successful reload (supervisor thread only).
+    final class RunningConfiguration {
+        var value: GatewayConfiguration
+        init(_ value: GatewayConfiguration) { self.value = value }
     }
 
     /// Open streams are file descriptors: take the hard limit (workers inherit it).

@@ -47,7 +47,7 @@ final class UpstreamHealthPoller: Sendable {
         while !Task.isCancelled {
             let current = upstreams.withLockedValue { $0 }
             await withTaskGroup(of: Void.self) { group in
-                for (index, upstream) in current.enumerated() {
+                for (index, upstream) in current.enumerated() where !upstream.retired {
                     group.addTask { await self.check(index: index, upstream: upstream, client: client) }
                 }
             }

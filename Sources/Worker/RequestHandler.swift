@@ -24,12 +24,12 @@ final class RequestHandler: Sendable {
         self.segment = segment
         self.slot = slot
         let registry = ModelRegistry(configuration: configuration)
-        let modelNames = configuration.models.map(\.name)
+        let modelNames = configuration.metricModels
         let metrics = GatewayMetrics(segment: segment, slot: slot.index, models: modelNames)
         self.registry = registry
         self.metrics = metrics
         self.authenticator = Authenticator(configuration: configuration)
-        self.exposition = PrometheusExposition(models: modelNames, upstreams: configuration.upstreams.map(\.name))
+        self.exposition = PrometheusExposition(models: modelNames, upstreams: configuration.upstreams.map { ($0.name, $0.retired) })
         self.proxy = ProxyHandler(
             registry: registry, client: client, segment: segment, slot: slot, demo: DemoModel(),
             limiter: RequestLimiter(segment: segment), metrics: metrics, breaker: configuration.circuitBreaker,

@@ -273,3 +273,24 @@ def test_twenty_thousand_keys_through_a_4096_table(gateway_factory, fake_vllm):
     assert post(gw, "active", path="/v1/embeddings", body={"model": MODEL, "input": "x"}).status == 429
     assert counts["ok"] + counts["other"] == 20_000
     assert rss_after - rss_before < 20_000, (rss_before, rss_after)
+
+
+def test_reload_keeps_metric_labels_and_upstream_state(gateway_factory, fake_vllm_factory, tmp_path):
+    a, b = fake_vllm_factory(), fake_vllm_factory()
+    first = f"upstreams:\n  up1: {{ url: {a.url} }}\nmodels:\n  qwen: {{ upstreams: [up1], upstream_model: {MODEL} }}\n"
+    gw = gateway_factory(config=first, workers=2, env={"RATE_LIMIT_RPM": "100000"})
+    for _ in range(3):
+        assert post(gw, body=dict(CHAT, model="qwen")).status == 200
+    old = gw.worker_pids()
+    # a reload that adds an upstream and a model whose names sort first
+    (gw.workdir / "config.yaml").write_text(
+        f"upstreams:\n  aaa: {{ url: {b.url} }}\n  up1: {{ url: {a.url} }}\nmodels:\n"
+        f"  a-model: {{ upstreams: [aaa], upstream_model: {MODEL} }}\n  qwen: {{ upstreams: [up1], upstream_model: {MODEL} }}\n")
+    gw.signal(signal.SIGHUP)
+    gw.wait_for_workers(2, timeout=20, exclude=old)
+    assert post(gw, body=dict(CHAT, model="qwen")).status == 200
+    assert post(gw, body=dict(CHAT, model="a-model")).status == 200
+    samples = gw.metrics()
+    assert metric_value(samples, "llm_gateway_upstream_requests_total", model="qwen", upstream="up1", outcome="success") == 4
+    assert metric_value(samples, "llm_gateway_upstream_requests_total", model="a-model", upstream="aaa", outcome="success") == 1
+    assert a.requests_seen("/v1/chat/completions") == 4 and b.requests_seen("/v1/chat/completions") == 1
