@@ -81,7 +81,7 @@ extension GatewayConfiguration {
         if let r = resolved("upstreamTimeout") { config.server.upstreamTimeout = try seconds(r, in: 0.1...86_400) }
         if let r = resolved("maxBody") { config.server.maxRequestBodyBytes = try integer(r, in: 1...1 << 30) }
         if let r = resolved("bearerToken"), !r.value.isEmpty { config.auth.bearerToken = r.value }
-        if let r = resolved("rpm") { config.limits.requestsPerMinute = try integer(r, in: 1...10_000_000) }
+        if let r = resolved("rpm") { config.limits.requestsPerMinute = try integer(r, in: 1...1_000_000_000) }
         if let r = resolved("tpm") { config.limits.tokensPerMinute = try integer(r, in: 0...1_000_000_000) }
         if let r = resolved("breakerEnabled") { config.circuitBreaker.enabled = try boolean(r) }
         if let r = resolved("breakerThreshold") { config.circuitBreaker.threshold = try integer(r, in: 1...1000) }

@@ -39,14 +39,22 @@ public struct GatewayLogHandler: LogHandler {
 
     static let secretMarkers = ["authorization", "bearer", "token", "secret", "password", "passwd", "api_key", "apikey", "api-key", "cookie", "credential"]
 
-    /// Fields named like a secret that are counts, not secrets.
-    static let notSecrets: Set<String> = ["prompt_tokens", "completion_tokens", "total_tokens"]
+    /// Keys the gateway itself logs that are known not to be secrets (the token counts
+    /// look like secrets by name). Checked first: the access line is on the hot path.
+    static let notSecrets: Set<String> = [
+        "request_id", "method", "route", "status", "duration_ms", "bytes", "model", "upstream", "key", "error",
+        "prompt_tokens", "completion_tokens", "total_tokens", "slot", "address", "workers", "uid", "models",
+    ]
+    static let secretMarkerBytes = secretMarkers.map { Array($0.utf8) }
 
     /// True when a metadata key names something that must never be logged.
     public static func isSecretKey(_ key: String) -> Bool {
-        let lower = key.lowercased()
-        if notSecrets.contains(lower) { return false }
-        return secretMarkers.contains { lower.contains($0) }
+        if notSecrets.contains(key) { return false }
+        let lower = Array(key.lowercased().utf8)
+        return secretMarkerBytes.contains { marker in
+            guard lower.count >= marker.count else { return false }
+            return (0...(lower.count - marker.count)).contains { start in lower[start..<(start + marker.count)].elementsEqual(marker) }
+        }
     }
 
     public func log(event: LogEvent) {

@@ -5,7 +5,7 @@ public enum MetricsLayout {
     /// Methods with their own label value; anything else is `other`.
     public static let methods = ["GET", "POST", "HEAD", "other"]
     /// Status codes with their own label value; anything else is `other`.
-    public static let statuses = [200, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 502, 503, 504]
+    public static let statuses = [200, 400, 401, 403, 404, 405, 413, 429, 431, 499, 500, 502, 503, 504]
     /// Upper bounds (seconds) of the latency histograms.
     public static let durationBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
     /// Models with their own label value (configuration order); the rest are `other`.

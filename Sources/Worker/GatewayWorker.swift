@@ -41,6 +41,10 @@ enum GatewayWorker {
     }
 
     static func main() async {
+        // One event-loop thread per worker process (workers = CPUs), and Swift concurrency
+        // runs on it too: no thread hop between the proxy's async code and its I/O.
+        NIOSingletons.groupLoopCountSuggestion = 1
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         // A terminal's Ctrl-C reaches the whole process group: the supervisor drives the drain.
         signal(SIGINT, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
@@ -58,6 +62,8 @@ enum GatewayWorker {
             var logger = Logger(label: "llm-gateway.worker")
             logger[metadataKey: "slot"] = "\(arguments.slot)"
             try await run(arguments: arguments, configuration: configuration, segment: segment, logger: logger)
+        } catch is CancellationError {
+            exit(0)  // SIGQUIT: a fast stop, as asked
         } catch {
             FileHandle.standardError.write(Data("llm-gateway-worker: \(error)\n".utf8))
             exit(1)
@@ -68,7 +74,6 @@ enum GatewayWorker {
     static func run(arguments: Arguments, configuration: GatewayConfiguration, segment: SharedSegment, logger: Logger) async throws {
         let slot = segment.workerSlot(arguments.slot)
         slot.pid = getpid()
-        NIOSingletons.groupLoopCountSuggestion = 1
         let group = MultiThreadedEventLoopGroup.singleton
 
         let client = UpstreamClient(configuration: configuration, group: group, environment: ProcessInfo.processInfo.environment)

@@ -47,9 +47,12 @@ struct HTTPConnection {
                         return
                     }
                     if !writer.isComplete {
-                        // The client went away mid-response, or the handler failed to answer.
                         writer.forceClose()
-                        if !writer.headSent { await writer.send(error: .internalError()) }
+                        if !channel.channel.isActive {
+                            writer.clientClosedRequest()  // logged and counted as 499, as nginx does
+                        } else if !writer.headSent {
+                            await writer.send(error: .internalError())  // the handler failed to answer
+                        }
                     }
                     slot.recordRequest()
                     handler.finished(request: head, route: route, requestID: requestID, writer: writer, start: start)

@@ -40,6 +40,13 @@ final class ResponseWriter: @unchecked Sendable {
     /// Makes this the connection's last response.
     func forceClose() { keepAlive = false }
 
+    /// The client hung up before the response was complete (status 499 in logs and metrics,
+    /// unless a head was already sent).
+    func clientClosedRequest() {
+        if !headSent { status = 499 }
+        logFields["error"] = "client_closed_request"
+    }
+
     /// Sends the status line and headers; the body follows with ``write(_:)``.
     func writeHead(status: Int, headers: HTTPHeaders) async throws {
         precondition(!headSent, "response head written twice")
