@@ -33,7 +33,7 @@ struct HTTPConnection {
                     let route = Route(path: head.uri)
                     let writer = ResponseWriter(
                         outbound: outbound, requestID: requestID, keepAlive: head.isKeepAlive, version: head.version,
-                        draining: registry)
+                        draining: registry, isHead: head.method == .HEAD)
 
                     switch try await readBody(head: head, parts: &parts, outbound: outbound) {
                     case .complete(let body):

@@ -25,12 +25,15 @@ final class ResponseWriter: @unchecked Sendable {
     var extraHeaders: [(String, String)] = []
 
     private let draining: ConnectionRegistry
+    /// The request was `HEAD`: no body may follow the headers.
+    let isHead: Bool
 
     init(
         outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, requestID: String, keepAlive: Bool,
-        version: HTTPVersion, draining: ConnectionRegistry
+        version: HTTPVersion, draining: ConnectionRegistry, isHead: Bool = false
     ) {
         self.outbound = outbound
+        self.isHead = isHead
         self.draining = draining
         self.requestID = requestID
         self.keepAlive = keepAlive
@@ -65,8 +68,10 @@ final class ResponseWriter: @unchecked Sendable {
     }
 
     /// Sends one body chunk (flushed at once: an SSE event leaves as soon as it is written).
+    /// A `HEAD` request gets the headers only.
     func write(_ buffer: ByteBuffer) async throws {
         bodyBytes += buffer.readableBytes
+        if isHead { return }
         try await outbound.write(.body(.byteBuffer(buffer)))
     }
 

@@ -199,3 +199,14 @@ def test_per_upstream_timeout_gives_504(gateway_factory, fake_vllm):
     assert r.status == 504, r
     assert r.json()["error"]["code"] == "upstream_timeout"
     assert time.monotonic() - started < 2
+
+
+def test_head_gets_headers_only_and_keep_alive_survives(gateway):
+    import http.client
+    conn = http.client.HTTPConnection(gateway.host, gateway.port, timeout=5)
+    conn.request("HEAD", "/health")
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("content-length") == "15"
+    assert r.read() == b""
+    conn.request("GET", "/health")  # same connection: the framing is intact
+    assert conn.getresponse().read() == b'{"status":"ok"}'
