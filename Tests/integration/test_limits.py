@@ -164,8 +164,8 @@ def test_metrics_survive_worker_kills_and_scrapes_stay_flat(gateway_factory, fak
                 r = post(gw, timeout=10)
                 if r.status not in (200,):
                     errors.append(r.status)
-            except OSError:
-                pass  # a request on a killed worker's connection
+            except (OSError, http.client.HTTPException):
+                pass  # a request on a killed worker's connection (refused, reset or cut short)
     threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
     for t in threads:
         t.start()
