@@ -66,8 +66,6 @@ public enum SegmentLayout {
         case state = 8
         case heartbeat = 16
         case generation = 24
-        case requestsServed = 32
-        case openConnections = 40
     }
 
     // Upstream block fields (offsets from the block's start), all UInt64 atomics.

@@ -47,19 +47,6 @@ public struct WorkerSlot: Sendable {
         nonmutating set { field(.generation).store(newValue, ordering: .relaxed) }
     }
 
-    /// Requests this worker answered (since the slot was last reset).
-    public var requestsServed: UInt64 { field(.requestsServed).load(ordering: .relaxed) }
-
-    /// Counts one answered request.
-    public func recordRequest() { field(.requestsServed).wrappingIncrement(ordering: .relaxed) }
-
-    /// Connections the worker holds open.
-    public var openConnections: UInt64 { field(.openConnections).load(ordering: .relaxed) }
-
-    /// Adjusts the open-connection gauge.
-    public func connectionOpened() { field(.openConnections).wrappingIncrement(ordering: .relaxed) }
-    public func connectionClosed() { field(.openConnections).wrappingDecrement(ordering: .relaxed) }
-
     private func inflight(_ upstream: Int) -> UnsafeAtomic<UInt64> {
         precondition((0..<SegmentLayout.maxUpstreams).contains(upstream), "upstream index out of range")
         return segment.atomic(at: offset + SegmentLayout.slotInflightOffset + upstream * 8)
@@ -77,8 +64,6 @@ public struct WorkerSlot: Sendable {
     /// skews balancing afterwards.
     public func reset(generation: UInt64, now: MonotonicInstant) {
         for upstream in 0..<SegmentLayout.maxUpstreams { inflight(upstream).store(0, ordering: .relaxed) }
-        field(.requestsServed).store(0, ordering: .relaxed)
-        field(.openConnections).store(0, ordering: .relaxed)
         self.heartbeat = now
         self.generation = generation
         self.state = .booting

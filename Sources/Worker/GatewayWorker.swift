@@ -1,4 +1,5 @@
 import CGatewayShims
+import CoreMetrics
 import Foundation
 import Logging
 import NIOCore
@@ -78,6 +79,8 @@ enum GatewayWorker {
 
         let client = UpstreamClient(configuration: configuration, group: group, environment: ProcessInfo.processInfo.environment)
         let handler = RequestHandler(configuration: configuration, segment: segment, slot: slot, client: client, logger: logger)
+        // Anything recorded through the swift-metrics API lands in this worker's segment area.
+        MetricsSystem.bootstrap(SegmentMetricsFactory(metrics: handler.metrics))
         let server = HTTPServer(
             listenerFD: WorkerHandoff.listenerFD, group: group, slot: slot, handler: handler,
             maxBodyBytes: configuration.server.maxRequestBodyBytes,

@@ -1,3 +1,4 @@
+import Atomics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -10,17 +11,12 @@ struct HTTPConnection {
     let channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
     let handler: RequestHandler
     let registry: ConnectionRegistry
-    let slot: WorkerSlot
     let maxBodyBytes: Int
     let logger: Logger
 
     func run() async {
-        slot.connectionOpened()
         registry.register(channel.channel)
-        defer {
-            registry.unregister(channel.channel)
-            slot.connectionClosed()
-        }
+        defer { registry.unregister(channel.channel) }
         let disconnect = ClientDisconnect(closeFuture: channel.channel.closeFuture)
         do {
             try await channel.executeThenClose { inbound, outbound in
@@ -54,7 +50,6 @@ struct HTTPConnection {
                             await writer.send(error: .internalError())  // the handler failed to answer
                         }
                     }
-                    slot.recordRequest()
                     handler.finished(request: head, route: route, requestID: requestID, writer: writer, start: start)
                     let drainingNow = registry.requestFinished(on: channel.channel)
                     if !writer.keepAlive || drainingNow { return }
@@ -101,15 +96,21 @@ struct HTTPConnection {
 
 /// Request ids: the client's `x-request-id` when it is short and plain, else a new one.
 enum RequestID {
+    /// Random per process, so ids of different workers do not collide; a counter after it,
+    /// so making an id costs no syscall.
+    static let prefix: String = {
+        let hex = String(UInt32.random(in: .min ... .max), radix: 16)
+        return String(repeating: "0", count: 8 - hex.count) + hex
+    }()
+    static let counter = ManagedAtomic<UInt64>(0)
+
     static func make(from headers: HTTPHeaders) -> String {
         if let given = headers.first(name: "x-request-id"), (1...64).contains(given.utf8.count),
             given.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D || $0 == 0x5F })
         {
             return given
         }
-        var generator = SystemRandomNumberGenerator()
-        let value = generator.next() as UInt64
-        let hex = String(value, radix: 16)
-        return "req_" + String(repeating: "0", count: 16 - hex.count) + hex
+        let hex = String(counter.loadThenWrappingIncrement(ordering: .relaxed), radix: 16)
+        return "req_" + prefix + String(repeating: "0", count: max(0, 8 - hex.count)) + hex
     }
 }

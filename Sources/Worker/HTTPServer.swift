@@ -51,7 +51,7 @@ struct HTTPServer: Service {
                         }
                         group.addTask {
                             await HTTPConnection(
-                                channel: connection, handler: handler, registry: registry, slot: slot,
+                                channel: connection, handler: handler, registry: registry,
                                 maxBodyBytes: maxBodyBytes, logger: logger
                             ).run()
                         }
