@@ -81,15 +81,18 @@ public struct GatewayLogHandler: LogHandler {
             }
         }
         line += "}\n"
-        var bytes = Array(line.utf8)
-        bytes.withUnsafeMutableBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }
-                offset += n
-            }
+        Array(line.utf8).withUnsafeBytes { Self.writeAll($0, to: fd) }
+    }
+
+    /// Writes all of `bytes` to `fd` (retrying short writes and EINTR; gives up on errors:
+    /// a log line is never worth blocking or crashing for).
+    public static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: Int32) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+            offset += n
         }
     }
 
@@ -126,6 +129,11 @@ public struct GatewayLogHandler: LogHandler {
     static func timestamp() -> String {
         var tv = timeval()
         gettimeofday(&tv, nil)
+        return timestamp(tv)
+    }
+
+    /// `tv` as `2026-11-21T12:00:00.123Z`.
+    public static func timestamp(_ tv: timeval) -> String {
         var seconds = tv.tv_sec
         var parts = tm()
         gmtime_r(&seconds, &parts)

@@ -38,9 +38,20 @@ public struct JSONScanner {
         scanner.skipWhitespace()
         guard scanner.peek() == UInt8(ascii: "{") else { throw scanner.failure("expected a JSON object") }
         var members: [Member] = []
-        var seen: Set<String> = []
+        // Duplicates: a linear look-back while the object is small (the usual request has a
+        // handful of members), a set once it is not.
+        var seen: Set<String>?
         try scanner.scanObject(depth: 1) { key, value in
-            guard seen.insert(key).inserted else { throw Failure(message: "duplicate key '\(key)'", offset: value.lowerBound) }
+            let duplicate: Bool
+            if var set = seen {
+                seen = nil
+                duplicate = !set.insert(key).inserted
+                seen = set
+            } else {
+                duplicate = members.contains { $0.key == key }
+                if members.count == 16 { seen = Set(members.map(\.key) + [key]) }
+            }
+            guard !duplicate else { throw Failure(message: "duplicate key '\(key)'", offset: value.lowerBound) }
             members.append(Member(key: key, value: value))
         }
         scanner.skipWhitespace()

@@ -5,6 +5,9 @@ import NIOHTTP1
 /// a request head must arrive within `headTimeout` of the connection opening, a body
 /// within `bodyTimeout` of its head, and an idle keep-alive connection is closed after
 /// `idleTimeout`. Timers run on the connection's event loop; nothing is shared.
+///
+/// One timer per connection, not per request: a new deadline later than the armed timer
+/// only moves ``deadline``; the timer, when it fires early, re-arms for what is left.
 final class ConnectionTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -19,6 +22,10 @@ final class ConnectionTimeoutHandler: ChannelDuplexHandler, RemovableChannelHand
 
     private let timeouts: Timeouts
     private var timer: Scheduled<Void>?
+    /// When the armed timer fires.
+    private var timerFires: NIODeadline?
+    /// When the connection is closed unless it makes progress (nil: no limit now).
+    private var deadline: NIODeadline?
     private var requestsInFlight = 0
 
     init(timeouts: Timeouts) { self.timeouts = timeouts }
@@ -55,16 +62,39 @@ final class ConnectionTimeoutHandler: ChannelDuplexHandler, RemovableChannelHand
 
     func channelInactive(context: ChannelHandlerContext) {
         disarm()
+        timer?.cancel()
+        timer = nil
         context.fireChannelInactive()
     }
 
     private func arm(_ context: ChannelHandlerContext, _ amount: TimeAmount) {
-        disarm()
+        let deadline = context.eventLoop.now + amount
+        self.deadline = deadline
+        if let timerFires, timerFires <= deadline { return }  // fires first, then re-arms
+        schedule(context, at: deadline)
+    }
+
+    private func schedule(_ context: ChannelHandlerContext, at when: NIODeadline) {
+        timer?.cancel()
+        timerFires = when
         let channel = context.channel
-        timer = context.eventLoop.scheduleTask(in: amount) { channel.close(promise: nil) }
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: when) { [self] in
+            timer = nil
+            timerFires = nil
+            guard let deadline else { return }
+            if deadline <= context.eventLoop.now {
+                channel.close(promise: nil)
+            } else {
+                schedule(context, at: deadline)
+            }
+        }
     }
 
     private func disarm() {
+        deadline = nil
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
     }

@@ -9,21 +9,21 @@ import Shared
 /// used when asked for by name.
 struct DemoModel: Sendable {
     /// Delay between streamed words.
-    var wordDelay: Duration = .milliseconds(20)
+    var wordDelay: TimeAmount = .milliseconds(20)
 
-    func respond(route: Route, body: OpenAIRequestBody, clientModel: String, writer: ResponseWriter) async {
+    func respond(route: Route, body: OpenAIRequestBody, clientModel: String, writer: ResponseWriter) {
         let object = (try? JSONSerialization.jsonObject(with: Data(body.bytes))) as? [String: Any] ?? [:]
         switch route {
         case .embeddings:
-            await writer.sendJSON(status: 200, embeddings(object, model: clientModel))
+            writer.sendJSON(status: 200, embeddings(object, model: clientModel))
         case .chatCompletions, .completions:
-            await complete(route: route, object: object, body: body, model: clientModel, writer: writer)
+            complete(route: route, object: object, body: body, model: clientModel, writer: writer)
         default:
-            await writer.send(error: .routeNotFound(method: "POST", path: route.template))
+            writer.send(error: .routeNotFound(method: "POST", path: route.template))
         }
     }
 
-    private func complete(route: Route, object: [String: Any], body: OpenAIRequestBody, model: String, writer: ResponseWriter) async {
+    private func complete(route: Route, object: [String: Any], body: OpenAIRequestBody, model: String, writer: ResponseWriter) {
         let chat = route == .chatCompletions
         let prompt = chat ? lastUserText(object) : (object["prompt"] as? String ?? "")
         let promptTokens = max(1, Self.words(in: chat ? allMessageText(object) : prompt).count)
@@ -56,7 +56,7 @@ struct DemoModel: Sendable {
             } else {
                 choice = #"{"index":0,"text":\#(JSON.quoted(words.joined())),"finish_reason":"\#(finish)"}"#
             }
-            await writer.sendJSON(
+            writer.sendJSON(
                 status: 200,
                 #"{"id":"\#(id)","object":"\#(objectName)","created":\#(created),"model":\#(JSON.quoted(model)),"choices":[\#(choice)],"usage":\#(usage)}"#)
             return
@@ -74,29 +74,38 @@ struct DemoModel: Sendable {
                 string: #"data: {"id":"\#(id)","object":"\#(chunkObject)","created":\#(created),"model":\#(JSON.quoted(model)),"choices":\#(choices)\#(tail)}"#
                     + "\n\n")
         }
-        do {
-            try await writer.writeHead(status: 200, headers: headers)
-            if chat { try await writer.write(event(#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#)) }
-            if let toolCall {
-                try await writer.write(event(#"{"index":0,"delta":{"tool_calls":[\#(toolCall)]},"finish_reason":null}"#))
-                finish = "tool_calls"
-            } else {
-                for word in words {
-                    try await Task.sleep(for: wordDelay)
-                    let delta =
-                        chat
-                        ? #"{"index":0,"delta":{"content":\#(JSON.quoted(word))},"finish_reason":null}"#
-                        : #"{"index":0,"text":\#(JSON.quoted(word)),"finish_reason":null}"#
-                    try await writer.write(event(delta))
-                }
-            }
+        writer.writeHead(status: 200, headers: headers)
+        if chat { writer.write(event(#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#)) }
+        let includeUsage = body.includeUsage
+        func finishStream() {
             let last = chat ? #"{"index":0,"delta":{},"finish_reason":"\#(finish)"}"# : #"{"index":0,"text":"","finish_reason":"\#(finish)"}"#
-            try await writer.write(event(last))
-            if body.includeUsage { try await writer.write(event("", usage: usage)) }
-            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
-            try await writer.end()
-        } catch {
-            return  // client gone
+            writer.write(event(last))
+            if includeUsage { writer.write(event("", usage: usage)) }
+            writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+            writer.end()
+        }
+        // One word per `wordDelay`, each flushed on its own; the writer drops the rest if
+        // the client hangs up.
+        func emit(_ index: Int) {
+            guard index < words.count else { return finishStream() }
+            writer.schedule(in: wordDelay) {
+                let word = words[index]
+                let delta =
+                    chat
+                    ? #"{"index":0,"delta":{"content":\#(JSON.quoted(word))},"finish_reason":null}"#
+                    : #"{"index":0,"text":\#(JSON.quoted(word)),"finish_reason":null}"#
+                writer.write(event(delta))
+                writer.flush()
+                emit(index + 1)
+            }
+        }
+        if let toolCall {
+            writer.write(event(#"{"index":0,"delta":{"tool_calls":[\#(toolCall)]},"finish_reason":null}"#))
+            finish = "tool_calls"
+            finishStream()
+        } else {
+            writer.flush()
+            emit(0)
         }
     }
 

@@ -9,6 +9,4 @@ struct GatewayRequest {
     let route: Route
     let body: ByteBuffer
     let requestID: String
-    /// Cancels the work for this request when the client's connection closes.
-    let disconnect: ClientDisconnect
 }

@@ -77,8 +77,9 @@ enum GatewayWorker {
         slot.pid = getpid()
         let group = MultiThreadedEventLoopGroup.singleton
 
-        let client = UpstreamClient(configuration: configuration, group: group, environment: ProcessInfo.processInfo.environment)
-        let handler = RequestHandler(configuration: configuration, segment: segment, slot: slot, client: client, logger: logger)
+        let eventLoop = group.next()
+        let upstreams = try UpstreamPools(configuration: configuration, eventLoop: eventLoop, environment: ProcessInfo.processInfo.environment)
+        let handler = RequestHandler(configuration: configuration, segment: segment, slot: slot, upstreams: upstreams, logger: logger)
         // Anything recorded through the swift-metrics API lands in this worker's segment area.
         MetricsSystem.bootstrap(SegmentMetricsFactory(metrics: handler.metrics))
         let server = HTTPServer(
@@ -98,7 +99,10 @@ enum GatewayWorker {
                 logger: logger
             ))
         try await services.run()
-        await client.shutdown()
+        try? await eventLoop.submit {
+            upstreams.shutdown()
+            handler.flushAccessLog()
+        }.get()
     }
 
     static func readConfiguration() throws -> GatewayConfiguration {

@@ -12,6 +12,8 @@ final class HTTPProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHand
     typealias OutboundOut = HTTPServerResponsePart
 
     private var responseInProgress = false
+    /// A response said `connection: close`: what the client sends after it is not answered.
+    private var closing = false
     private let metrics: GatewayMetrics
 
     init(metrics: GatewayMetrics) { self.metrics = metrics }
@@ -21,7 +23,7 @@ final class HTTPProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHand
             context.fireErrorCaught(error)
             return
         }
-        if !responseInProgress {
+        if !responseInProgress && !closing && context.channel.isActive {
             let gatewayError: GatewayError
             let status: Int
             switch parserError {
@@ -49,7 +51,9 @@ final class HTTPProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHand
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
-        case .head(let head) where head.status.code >= 200: responseInProgress = true
+        case .head(let head) where head.status.code >= 200:
+            responseInProgress = true
+            if head.headers.first(name: "connection")?.lowercased() == "close" { closing = true }
         case .end: responseInProgress = false
         default: break
         }

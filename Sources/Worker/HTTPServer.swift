@@ -1,4 +1,3 @@
-import Atomics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -6,12 +5,14 @@ import NIOPosix
 import ServiceLifecycle
 import Shared
 
-/// The worker's HTTP/1.1 server on the inherited listening socket.
+/// The worker's HTTP/1.1 server on the inherited listening socket: each accepted
+/// connection gets NIO's HTTP codec, the protocol-error and timeout handlers and a
+/// ``GatewayConnection``; no task per connection or request.
 ///
 /// Graceful shutdown (SIGTERM from the supervisor): stop accepting at once, close idle
 /// keep-alive connections, let in-flight requests and streams finish with
 /// `Connection: close` (see ``ConnectionRegistry``), then return when the last connection
-/// closed.
+/// closed. Cancellation (SIGQUIT) closes everything at once.
 struct HTTPServer: Service {
     let listenerFD: Int32
     let group: MultiThreadedEventLoopGroup
@@ -25,51 +26,49 @@ struct HTTPServer: Service {
     func run() async throws {
         let registry = handler.connections
         let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .bind(NIOBSDSocket.Handle(listenerFD)) { [timeouts, metrics = handler.metrics] channel in
-                channel.eventLoop.makeCompletedFuture {
+            .childChannelInitializer { [handler, timeouts, maxBodyBytes, maxConnections, logger] channel in
+                if registry.count >= maxConnections {
+                    // Over the cap: refuse at once rather than hold the client.
+                    logger.debug("connection refused: \(maxConnections) connections open")
+                    channel.close(promise: nil)
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                }
+                return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
-                    try pipeline.addHandler(HTTPProtocolErrorHandler(metrics: metrics))
+                    // Pipelining is handled by GatewayConnection. Header validation off: every
+                    // header the gateway writes is its own or came through NIO's parser from
+                    // the upstream.
+                    try pipeline.configureHTTPServerPipeline(
+                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
+                    try pipeline.addHandler(HTTPProtocolErrorHandler(metrics: handler.metrics))
                     try pipeline.addHandler(ConnectionTimeoutHandler(timeouts: timeouts))
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
-                        wrappingChannelSynchronously: channel)
+                    try pipeline.addHandler(GatewayConnection(handler: handler, registry: registry, maxBodyBytes: maxBodyBytes))
                 }
             }
+            .withBoundSocket(NIOBSDSocket.Handle(listenerFD))
+            .get()
         slot.state = .ready
         logger.info("worker accepting")
 
-        try await withGracefulShutdownHandler {
-            try await server.executeThenClose { connections in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await connection in connections {
-                        if registry.count >= maxConnections {
-                            // Over the cap: refuse at once rather than hold the client.
-                            logger.debug("connection refused: \(maxConnections) connections open")
-                            connection.channel.close(promise: nil)
-                            continue
-                        }
-                        group.addTask {
-                            await HTTPConnection(
-                                channel: connection, handler: handler, registry: registry,
-                                maxBodyBytes: maxBodyBytes, logger: logger
-                            ).run()
-                        }
-                    }
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await server.closeFuture.get()
+                // Accepting stopped (drain): wait for the open connections to finish.
+                while registry.count > 0 {
+                    try await Task.sleep(for: .milliseconds(20))
                 }
+            } onGracefulShutdown: {
+                slot.state = .draining
+                logger.info("worker draining")
+                registry.beginDrain()
+                // The other workers take new connections from now on.
+                server.close(promise: nil)
             }
-        } onGracefulShutdown: {
-            slot.state = .draining
-            logger.info("worker draining")
-            registry.beginDrain()
-            // Stop accepting first, and close only once an accept already under way has
-            // delivered its connection into the stream: a connection yielded into a
-            // finished stream would be dropped unserved (and NIO traps on the dropped
-            // writer). Until the close, the other workers take new connections.
-            let channel = server.channel
-            channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in
-                channel.eventLoop.scheduleTask(in: .milliseconds(100)) { channel.close(promise: nil) }
-            }
+        } onCancel: {
+            server.close(promise: nil)
+            registry.closeAll()
         }
         logger.info("worker drained")
     }

@@ -17,9 +17,13 @@ final class RequestHandler: Sendable {
     let exposition: PrometheusExposition
     /// The worker's connections (drained on SIGTERM).
     let connections = ConnectionRegistry()
-    private let accessLogger: Logger
+    private let accessLog: AccessLog?
 
-    init(configuration: GatewayConfiguration, segment: SharedSegment, slot: WorkerSlot, client: UpstreamClient, logger: Logger) {
+    /// - Parameter accessLogFD: where access lines go (standard error).
+    init(
+        configuration: GatewayConfiguration, segment: SharedSegment, slot: WorkerSlot, upstreams: UpstreamPools, logger: Logger,
+        accessLogFD: Int32 = 2
+    ) {
         self.configuration = configuration
         self.segment = segment
         self.slot = slot
@@ -31,93 +35,88 @@ final class RequestHandler: Sendable {
         self.authenticator = Authenticator(configuration: configuration)
         self.exposition = PrometheusExposition(models: modelNames, upstreams: configuration.upstreams.map { ($0.name, $0.retired) })
         self.proxy = ProxyHandler(
-            registry: registry, client: client, segment: segment, slot: slot, demo: DemoModel(),
+            registry: registry, upstreams: upstreams, segment: segment, slot: slot, demo: DemoModel(),
             limiter: RequestLimiter(segment: segment), metrics: metrics, breaker: configuration.circuitBreaker,
             upstreamTimeout: configuration.server.upstreamTimeout, logger: logger)
-        self.accessLogger = Logger(label: "llm-gateway.access")
+        // LOG_LEVEL above info turns the access log off.
+        let level = Logger(label: "llm-gateway.access").logLevel
+        self.accessLog = level <= .info ? AccessLog(eventLoop: upstreams.eventLoop, fd: accessLogFD) : nil
     }
 
     /// True while this worker or the whole gateway drains.
     var isDraining: Bool { connections.isDraining || segment.isDraining }
 
-    func handle(_ request: GatewayRequest, writer: ResponseWriter) async {
+    func handle(_ request: GatewayRequest, writer: ResponseWriter) {
         let method = request.head.method.rawValue
         if request.route == .other {
-            await writer.send(error: .routeNotFound(method: method, path: Self.printablePath(request.head.uri)))
+            writer.send(error: .routeNotFound(method: method, path: Self.printablePath(request.head.uri)))
             return
         }
         guard method == request.route.method || (method == "HEAD" && request.route.method == "GET") else {
-            await writer.send(error: .methodNotAllowed(method, allowed: [request.route.method]))
+            writer.send(error: .methodNotAllowed(method, allowed: [request.route.method]))
             return
         }
         var identity: ClientIdentity?
         if request.route.requiresAuth {
             identity = authenticator.authenticate(authorization: request.head.headers.first(name: "authorization"))
             guard identity != nil else {
-                await writer.send(error: .unauthorized())
+                writer.send(error: .unauthorized())
                 return
             }
-            writer.logFields["key"] = identity?.name
+            writer.logFields.key = identity?.name
         }
         switch request.route {
         case .health:
-            await writer.sendJSON(status: 200, #"{"status":"ok"}"#)
+            writer.sendJSON(status: 200, #"{"status":"ok"}"#)
         case .ready:
-            await ready(writer: writer)
+            ready(writer: writer)
         case .metrics:
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: "text/plain; version=0.0.4; charset=utf-8")
-            await writer.send(status: 200, headers: headers, body: ByteBuffer(string: exposition.render(segment: segment)))
+            writer.send(status: 200, headers: headers, body: ByteBuffer(string: exposition.render(segment: segment)))
         case .models:
-            await models(for: identity, writer: writer)
+            models(for: identity, writer: writer)
         case .chatCompletions, .completions, .embeddings:
-            if let identity { await proxied(request, identity: identity, writer: writer) }
+            if let identity { proxied(request, identity: identity, writer: writer) }
         case .other:
-            await writer.send(error: .routeNotFound(method: method, path: Self.printablePath(request.head.uri)))
+            writer.send(error: .routeNotFound(method: method, path: Self.printablePath(request.head.uri)))
         }
     }
 
-    /// Runs the proxy in a task the client's hang-up cancels (see ``ClientDisconnect``).
-    private func proxied(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) async {
-        let proxy = self.proxy
-        await request.disconnect.run { await proxy.handle(request, identity: identity, writer: writer) }
+    private func proxied(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) {
+        proxy.handle(request, identity: identity, writer: writer)
     }
 
-    private func ready(writer: ResponseWriter) async {
+    private func ready(writer: ResponseWriter) {
         if let reason = registry.notReadyReason(segment: segment) {
             var headers = HTTPHeaders()
             headers.add(name: "retry-after", value: "2")
-            await writer.sendJSON(status: 503, #"{"status":"not_ready","reason":\#(JSON.quoted(reason))}"#, headers: headers)
+            writer.sendJSON(status: 503, #"{"status":"not_ready","reason":\#(JSON.quoted(reason))}"#, headers: headers)
         } else {
             let names = registry.listedNames(segment: segment).map { JSON.quoted($0) }.joined(separator: ",")
-            await writer.sendJSON(status: 200, #"{"status":"ready","models":[\#(names)]}"#)
+            writer.sendJSON(status: 200, #"{"status":"ready","models":[\#(names)]}"#)
         }
     }
 
-    private func models(for identity: ClientIdentity?, writer: ResponseWriter) async {
+    private func models(for identity: ClientIdentity?, writer: ResponseWriter) {
         let names = registry.listedNames(segment: segment).filter { identity?.models?.contains($0) ?? true }
         let data = names.map { name in
             #"{"id":\#(JSON.quoted(name)),"object":"model","created":0,"owned_by":"llm-gateway"}"#
         }
-        await writer.sendJSON(status: 200, #"{"object":"list","data":[\#(data.joined(separator: ","))]}"#)
+        writer.sendJSON(status: 200, #"{"object":"list","data":[\#(data.joined(separator: ","))]}"#)
     }
 
     /// Counts the request and writes one structured access line (never headers, keys or bodies).
     func finished(request head: HTTPRequestHead, route: Route, requestID: String, writer: ResponseWriter, start: MonotonicInstant) {
         let seconds = MonotonicInstant.now().seconds(since: start)
         metrics.request(route: route, method: Self.methodLabel(head.method), status: writer.status, seconds: seconds)
-        guard accessLogger.logLevel <= .info else { return }
-        var metadata: Logger.Metadata = [
-            "request_id": .string(requestID),
-            "method": .string(Self.methodLabel(head.method)),
-            "route": .string(route.template),
-            "status": .stringConvertible(writer.status),
-            "duration_ms": .stringConvertible((seconds * 1e6).rounded() / 1e3),
-            "bytes": .stringConvertible(writer.bodyBytes),
-        ]
-        for (key, value) in writer.logFields { metadata[key] = .string(value) }
-        accessLogger.info("request", metadata: metadata)
+        accessLog?.record(
+            requestID: requestID, method: Self.methodLabel(head.method), route: route.template, status: writer.status, seconds: seconds,
+            bytes: writer.bodyBytes, fields: writer.logFields)
     }
+
+    /// Writes access lines still buffered (before the worker exits).
+    func flushAccessLog() { accessLog?.flush() }
 
     static func methodLabel(_ method: HTTPMethod) -> String {
         switch method {

@@ -16,7 +16,7 @@ import Testing
         -> EmbeddedChannel
     {
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false)
         try channel.pipeline.syncOperations.addHandler(HTTPProtocolErrorHandler(metrics: Self.metrics))
         try channel.pipeline.syncOperations.addHandler(ConnectionTimeoutHandler(timeouts: timeouts))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

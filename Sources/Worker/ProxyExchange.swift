@@ -1,0 +1,395 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import Shared
+
+/// What the relay of one upstream answer needs to know.
+struct RelayContext {
+    var clientModel: String
+    var upstreamModel: String
+    var modelLabel: String
+    var upstream: String
+    var upstreamIndex: Int
+    var identity: ClientIdentity
+    var sent: MonotonicInstant
+    var clientWantsUsage: Bool
+    /// Tokens charged for the prompt when an answer ends without `usage` (~4 bytes each).
+    var promptEstimate: Int
+    var toolParser: (any ToolCallParser)?
+}
+
+/// One proxied request on its way through the planned upstream attempts, driven by
+/// callbacks on the worker's event loop: the pool's lease, the upstream connection's
+/// reads, the client's writability and hang-up. No task, no lock: the client connection
+/// and the upstream connection share the loop.
+///
+/// An attempt fails over to the next one only while nothing has reached the client:
+/// connect failures, timeouts before the head, and 5xx heads (except on the last attempt,
+/// whose error answer is passed on). A streamed answer is relayed event by event; when
+/// the client cannot take more, reading from the upstream stops until it can.
+final class ProxyExchange: UpstreamResponseHandling {
+    private let proxy: ProxyHandler
+    private let request: GatewayRequest
+    private let body: OpenAIRequestBody
+    private let clientModel: String
+    private let identity: ClientIdentity
+    private let writer: ResponseWriter
+    private let attempts: [ProxyHandler.Attempt]
+
+    private var next = 0
+    private var lastError: GatewayError
+    private var attempt: ProxyHandler.Attempt?
+    private var isLastAttempt = false
+    private var connection: UpstreamConnection?
+    private var countedInFlight: Int?
+    private var sent = MonotonicInstant.now()
+    private var retriedStaleConnection = false
+    private var cancelled = false
+
+    private enum Phase {
+        case idle
+        case awaitingHead
+        case whole(status: Int, contentType: String?, body: ByteBuffer?)
+        case streaming
+        case done
+    }
+
+    private var phase = Phase.idle
+    private var relay: RelayContext?
+    // Streaming state.
+    private var events = SSEEventBuffer()
+    private var tools: ToolCallStreamNormalizer?
+    private var firstEvent = true
+    private var usageSeen = false
+    private var streamedEvents = 0
+
+    init(
+        proxy: ProxyHandler, request: GatewayRequest, body: OpenAIRequestBody, clientModel: String, identity: ClientIdentity,
+        writer: ResponseWriter, attempts: [ProxyHandler.Attempt]
+    ) {
+        self.proxy = proxy
+        self.request = request
+        self.body = body
+        self.clientModel = clientModel
+        self.identity = identity
+        self.writer = writer
+        self.attempts = attempts
+        self.lastError = .unavailable("No upstream is available for model '\(clientModel)'.", retryAfterSeconds: 1)
+    }
+
+    func start() {
+        writer.onClientGone = { [self] in clientGone() }
+        tryNextAttempt()
+    }
+
+    // MARK: Attempts
+
+    private func tryNextAttempt() {
+        while !cancelled && next < attempts.count {
+            let attempt = attempts[next]
+            next += 1
+            let upstream = proxy.registry.upstreams[attempt.upstream]
+            writer.logFields.upstream = upstream.name
+            if upstream.isDemo {
+                phase = .done
+                proxy.demo.respond(route: request.route, body: body, clientModel: clientModel, writer: writer)
+                proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .success)
+                return
+            }
+            if let retryAfter = proxy.admitThroughBreaker(attempt.upstream) {
+                proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .rejected)
+                lastError = .unavailable(
+                    "Upstream \(upstream.name) is failing; its circuit breaker is open.", retryAfterSeconds: retryAfter, code: "circuit_open")
+                continue
+            }
+            guard let pool = proxy.upstreams[attempt.upstream] else { continue }
+            self.attempt = attempt
+            isLastAttempt = next == attempts.count
+            retriedStaleConnection = false
+            send(to: pool, forceNew: false)
+            return
+        }
+        guard !cancelled else { return }
+        phase = .done
+        writer.send(error: lastError)
+    }
+
+    private func send(to pool: UpstreamPool, forceNew: Bool) {
+        guard let attempt else { return }
+        proxy.slot.requestStarted(upstream: attempt.upstream)
+        countedInFlight = attempt.upstream
+        sent = .now()
+        phase = .awaitingHead
+        pool.lease(forceNew: forceNew) { [self] result, reused in
+            guard !cancelled else {
+                if case .success(let connection) = result { connection.abandon() }
+                return
+            }
+            switch result {
+            case .success(let connection):
+                self.connection = connection
+                connection.send(head: upstreamHead(pool: pool, attempt: attempt), body: forwardedBody(attempt), to: self, reused: reused)
+            case .failure(let failure):
+                upstreamFailed(failure)
+            }
+        }
+    }
+
+    private func upstreamHead(pool: UpstreamPool, attempt: ProxyHandler.Attempt) -> HTTPRequestHead {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(7)
+        headers.add(name: "host", value: pool.hostHeader)
+        headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "accept", value: body.stream ? "text/event-stream" : "application/json")
+        headers.add(name: "x-request-id", value: request.requestID)
+        if let authorization = pool.authorization { headers.add(name: "authorization", value: authorization) }
+        return HTTPRequestHead(version: .http1_1, method: .POST, uri: pool.url.pathPrefix + request.route.template, headers: headers)
+    }
+
+    private func forwardedBody(_ attempt: ProxyHandler.Attempt) -> ByteBuffer {
+        if attempt.target.upstreamModel == body.model && !body.stream {
+            return request.body  // nothing to change: send the client's bytes as they are
+        }
+        return ByteBuffer(bytes: body.forwarding(model: attempt.target.upstreamModel, addIncludeUsage: body.stream))
+    }
+
+    /// The attempt is over: it no longer counts as in flight on its upstream.
+    private func endAttempt() {
+        connection = nil
+        if let upstream = countedInFlight {
+            countedInFlight = nil
+            proxy.slot.requestEnded(upstream: upstream)
+        }
+    }
+
+    private func clientGone() {
+        cancelled = true
+        connection?.abandon()
+        if case .streaming = phase {
+            chargeUnreportedStream()
+            recordOutcome(healthy: true)
+        } else if case .whole(let status, _, _) = phase, status < 500 {
+            recordOutcome(healthy: true)
+        }
+        phase = .done
+        endAttempt()
+    }
+
+    /// Breaker and metrics for an answer that started (status below 500).
+    private func recordOutcome(healthy: Bool) {
+        guard let attempt else { return }
+        if !healthy { proxy.recordBreaker(attempt.upstream, success: false) }
+        proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: healthy ? .success : .error)
+    }
+
+    // MARK: UpstreamResponseHandling
+
+    func upstreamHead(_ head: HTTPResponseHead) {
+        guard case .awaitingHead = phase, let attempt else { return }
+        let upstream = proxy.registry.upstreams[attempt.upstream]
+        let status = Int(head.status.code)
+        if status >= 500 {
+            proxy.recordBreaker(attempt.upstream, success: false)
+            proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .error)
+            if !isLastAttempt {
+                proxy.logger.warning(
+                    "upstream answered \(status); trying the next", metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)"])
+                lastError = .badGateway("Upstream \(upstream.name) answered \(status).")
+                connection?.abandon()
+                endAttempt()
+                tryNextAttempt()
+                return
+            }
+        } else {
+            // The upstream answered: that is what a (half-open) breaker needs to know, now,
+            // not when a long stream ends.
+            proxy.recordBreaker(attempt.upstream, success: true)
+        }
+        let contentType = head.headers.first(name: "content-type")
+        let isEventStream = contentType?.lowercased().hasPrefix("text/event-stream") ?? false
+        relay = RelayContext(
+            clientModel: clientModel, upstreamModel: attempt.target.upstreamModel, modelLabel: attempt.target.name,
+            upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
+            clientWantsUsage: body.includeUsage, promptEstimate: body.bytes.count / 4,
+            toolParser: request.route == .chatCompletions
+                ? ToolCallResponseNormalizer.responseParser(body: body, parserName: attempt.target.toolParser) : nil)
+        if body.stream && (200..<300).contains(status) && isEventStream {
+            phase = .streaming
+            tools = relay?.toolParser.map { ToolCallStreamNormalizer(parser: $0) }
+            var headers = HTTPHeaders()
+            headers.add(name: "content-type", value: "text/event-stream; charset=utf-8")
+            headers.add(name: "cache-control", value: "no-cache")
+            headers.add(name: "x-accel-buffering", value: "no")
+            writer.writeHead(status: 200, headers: headers)
+            writer.onWritable = { [weak self] in self?.connection?.resumeReading() }
+        } else {
+            phase = .whole(status: status, contentType: contentType, body: nil)
+        }
+    }
+
+    func upstreamBody(_ buffer: ByteBuffer) {
+        switch phase {
+        case .whole(let status, let contentType, let collected):
+            var collected = collected
+            if collected == nil {
+                collected = buffer
+            } else {
+                var buffer = buffer
+                phase = .idle  // drop the reference while appending, so the buffer is not copied
+                collected!.writeBuffer(&buffer)
+            }
+            phase = .whole(status: status, contentType: contentType, body: collected)
+            if collected!.readableBytes > ProxyHandler.maxResponseBytes {
+                connection?.abandon()
+                endAttempt()
+                phase = .done
+                writer.send(error: .badGateway("Upstream \(relay?.upstream ?? "") sent an answer larger than \(ProxyHandler.maxResponseBytes) bytes."))
+                recordOutcome(healthy: false)
+            }
+        case .streaming:
+            relayEvents(buffer)
+        default:
+            break
+        }
+    }
+
+    func upstreamReadComplete() {
+        if case .streaming = phase { writer.flush() }
+    }
+
+    func upstreamEnd() {
+        switch phase {
+        case .whole(let status, let contentType, let collected):
+            phase = .done
+            endAttempt()
+            sendWhole(status: status, contentType: contentType, body: collected ?? ByteBuffer())
+            if status < 500 { recordOutcome(healthy: true) }
+        case .streaming:
+            phase = .done
+            endAttempt()
+            for piece in tools?.finish() ?? [] { writer.write(ByteBuffer(bytes: piece)) }
+            let rest = events.finish()
+            if !rest.isEmpty { writer.write(ByteBuffer(bytes: rest)) }
+            chargeUnreportedStream()
+            writer.end()
+            recordOutcome(healthy: true)
+        default:
+            endAttempt()
+        }
+    }
+
+    func upstreamFailed(_ failure: UpstreamFailure) {
+        guard !cancelled, let attempt else { return }
+        let upstream = proxy.registry.upstreams[attempt.upstream]
+        switch phase {
+        case .awaitingHead:
+            endAttempt()
+            if failure == .staleConnection, !retriedStaleConnection, let pool = proxy.upstreams[attempt.upstream] {
+                retriedStaleConnection = true
+                send(to: pool, forceNew: true)
+                return
+            }
+            proxy.recordBreaker(attempt.upstream, success: false)
+            proxy.logger.warning(
+                "upstream request failed",
+                metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)", "error": "\(failure)"])
+            switch failure {
+            case .unreachable(let why):
+                proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .unavailable)
+                lastError = .unavailable("Upstream \(upstream.name) is unreachable (\(why)).", retryAfterSeconds: 2)
+            case .timeout:
+                proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .timeout)
+                lastError = .gatewayTimeout("Upstream \(upstream.name) did not answer in time.")
+            case .failed, .staleConnection:
+                proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .error)
+                lastError = .badGateway("Upstream \(upstream.name) failed before answering.")
+            }
+            tryNextAttempt()
+        case .whole(let status, _, _):
+            phase = .done
+            endAttempt()
+            writer.send(error: .badGateway("Upstream \(upstream.name) broke off its answer."))
+            if status < 500 { recordOutcome(healthy: false) }
+        case .streaming:
+            phase = .done
+            endAttempt()
+            // The upstream broke off mid-stream: end the stream in a way SDKs understand.
+            proxy.logger.warning(
+                "upstream stream failed", metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)", "error": "\(failure)"])
+            let error = GatewayError.badGateway("Upstream \(upstream.name) broke off the stream.")
+            writer.logFields.error = "upstream_stream_error"
+            for piece in tools?.finish() ?? [] { writer.write(ByteBuffer(bytes: piece)) }
+            writer.write(ByteBuffer(string: "data: \(error.jsonBody)\n\ndata: [DONE]\n\n"))
+            chargeUnreportedStream()
+            writer.end()
+            recordOutcome(healthy: false)
+        case .idle, .done:
+            endAttempt()
+        }
+    }
+
+    // MARK: Relaying
+
+    /// A non-streamed answer (or any error answer): `model` gets its client name back, usage
+    /// is counted, the status and body are passed on (an upstream 500 becomes 502).
+    private func sendWhole(status: Int, contentType: String?, body buffer: ByteBuffer) {
+        var out = buffer
+        if (200..<300).contains(status), let relay {
+            var bytes = Array(buffer: buffer)
+            var changed = false
+            if relay.clientModel != relay.upstreamModel {
+                bytes = JSONSplice.replacingModel(in: bytes, with: relay.clientModel)
+                changed = true
+            }
+            if let usage = TokenUsage.find(in: bytes) { proxy.account(usage, context: relay, writer: writer) }
+            if let parser = relay.toolParser {
+                bytes = ToolCallResponseNormalizer.normalizeCompletion(bytes, parser: parser)
+                changed = true
+            }
+            if changed { out = ByteBuffer(bytes: bytes) }
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: contentType ?? "application/json")
+        let clientStatus = status >= 500 && !(502...504).contains(status) ? 502 : status
+        writer.send(status: clientStatus, headers: headers, body: out)
+    }
+
+    /// Writes each whole SSE event of `buffer` (flushed when the read burst ends); stops
+    /// reading from the upstream while the client's socket is full.
+    private func relayEvents(_ buffer: ByteBuffer) {
+        guard let relay else { return }
+        for event in events.append(buffer.readableBytesView) {
+            if firstEvent {
+                firstEvent = false
+                proxy.metrics.timeToFirstToken(model: relay.modelLabel, seconds: MonotonicInstant.now().seconds(since: relay.sent))
+            }
+            streamedEvents += 1
+            let (transformed, usage) = proxy.transform(event: event, context: relay)
+            if let usage {
+                usageSeen = true
+                proxy.account(usage, context: relay, writer: writer)
+            }
+            if let out = transformed {
+                if tools == nil {
+                    writer.write(ByteBuffer(bytes: out))
+                } else {
+                    for piece in tools!.transform(event: out) { writer.write(ByteBuffer(bytes: piece)) }
+                }
+            }
+        }
+        if !writer.isWritable {
+            // Flushing may drain enough to be writable again at once (the event for that
+            // fired before the pause): pause only if the client is still behind.
+            writer.flush()
+            if !writer.isWritable { connection?.pauseReading() }
+        }
+    }
+
+    /// A stream that ended without usage (the client hung up, the upstream broke off) is
+    /// still charged: ~1 token per streamed event, plus the prompt.
+    private func chargeUnreportedStream() {
+        guard !usageSeen, let relay else { return }
+        usageSeen = true
+        proxy.limiter.charge(relay.identity, tokens: relay.promptEstimate + streamedEvents)
+    }
+}

@@ -1,0 +1,392 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Shared
+
+/// How an upstream exchange failed.
+enum UpstreamFailure: Error, Equatable {
+    /// Could not connect (refused, unreachable, connect timeout): the upstream is down.
+    case unreachable(String)
+    /// No response head (or, mid-response, no byte) within the upstream's timeout.
+    case timeout
+    /// The connection broke (reset, closed, protocol error).
+    case failed(String)
+    /// A kept-alive connection closed before answering: the upstream had timed it out just
+    /// as it was reused. Nothing reached the upstream's application; a fresh connection
+    /// may send the request again.
+    case staleConnection
+}
+
+/// What receives one upstream response. Every call comes on the worker's event loop, in
+/// order: `head`, `body`…, then exactly one of `end` or `failed`.
+protocol UpstreamResponseHandling: AnyObject {
+    func upstreamHead(_ head: HTTPResponseHead)
+    func upstreamBody(_ buffer: ByteBuffer)
+    /// A burst of reads is over: what was written to the client can be flushed now.
+    func upstreamReadComplete()
+    func upstreamEnd()
+    func upstreamFailed(_ failure: UpstreamFailure)
+}
+
+/// The worker's keep-alive connections to one upstream, on its only event loop.
+///
+/// Loop-bound: every method runs on `eventLoop` (the worker has one loop, and the client
+/// connections that use the pool run on it too). Idle connections are reused newest first
+/// and closed after ``idleTimeout`` — shorter than vLLM's (uvicorn's) own 5 s keep-alive
+/// timeout, so the gateway, not the upstream, normally closes them. One the upstream closed
+/// anyway (a race at reuse) fails with ``UpstreamFailure/staleConnection`` and the request is
+/// sent again on a fresh connection.
+final class UpstreamPool {
+    let index: Int
+    let name: String
+    let url: UpstreamURL
+    let eventLoop: any EventLoop
+    let connectTimeout: TimeAmount
+    /// Longest wait for the response head, and then between two reads of the body.
+    let timeout: TimeAmount
+    /// `Authorization` sent upstream (a cloud fallback's key, from the environment; never logged).
+    let authorization: String?
+    /// `Host` header value.
+    let hostHeader: String
+    private let tls: NIOSSLContext?
+    private let serverHostname: String?
+
+    static let idleTimeout: TimeAmount = .seconds(4)
+    /// Idle connections kept at most (more are closed when returned).
+    static let maxIdle = 1024
+
+    /// Newest last; `idleSince` ascends from the front.
+    private var idle: [UpstreamConnection] = []
+    private var sweeper: Scheduled<Void>?
+
+    init(
+        index: Int, upstream: GatewayConfiguration.Upstream, url: UpstreamURL, eventLoop: any EventLoop, connectTimeout: Double,
+        timeout: Double, authorization: String?, tls: NIOSSLContext?
+    ) {
+        self.index = index
+        self.name = upstream.name
+        self.url = url
+        self.eventLoop = eventLoop
+        self.connectTimeout = .milliseconds(Int64(connectTimeout * 1000))
+        self.timeout = .milliseconds(Int64(timeout * 1000))
+        self.authorization = authorization
+        let defaultPort = url.scheme == "https" ? 443 : 80
+        let host = url.host.contains(":") ? "[\(url.host)]" : url.host
+        self.hostHeader = url.port == defaultPort ? host : "\(host):\(url.port)"
+        self.tls = url.scheme == "https" ? tls : nil
+        // SNI takes a name, never an address literal.
+        let isAddress = url.host.contains(":") || url.host.allSatisfy { $0.isNumber || $0 == "." }
+        self.serverHostname = isAddress ? nil : url.host
+    }
+
+    /// Idle connections now (for tests).
+    var idleCount: Int { idle.count }
+
+    /// A connection for one request: the newest idle one, else a new one. `reused` tells
+    /// the caller whether a ``UpstreamFailure/staleConnection`` may happen.
+    /// `forceNew` skips the idle ones (after one turned out stale).
+    func lease(forceNew: Bool = false, _ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>, _ reused: Bool) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        while !forceNew, let connection = idle.popLast() {
+            if connection.isUsable {
+                completion(.success(connection), true)
+                return
+            }
+        }
+        connect(completion)
+    }
+
+    private func connect(_ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>, _ reused: Bool) -> Void) {
+        let tls = self.tls
+        let serverHostname = self.serverHostname
+        let connecting = ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+                }
+            }
+            .connect(host: url.host, port: url.port)
+        connecting.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let channel):
+                let connection = UpstreamConnection(pool: self)
+                do {
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                    completion(.success(connection), false)
+                } catch {
+                    channel.close(promise: nil)
+                    completion(.failure(.failed("\(error)")), false)
+                }
+            case .failure(let error):
+                completion(.failure(.unreachable(Self.describeConnectFailure(error))), false)
+            }
+        }
+    }
+
+    /// Why a connect failed, in a few words (NIO's error types, not their text).
+    static func describeConnectFailure(_ error: any Error) -> String {
+        if let error = error as? ChannelError, case .connectTimeout = error { return "connect timeout" }
+        if let error = error as? NIOConnectionError {
+            let errors = error.connectionErrors.map(\.error) + [error.dnsAError, error.dnsAAAAError].compactMap { $0 }
+            if let first = errors.first { return describeConnectFailure(first) }
+            return "no address for \(error.host)"
+        }
+        if let error = error as? IOError {
+            switch error.errnoCode {
+            case ECONNREFUSED: return "connection refused"
+            case ENETUNREACH, EHOSTUNREACH: return "no route to host"
+            case ETIMEDOUT: return "connect timeout"
+            default: return "connect failed, errno \(error.errnoCode)"
+            }
+        }
+        return "connect failed"
+    }
+
+    /// Takes back a connection whose response ended with keep-alive.
+    func release(_ connection: UpstreamConnection) {
+        guard idle.count < Self.maxIdle else {
+            connection.close()
+            return
+        }
+        connection.idleSince = eventLoop.now
+        idle.append(connection)
+        if sweeper == nil { scheduleSweep() }
+    }
+
+    /// A connection closed: forget it if it was idle.
+    func closed(_ connection: UpstreamConnection) {
+        if let position = idle.lastIndex(where: { $0 === connection }) { idle.remove(at: position) }
+    }
+
+    /// Sweeps once a second while connections are idle.
+    private func scheduleSweep() {
+        sweeper = eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [self] in
+            sweep()
+            if idle.isEmpty { sweeper = nil } else { scheduleSweep() }
+        }
+    }
+
+    /// Closes connections idle for ``idleTimeout`` (the oldest are at the front).
+    private func sweep() {
+        let cutoff = eventLoop.now - Self.idleTimeout
+        var expired = 0
+        while expired < idle.count, idle[expired].idleSince < cutoff { expired += 1 }
+        guard expired > 0 else { return }
+        let closing = idle[..<expired]
+        idle.removeFirst(expired)
+        for connection in closing { connection.close() }
+    }
+
+    /// Closes every idle connection (worker shutdown).
+    func shutdown() {
+        sweeper?.cancel()
+        sweeper = nil
+        let closing = idle
+        idle.removeAll()
+        for connection in closing { connection.close() }
+    }
+}
+
+/// One upstream connection: sends a request, hands the response parts to its
+/// ``UpstreamResponseHandling``, enforces the upstream timeout, and stops reading while the
+/// client cannot take more (backpressure: it holds back `read()` until resumed).
+final class UpstreamConnection: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let pool: UpstreamPool
+    private var context: ChannelHandlerContext?
+    private var receiver: (any UpstreamResponseHandling)?
+    var idleSince = NIODeadline.uptimeNanoseconds(0)
+
+    private var keepAlive = true
+    private var receivedAny = false
+    private var reused = false
+    private var skippingInformational = false
+    private var paused = false
+    private var readPending = false
+    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
+    private var timer: Scheduled<Void>?
+    private var closeReason: String?
+
+    init(pool: UpstreamPool) { self.pool = pool }
+
+    var isUsable: Bool { context?.channel.isActive ?? false }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Sends one request (head, body and end in one flush: one write to the socket).
+    func send(head: HTTPRequestHead, body: ByteBuffer, to receiver: any UpstreamResponseHandling, reused: Bool) {
+        guard let context, context.channel.isActive else {
+            // Closed before the request went out (an inactive channel tells its handlers
+            // nothing more, so say it here).
+            receiver.upstreamFailed(reused ? .staleConnection : .failed("connection closed"))
+            return
+        }
+        self.receiver = receiver
+        self.reused = reused
+        keepAlive = true
+        receivedAny = false
+        skippingInformational = false
+        lastActivity = pool.eventLoop.now
+        armTimer(in: pool.timeout)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    /// The client went away: drop the response and close, which makes vLLM abort the
+    /// generation.
+    func abandon() {
+        receiver = nil
+        close()
+    }
+
+    func close() {
+        timer?.cancel()
+        timer = nil
+        context?.close(promise: nil)
+    }
+
+    /// Stops reading from the upstream (the client is not taking data).
+    func pauseReading() { paused = true }
+
+    /// Reads again (the client can take data).
+    func resumeReading() {
+        guard paused else { return }
+        paused = false
+        lastActivity = pool.eventLoop.now
+        if readPending, let context {
+            readPending = false
+            context.read()
+        }
+    }
+
+    // MARK: ChannelHandler
+
+    func read(context: ChannelHandlerContext) {
+        if paused {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastActivity = pool.eventLoop.now
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            if head.status.code < 200 {
+                skippingInformational = true  // 100 Continue and friends: the real head follows
+                return
+            }
+            receivedAny = true
+            keepAlive = head.isKeepAlive
+            receiver?.upstreamHead(head)
+        case .body(let buffer):
+            receiver?.upstreamBody(buffer)
+        case .end:
+            if skippingInformational {
+                skippingInformational = false
+                return
+            }
+            timer?.cancel()
+            timer = nil
+            let receiver = self.receiver
+            self.receiver = nil
+            resumeReading()  // an idle connection keeps reading, to notice the upstream closing it
+            if keepAlive && receiver != nil && context.channel.isActive {
+                pool.release(self)  // back first: the response's end may start the client's next request
+            } else {
+                close()
+            }
+            receiver?.upstreamEnd()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        receiver?.upstreamReadComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        closeReason = "\(error)"
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        pool.closed(self)
+        if let receiver {
+            self.receiver = nil
+            let failure: UpstreamFailure =
+                receivedAny || !reused ? .failed(closeReason ?? "connection closed by the upstream") : .staleConnection
+            receiver.upstreamFailed(failure)
+        }
+        context.fireChannelInactive()
+    }
+
+    /// One timer per request: when it fires it checks the time of the last read and either
+    /// fails the request or waits out the rest.
+    private func armTimer(in amount: TimeAmount) {
+        timer?.cancel()
+        timer = pool.eventLoop.assumeIsolated().scheduleTask(in: amount) { [self] in
+            timer = nil
+            guard receiver != nil else { return }
+            if paused {
+                // The client is slow, not the upstream: the timeout counts from the resume.
+                lastActivity = pool.eventLoop.now
+            }
+            let quiet = pool.eventLoop.now - lastActivity
+            if quiet < pool.timeout {
+                armTimer(in: pool.timeout - quiet)
+                return
+            }
+            let receiver = self.receiver
+            self.receiver = nil
+            close()
+            receiver?.upstreamFailed(.timeout)
+        }
+    }
+}
+
+/// The worker's pools, one per upstream (none for the demo upstream).
+///
+/// `@unchecked Sendable`: built once per worker and then used only on the worker's event
+/// loop (``UpstreamPool/lease(_:)`` checks it).
+final class UpstreamPools: @unchecked Sendable {
+    private let pools: [UpstreamPool?]
+    /// The worker's event loop, where every pool (and every client connection) lives.
+    let eventLoop: any EventLoop
+
+    init(configuration: GatewayConfiguration, eventLoop: any EventLoop, environment: [String: String]) throws {
+        let needsTLS = configuration.upstreams.contains { UpstreamURL(parsing: $0.url)?.scheme == "https" }
+        let tls = needsTLS ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
+        self.eventLoop = eventLoop
+        pools = configuration.upstreams.enumerated().map { index, upstream in
+            guard !upstream.isDemo, let url = UpstreamURL(parsing: upstream.url) else { return nil }
+            let key = upstream.apiKeyEnv.flatMap { environment[$0] }.flatMap { $0.isEmpty ? nil : "Bearer \($0)" }
+            return UpstreamPool(
+                index: index, upstream: upstream, url: url, eventLoop: eventLoop,
+                connectTimeout: upstream.connectTimeout ?? configuration.server.upstreamConnectTimeout,
+                timeout: upstream.timeout ?? configuration.server.upstreamTimeout, authorization: key, tls: tls)
+        }
+    }
+
+    subscript(index: Int) -> UpstreamPool? { pools[index] }
+
+    /// Closes the idle connections (on the pools' event loop).
+    func shutdown() {
+        for pool in pools { pool?.shutdown() }
+    }
+}

@@ -1,0 +1,124 @@
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+
+@testable import Shared
+@testable import Worker
+
+#if canImport(Glibc)
+    @preconcurrency import Glibc
+#endif
+
+/// The worker's whole connection pipeline (NIO's codec, the protocol-error and timeout
+/// handlers, ``GatewayConnection``) on an `EmbeddedChannel`, with the demo upstream: bytes
+/// in, bytes out, time moved by hand.
+@Suite struct GatewayConnectionTests {
+    struct Fixture {
+        let channel: EmbeddedChannel
+        let segment: SharedSegment
+        let handler: RequestHandler
+    }
+
+    func makeFixture(environment: [String: String] = [:]) throws -> Fixture {
+        let sources = ConfigurationSources(
+            flags: ["upstream": "demo"], environment: environment, dotEnv: [:], cpuCount: 1, readFile: { _ in "" })
+        let configuration = try GatewayConfiguration.load(from: sources)
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        let channel = EmbeddedChannel()
+        let upstreams = try UpstreamPools(configuration: configuration, eventLoop: channel.eventLoop, environment: [:])
+        let handler = RequestHandler(
+            configuration: configuration, segment: segment, slot: segment.workerSlot(0), upstreams: upstreams,
+            logger: Logger(label: "test"), accessLogFD: open("/dev/null", O_WRONLY))
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
+        try pipeline.addHandler(HTTPProtocolErrorHandler(metrics: handler.metrics))
+        try pipeline.addHandler(ConnectionTimeoutHandler(timeouts: .init(head: .seconds(10), body: .seconds(60), idle: .seconds(30))))
+        try pipeline.addHandler(GatewayConnection(handler: handler, registry: handler.connections, maxBodyBytes: 1024))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return Fixture(channel: channel, segment: segment, handler: handler)
+    }
+
+    func written(_ channel: EmbeddedChannel) throws -> String {
+        var text = ""
+        while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
+            text += buffer.readString(length: buffer.readableBytes) ?? ""
+        }
+        return text
+    }
+
+    /// The status codes of the responses in `text`, in order.
+    func statuses(_ text: String) -> [Int] {
+        text.components(separatedBy: "HTTP/1.1 ").dropFirst().compactMap { Int($0.prefix(3)) }
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrderAndCloseWhenAsked() throws {
+        let f = try makeFixture()
+        try f.channel.writeInbound(
+            ByteBuffer(
+                string: "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\r\n\r\n"
+                    + "GET /nowhere HTTP/1.1\r\nHost: x\r\nX-Request-Id: b\r\n\r\n"
+                    + "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Request-Id: c\r\nConnection: close\r\n\r\n"
+                    + "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: d\r\n\r\n"))
+        f.channel.embeddedEventLoop.run()
+        let text = try written(f.channel)
+        #expect(statuses(text) == [200, 404, 200])
+        let ids = text.components(separatedBy: "x-request-id: ").dropFirst().map { $0.prefix(1) }
+        #expect(ids == ["a", "b", "c"])
+        #expect(text.contains(#""data":[{"id":"demo""#))
+        #expect(!f.channel.isActive, "closed after the response to `Connection: close`; the fourth request is not served")
+    }
+
+    @Test func aTooLargeBodyGets413WithoutReadingItAndTheConnectionCloses() throws {
+        let f = try makeFixture()
+        try f.channel.writeInbound(ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"model\""))
+        f.channel.embeddedEventLoop.run()
+        let text = try written(f.channel)
+        #expect(statuses(text) == [413])
+        #expect(text.lowercased().contains("connection: close"))
+        #expect(!f.channel.isActive)
+    }
+
+    @Test func headGetsTheHeadersOnly() throws {
+        let f = try makeFixture()
+        try f.channel.writeInbound(ByteBuffer(string: "HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+        let text = try written(f.channel)
+        #expect(statuses(text) == [200])
+        #expect(text.contains("content-length: 15"))
+        #expect(text.hasSuffix("\r\n\r\n"), "no body after the headers")
+        #expect(f.channel.isActive)
+    }
+
+    @Test func aStreamIsWrittenEventByEventAsTheUpstreamProducesIt() throws {
+        let f = try makeFixture()
+        let body = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+        try f.channel.writeInbound(
+            ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+        let head = try written(f.channel)
+        #expect(statuses(head) == [200])
+        #expect(head.contains("text/event-stream"))
+        #expect(!head.contains("[DONE]"), "nothing past the first event before time moves")
+        f.channel.embeddedEventLoop.advanceTime(by: .milliseconds(20))
+        let one = try written(f.channel)
+        #expect(one.components(separatedBy: "data: ").count - 1 == 1, "one word per 20 ms, each flushed on its own")
+        f.channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+        let rest = try written(f.channel)
+        #expect(rest.contains("data: [DONE]"))
+        #expect(f.channel.isActive, "keep-alive after a complete stream")
+    }
+
+    @Test func aClientThatHangsUpMidStreamStopsItAndIsLoggedAs499() throws {
+        let f = try makeFixture()
+        let body = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+        try f.channel.writeInbound(
+            ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+        f.channel.embeddedEventLoop.advanceTime(by: .milliseconds(50))
+        _ = try written(f.channel)
+        try f.channel.close().wait()
+        f.channel.embeddedEventLoop.advanceTime(by: .seconds(5))  // the demo's next words find the client gone
+        #expect(f.handler.connections.count == 0)
+        let text = PrometheusExposition(models: [], upstreams: [("default", false)]).render(segment: f.segment)
+        #expect(text.contains(#"status="200""#), "the stream's head had gone out: counted with its status")
+    }
+}

@@ -1,0 +1,123 @@
+"""The worker's own connection handling: pipelined requests, the upstream keep-alive pool
+(reuse, connections the upstream closed), and backpressure from a slow streaming client."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from gateway import wait_until
+
+pytestmark = pytest.mark.gateway
+
+MODEL = "fake-model"
+
+
+def read_response(f) -> tuple[int, dict, bytes]:
+    """One HTTP/1.1 response with a content-length from a buffered socket file."""
+    status_line = f.readline()
+    assert status_line.startswith(b"HTTP/1.1 "), status_line
+    status = int(status_line.split()[1])
+    headers = {}
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = f.read(int(headers["content-length"]))
+    return status, headers, body
+
+
+def test_pipelined_requests_are_answered_in_order(gateway_factory, fake_vllm):
+    gw = gateway_factory(upstream=fake_vllm, workers=1)
+    chat = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    requests = (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: first\r\n\r\n"
+        + b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: second\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(chat) + chat
+        + b"GET /nowhere HTTP/1.1\r\nHost: x\r\nX-Request-Id: third\r\n\r\n"
+        + b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Request-Id: fourth\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((gw.host, gw.port), timeout=10) as s:
+        s.sendall(requests)  # all four in one write: the gateway sees them pipelined
+        f = s.makefile("rb")
+        answers = [read_response(f) for _ in range(4)]
+        assert f.read() == b"", "the connection closes after the request that asked for it"
+    assert [h["x-request-id"] for _, h, _ in answers] == ["first", "second", "third", "fourth"]
+    assert [status for status, _, _ in answers] == [200, 200, 404, 200]
+    assert json.loads(answers[1][2])["model"] == MODEL
+    assert json.loads(answers[2][2])["error"]["code"] == "unknown_url"
+    assert MODEL in [m["id"] for m in json.loads(answers[3][2])["data"]]
+
+
+def test_upstream_connections_are_kept_alive_and_reused(gateway_factory, fake_vllm):
+    gw = gateway_factory(upstream=fake_vllm, workers=1)
+    before = fake_vllm.counters()["connections_seen"]
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(50):
+        assert gw.post("/v1/chat/completions", chat).status == 200
+    opened = fake_vllm.counters()["connections_seen"] - before
+    # One connection serves them all (the supervisor's health checks may add their own).
+    assert opened <= 3, f"{opened} upstream connections for 50 sequential requests"
+
+
+def test_connections_the_upstream_closed_are_not_a_client_error(gateway_factory, fake_vllm_factory):
+    # The upstream drops idle keep-alive connections after 0.2 s; requests come at about
+    # that interval, so some find their pooled connection closed, or closing as they reuse it.
+    upstream = fake_vllm_factory(keepalive_timeout=0.2)
+    gw = gateway_factory(upstream=upstream, workers=1)
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    statuses = []
+    for i in range(24):
+        time.sleep(0.15 + 0.01 * (i % 10))
+        statuses.append(gw.post("/v1/chat/completions", chat).status)
+    assert statuses == [200] * 24
+    assert upstream.counters()["connections_seen"] >= 5, "the upstream did close idle connections"
+
+
+def test_a_slow_streaming_client_slows_the_upstream(gateway_factory, fake_vllm):
+    """Backpressure: while the client reads nothing, the gateway stops reading the upstream
+    stream, so the upstream's writes stall instead of the gateway buffering the stream."""
+    events = 40000
+    fake_vllm.set_stream(events=events, delay=0)
+    gw = gateway_factory(upstream=fake_vllm, workers=1)
+    body = json.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.settimeout(30)
+    s.connect((gw.host, gw.port))
+    try:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        first = s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200"), first[:200]
+        time.sleep(2.0)  # read nothing for a while
+
+        def sent_so_far():
+            record = fake_vllm.last_stream() or {}
+            return len(record.get("events", []))
+
+        stalled_at = sent_so_far()
+        time.sleep(0.5)
+        assert sent_so_far() == stalled_at, "the upstream kept sending while the client read nothing"
+        assert stalled_at < events, f"the gateway read the whole stream ({stalled_at} events) for a client that read nothing"
+        worker = gw.worker_pids()[0]
+        rss_kib = int(gw.status(worker)["VmRSS"].split()[0])
+
+        received = [first]
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            received.append(data)
+        stream = b"".join(received)
+        assert b"data: [DONE]\n\n" in stream[-64:] and stream.endswith(b"\r\n0\r\n\r\n"), stream[-64:]
+        chunks = stream.count(b'"chat.completion.chunk"')
+        assert chunks >= events, f"{chunks} chunks of {events}"
+        assert rss_kib < 200 * 1024
+        wait_until(lambda: sent_so_far() >= events, 10, what="the upstream finished the stream")
+    finally:
+        s.close()
