@@ -75,10 +75,18 @@ public struct Authenticator: Sendable {
     }
 
     /// The key from `Bearer <key>` (scheme case-insensitive).
+    /// Byte-wise: it runs on every request.
     static func bearerToken(_ header: String) -> String? {
-        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        return String(parts[1]).trimmingWhitespace()
+        let bytes = header.utf8
+        var i = bytes.startIndex
+        while i != bytes.endIndex, bytes[i] == 0x20 { i = bytes.index(after: i) }
+        let schemeStart = i
+        while i != bytes.endIndex, bytes[i] != 0x20 { i = bytes.index(after: i) }
+        let scheme = bytes[schemeStart..<i]
+        // ASCII letters differ from their capitals in bit 0x20 only.
+        guard scheme.count == 6, zip(scheme, "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
+        let token = header[i...].trimmingWhitespace()
+        return token.isEmpty ? nil : token
     }
 
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {

@@ -179,9 +179,9 @@ extension GatewayConfiguration {
     }
 }
 
-extension String {
+extension StringProtocol {
     func trimmingWhitespace() -> String {
-        var s = Substring(self)
+        var s = self[...]
         while let c = s.first, c.isWhitespace { s = s.dropFirst() }
         while let c = s.last, c.isWhitespace { s = s.dropLast() }
         return String(s)

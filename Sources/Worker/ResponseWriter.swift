@@ -72,13 +72,14 @@ final class ResponseWriter {
     func writeHead(status: Int, headers: HTTPHeaders) {
         precondition(!headSent, "response head written twice")
         var headers = headers
-        headers.replaceOrAdd(name: "x-request-id", value: requestID)
-        for (name, value) in extraHeaders { headers.replaceOrAdd(name: name, value: value) }
+        // `add`, not `replaceOrAdd`: no caller sets these, and each replace scans the list.
+        headers.add(name: "x-request-id", value: requestID)
+        for (name, value) in extraHeaders { headers.add(name: name, value: value) }
         if connection.isDraining { keepAlive = false }
         if !keepAlive {
-            headers.replaceOrAdd(name: "connection", value: "close")
+            headers.add(name: "connection", value: "close")
         } else if version == .http1_0 {
-            headers.replaceOrAdd(name: "connection", value: "keep-alive")
+            headers.add(name: "connection", value: "keep-alive")
         }
         self.status = status
         headSent = true
@@ -113,7 +114,7 @@ final class ResponseWriter {
     /// A whole response in one go, with `content-length`.
     func send(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: ByteBuffer) {
         var headers = headers
-        headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
+        headers.add(name: "content-length", value: String(body.readableBytes))
         writeHead(status: status, headers: headers)
         write(body)
         end()
