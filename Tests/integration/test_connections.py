@@ -121,3 +121,60 @@ def test_a_slow_streaming_client_slows_the_upstream(gateway_factory, fake_vllm):
         wait_until(lambda: sent_so_far() >= events, 10, what="the upstream finished the stream")
     finally:
         s.close()
+
+
+def test_an_https_upstream_gets_tls_with_certificate_verification(gateway_factory, tmp_path):
+    """The worker speaks TLS to an https:// upstream and refuses a certificate that the
+    system's trust store does not vouch for (here: self-signed): 502, no request sent."""
+    import ssl
+    import subprocess
+    import threading
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen = {"hellos": 0, "handshake_errors": [], "requests": 0}
+
+    def serve():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    if conn.recv(1, socket.MSG_PEEK) == b"\x16":  # a TLS handshake record
+                        seen["hellos"] += 1
+                    tls = context.wrap_socket(conn, server_side=True)
+                    if tls.recv(65536):
+                        seen["requests"] += 1
+                except (ssl.SSLError, OSError) as error:
+                    seen["handshake_errors"].append(str(error))
+
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        config = f"""upstreams:
+  secure: {{ url: "https://localhost:{port}" }}
+models:
+  m: {{ upstreams: [secure], upstream_model: remote }}
+"""
+        gw = gateway_factory(config=config, workers=1, env={"CIRCUIT_BREAKER_ENABLED": "false"})
+        r = gw.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status == 502, r.text
+        assert r.json()["error"]["code"] == "upstream_error", r.text
+        assert seen["hellos"] >= 1, "the worker did not start a TLS handshake"
+        assert seen["requests"] == 0, "a request was sent over an unverified connection"
+        assert any("ALERT" in e.upper() or "EOF" in e.upper() for e in seen["handshake_errors"]), seen
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
