@@ -44,6 +44,8 @@ final class GatewayConnection: ChannelDuplexHandler {
     /// Pipelined bodies held at most before the connection is closed (on top of one
     /// request's body limit).
     static let maxPipelinedBytes = 1 << 20
+    /// Pipelined request parts held at most (a flood of tiny requests in one write).
+    static let maxPipelinedParts = 1024
 
     init(handler: RequestHandler, registry: ConnectionRegistry, maxBodyBytes: Int) {
         self.handler = handler
@@ -70,7 +72,7 @@ final class GatewayConnection: ChannelDuplexHandler {
         if case .discarding = state { return }
         if isResponding || !pipelined.isEmpty {
             if case .body(let chunk) = part { pipelinedBytes += chunk.readableBytes }
-            guard pipelinedBytes <= maxBodyBytes + Self.maxPipelinedBytes else {
+            guard pipelinedBytes <= maxBodyBytes + Self.maxPipelinedBytes, pipelined.count < Self.maxPipelinedParts else {
                 context.close(promise: nil)
                 return
             }
@@ -166,8 +168,8 @@ final class GatewayConnection: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
-    /// The response's last part: bookkeeping first (the pipelining handler may deliver the
-    /// next request as soon as `.end` is written), then the end, then a close if due.
+    /// The response's last part: bookkeeping first, then the end, then a close if due, or
+    /// the next pipelined request if one is waiting.
     func responseEnded(_ writer: ResponseWriter) {
         guard let context, case .responding(let current, let head, let route, let start) = state, current === writer else { return }
         state = .idle

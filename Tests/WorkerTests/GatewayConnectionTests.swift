@@ -121,4 +121,23 @@ import Testing
         let text = PrometheusExposition(models: [], upstreams: [("default", false)]).render(segment: f.segment)
         #expect(text.contains(#"status="200""#), "the stream's head had gone out: counted with its status")
     }
+
+    @Test func requestsPipelinedBehindAStreamAreServedAfterItAndAFloodClosesTheConnection() throws {
+        let body = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+        let stream = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        let health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+        let f = try makeFixture()
+        try f.channel.writeInbound(ByteBuffer(string: stream + String(repeating: health, count: 10)))
+        #expect(statuses(try written(f.channel)) == [200], "the health checks wait for the stream")
+        f.channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+        let rest = try written(f.channel)
+        #expect(rest.contains("data: [DONE]"))
+        #expect(statuses(rest) == Array(repeating: 200, count: 10))
+        #expect(rest.range(of: "data: [DONE]")!.lowerBound < rest.range(of: "HTTP/1.1 200")!.lowerBound)
+
+        let flooded = try makeFixture()
+        try? flooded.channel.writeInbound(ByteBuffer(string: stream + String(repeating: health, count: 2000)))
+        #expect(!flooded.channel.isActive, "more than \(GatewayConnection.maxPipelinedParts) parts waiting: closed")
+    }
 }
