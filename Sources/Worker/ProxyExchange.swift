@@ -358,6 +358,57 @@ final class ProxyExchange: UpstreamResponseHandling {
     /// reading from the upstream while the client's socket is full.
     private func relayEvents(_ buffer: ByteBuffer) {
         guard let relay else { return }
+        if tools == nil, relay.clientModel == relay.upstreamModel, events.pendingCount == 0,
+            let count = Self.wholeEventsWithoutUsage(buffer)
+        {
+            // Nothing to rename, normalise or account in this read: pass it on as it is.
+            if firstEvent {
+                firstEvent = false
+                proxy.metrics.timeToFirstToken(model: relay.modelLabel, seconds: MonotonicInstant.now().seconds(since: relay.sent))
+            }
+            streamedEvents += count
+            writer.write(buffer)
+        } else {
+            relayEachEvent(buffer, relay: relay)
+        }
+        if !writer.isWritable {
+            // Flushing may drain enough to be writable again at once (the event for that
+            // fired before the pause): pause only if the client is still behind.
+            writer.flush()
+            if !writer.isWritable { connection?.pauseReading() }
+        }
+    }
+
+    /// The number of events in `buffer` when it holds whole events only (it ends with a
+    /// blank line) and none of them mentions `"usage"`; else nil. The common read of a
+    /// stream: one or a few token chunks.
+    static func wholeEventsWithoutUsage(_ buffer: ByteBuffer) -> Int? {
+        buffer.withUnsafeReadableBytes { raw -> Int? in
+            guard raw.count >= 2, raw[raw.count - 1] == 0x0A, raw[raw.count - 2] == 0x0A else { return nil }
+            // `"usage"` anywhere (a quote, then the rest compared only there).
+            let rest: [UInt8] = Array(#"usage""#.utf8)
+            var i = 0
+            while i + rest.count < raw.count {
+                if raw[i] == 0x22, raw[i + 1] == rest[0] {
+                    var j = 1
+                    while j < rest.count && raw[i + 1 + j] == rest[j] { j += 1 }
+                    if j == rest.count { return nil }
+                }
+                i += 1
+            }
+            var count = 0
+            var previous: UInt8 = 0
+            for byte in raw {
+                if byte == 0x0A && previous == 0x0A { count += 1 }
+                previous = byte == 0x0D ? previous : byte  // "\r\n\r\n" ends an event too
+            }
+            return count
+        }
+    }
+
+    /// The general path: split into events, rename `model`, account usage, drop the
+    /// usage-only chunk the client did not ask for, normalise tool calls.
+    private func relayEachEvent(_ buffer: ByteBuffer, relay: RelayContext) {
         for event in events.append(buffer.readableBytesView) {
             if firstEvent {
                 firstEvent = false
@@ -376,12 +427,6 @@ final class ProxyExchange: UpstreamResponseHandling {
                     for piece in tools!.transform(event: out) { writer.write(ByteBuffer(bytes: piece)) }
                 }
             }
-        }
-        if !writer.isWritable {
-            // Flushing may drain enough to be writable again at once (the event for that
-            // fired before the pause): pause only if the client is still behind.
-            writer.flush()
-            if !writer.isWritable { connection?.pauseReading() }
         }
     }
 

@@ -137,7 +137,7 @@ import Testing
         #expect(rest.range(of: "data: [DONE]")!.lowerBound < rest.range(of: "HTTP/1.1 200")!.lowerBound)
 
         let flooded = try makeFixture()
-        try? flooded.channel.writeInbound(ByteBuffer(string: stream + String(repeating: health, count: 2000)))
+        _ = try? flooded.channel.writeInbound(ByteBuffer(string: stream + String(repeating: health, count: 2000)))
         #expect(!flooded.channel.isActive, "more than \(GatewayConnection.maxPipelinedParts) parts waiting: closed")
     }
 }
