@@ -134,6 +134,11 @@ def compare(run: str) -> int:
         out.append("CPU used during the runs (median run; % of one core, and CPU microseconds per request; nginx's "
                    "workers serve both the upstream and the proxy):")
         out.append(table(["target", "gateway workers %", "gateway us/req", "nginx workers %", "nginx us/req"], cpu_rows))
+    health = load(run, "wrk-gateway-health.json")
+    if health and health.get("rps"):
+        per_req = health["gateway_cpu_s"] * 1e6 / (health["rps"] * health["duration_s"])
+        out.append(f"Server-side floor: the gateway answering GET /health (no upstream) at the same concurrency: "
+                   f"{health['rps']:.0f} req/s, p99 {ms(health['p99_us'])} ms, {per_req:.1f} us of gateway CPU per request.")
     out.append("CPU busy % just before each run (other processes): " + ", ".join(
         f"{t} {' / '.join(str(x.get('busy_before') or '-') for x in runs[t])}" for t in TARGETS)
         + "; 1-min load average after each run: " + ", ".join(

@@ -2,12 +2,15 @@
 -- print one machine-readable line (prefixed BENCH_JSON) with the numbers the report
 -- needs. Latencies are in microseconds, as wrk records them.
 --
---   BENCH_BODY  request body (default: the non-streaming chat completion below)
---   BENCH_KEY   bearer key (default bench-key; sent to every target, ignored by nginx)
+--   BENCH_BODY    request body (default: the non-streaming chat completion below)
+--   BENCH_KEY     bearer key (default bench-key; sent to every target, ignored by nginx)
+--   BENCH_METHOD  GET sends no body (the /health floor); default POST
 
-wrk.method = "POST"
-wrk.body = os.getenv("BENCH_BODY") or '{"model":"bench","messages":[{"role":"user","content":"hi"}]}'
-wrk.headers["Content-Type"] = "application/json"
+wrk.method = os.getenv("BENCH_METHOD") or "POST"
+if wrk.method == "POST" then
+  wrk.body = os.getenv("BENCH_BODY") or '{"model":"bench","messages":[{"role":"user","content":"hi"}]}'
+  wrk.headers["Content-Type"] = "application/json"
+end
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "bench-key")
 
 function done(summary, latency, requests)

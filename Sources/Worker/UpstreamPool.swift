@@ -38,8 +38,6 @@ protocol UpstreamResponseHandling: AnyObject {
 /// anyway (a race at reuse) fails with ``UpstreamFailure/staleConnection`` and the request is
 /// sent again on a fresh connection.
 final class UpstreamPool {
-    let index: Int
-    let name: String
     let url: UpstreamURL
     let eventLoop: any EventLoop
     let connectTimeout: TimeAmount
@@ -61,11 +59,9 @@ final class UpstreamPool {
     private var sweeper: Scheduled<Void>?
 
     init(
-        index: Int, upstream: GatewayConfiguration.Upstream, url: UpstreamURL, eventLoop: any EventLoop, connectTimeout: Double,
+        url: UpstreamURL, eventLoop: any EventLoop, connectTimeout: Double,
         timeout: Double, authorization: String?, tls: NIOSSLContext?
     ) {
-        self.index = index
-        self.name = upstream.name
         self.url = url
         self.eventLoop = eventLoop
         self.connectTimeout = .milliseconds(Int64(connectTimeout * 1000))
@@ -79,9 +75,6 @@ final class UpstreamPool {
         let isAddress = url.host.contains(":") || url.host.allSatisfy { $0.isNumber || $0 == "." }
         self.serverHostname = isAddress ? nil : url.host
     }
-
-    /// Idle connections now (for tests).
-    var idleCount: Int { idle.count }
 
     /// A connection for one request: the newest idle one, else a new one. `reused` tells
     /// the caller whether a ``UpstreamFailure/staleConnection`` may happen.
@@ -373,11 +366,11 @@ final class UpstreamPools: @unchecked Sendable {
         let needsTLS = configuration.upstreams.contains { UpstreamURL(parsing: $0.url)?.scheme == "https" }
         let tls = needsTLS ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
         self.eventLoop = eventLoop
-        pools = configuration.upstreams.enumerated().map { index, upstream in
+        pools = configuration.upstreams.map { upstream in
             guard !upstream.isDemo, let url = UpstreamURL(parsing: upstream.url) else { return nil }
             let key = upstream.apiKeyEnv.flatMap { environment[$0] }.flatMap { $0.isEmpty ? nil : "Bearer \($0)" }
             return UpstreamPool(
-                index: index, upstream: upstream, url: url, eventLoop: eventLoop,
+                url: url, eventLoop: eventLoop,
                 connectTimeout: upstream.connectTimeout ?? configuration.server.upstreamConnectTimeout,
                 timeout: upstream.timeout ?? configuration.server.upstreamTimeout, authorization: key, tls: tls)
         }

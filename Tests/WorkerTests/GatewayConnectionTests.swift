@@ -108,7 +108,7 @@ import Testing
         #expect(f.channel.isActive, "keep-alive after a complete stream")
     }
 
-    @Test func aClientThatHangsUpMidStreamStopsItAndIsLoggedAs499() throws {
+    @Test func aClientThatHangsUpMidStreamIsForgottenAndCountedWithTheStatusItGot() throws {
         let f = try makeFixture()
         let body = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
         try f.channel.writeInbound(
