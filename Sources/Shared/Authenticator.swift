@@ -85,8 +85,11 @@ public struct Authenticator: Sendable {
         let scheme = bytes[schemeStart..<i]
         // ASCII letters differ from their capitals in bit 0x20 only.
         guard scheme.count == 6, zip(scheme, "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
-        let token = header[i...].trimmingWhitespace()
-        return token.isEmpty ? nil : token
+        // The token: what follows, without surrounding spaces and tabs (HTTP's whitespace).
+        while i != bytes.endIndex, bytes[i] == 0x20 || bytes[i] == 0x09 { i = bytes.index(after: i) }
+        var end = bytes.endIndex
+        while end != i, bytes[bytes.index(before: end)] == 0x20 || bytes[bytes.index(before: end)] == 0x09 { end = bytes.index(before: end) }
+        return i == end ? nil : String(header[i..<end])
     }
 
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {

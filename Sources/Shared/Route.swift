@@ -32,9 +32,16 @@ public enum Route: String, Sendable, CaseIterable {
 
     /// Matches a request path (query string and a trailing slash ignored).
     public init(path: String) {
-        var p = Substring(path)
-        if let q = p.firstIndex(where: { $0 == "?" || $0 == "#" }) { p = p[..<q] }
-        if p.count > 1 && p.hasSuffix("/") { p = p.dropLast() }
-        self = Route(rawValue: String(p)).flatMap { $0 == .other ? nil : $0 } ?? .other
+        // Byte-wise: it runs on every request.
+        let utf8 = path.utf8
+        var end = utf8.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? utf8.endIndex
+        if utf8.distance(from: utf8.startIndex, to: end) > 1, utf8[utf8.index(before: end)] == UInt8(ascii: "/") {
+            end = utf8.index(before: end)
+        }
+        let p = utf8[..<end]
+        self = Self.paths.first { p.elementsEqual($0.1) }?.0 ?? .other
     }
+
+    /// Every route but ``other`` with its path's bytes.
+    private static let paths: [(Route, [UInt8])] = allCases.filter { $0 != .other }.map { ($0, Array($0.rawValue.utf8)) }
 }

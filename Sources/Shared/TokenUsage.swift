@@ -11,18 +11,105 @@ public struct TokenUsage: Sendable, Equatable {
 
     /// The usage object in a JSON response or chunk, if any.
     public static func find(in json: [UInt8]) -> TokenUsage? {
+        json.withUnsafeBytes { find(in: $0) }
+    }
+
+    /// The top-level `usage` object of the JSON object in `raw`, if any. The document is an
+    /// upstream's answer and is not validated as a whole: the members before `usage` are
+    /// skipped by their brackets and strings, and only the usage object itself is scanned.
+    public static func find(in raw: UnsafeRawBufferPointer) -> TokenUsage? {
         // Most stream chunks carry no usage: skip them without scanning.
-        guard json.count > 8, contains(json, Array(#""usage""#.utf8)) else { return nil }
-        return json.withUnsafeBytes { raw -> TokenUsage? in
-            guard let members = try? JSONScanner.objectMembers(raw),
-                let usage = members.first(where: { $0.key == "usage" }), raw[usage.value.lowerBound] == UInt8(ascii: "{"),
-                let fields = try? JSONScanner.objectMembers(raw, range: usage.value)
-            else { return nil }
-            func number(_ key: String) -> Int {
-                guard let member = fields.first(where: { $0.key == key }) else { return 0 }
-                return Int(String(decoding: UnsafeRawBufferPointer(rebasing: raw[member.value]), as: UTF8.self)) ?? 0
+        guard raw.count > 8, contains(raw, usageKey),
+            let value = topLevelValue(of: usageKey, in: raw), raw[value.lowerBound] == UInt8(ascii: "{"),
+            let fields = try? JSONScanner.objectMembers(raw, range: value)
+        else { return nil }
+        func number(_ key: String) -> Int {
+            guard let member = fields.first(where: { $0.key == key }) else { return 0 }
+            return Int(String(decoding: UnsafeRawBufferPointer(rebasing: raw[member.value]), as: UTF8.self)) ?? 0
+        }
+        return TokenUsage(prompt: number("prompt_tokens"), completion: number("completion_tokens"))
+    }
+
+    /// `"usage"`, quotes included.
+    static let usageKey: [UInt8] = Array(#""usage""#.utf8)
+
+    /// The byte range of the value of the top-level member whose key is `quotedKey` (quotes
+    /// included, no escapes), or nil when there is none or the object is cut short.
+    static func topLevelValue(of quotedKey: [UInt8], in raw: UnsafeRawBufferPointer) -> Range<Int>? {
+        let end = raw.count
+        var i = 0
+        func skipWhitespace() {
+            while i < end, raw[i] == 0x20 || raw[i] == 0x0A || raw[i] == 0x0D || raw[i] == 0x09 { i += 1 }
+        }
+        /// From an opening quote to just past the closing one.
+        func skipString() -> Bool {
+            i += 1
+            while i < end {
+                switch raw[i] {
+                case UInt8(ascii: "\\"): i += 2
+                case UInt8(ascii: "\""):
+                    i += 1
+                    return true
+                default: i += 1
+                }
             }
-            return TokenUsage(prompt: number("prompt_tokens"), completion: number("completion_tokens"))
+            return false
+        }
+        /// One value: a string, a bracketed value (strings inside skipped), or a literal.
+        func skipValue() -> Bool {
+            guard i < end else { return false }
+            switch raw[i] {
+            case UInt8(ascii: "\""):
+                return skipString()
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                var depth = 0
+                while i < end {
+                    switch raw[i] {
+                    case UInt8(ascii: "\""):
+                        guard skipString() else { return false }
+                        continue
+                    case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                    case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                        depth -= 1
+                        if depth == 0 {
+                            i += 1
+                            return true
+                        }
+                    default: break
+                    }
+                    i += 1
+                }
+                return false
+            default:
+                while i < end, raw[i] != UInt8(ascii: ","), raw[i] != UInt8(ascii: "}"), raw[i] != UInt8(ascii: "]") { i += 1 }
+                return i < end
+            }
+        }
+        skipWhitespace()
+        guard i < end, raw[i] == UInt8(ascii: "{") else { return nil }
+        i += 1
+        while true {
+            skipWhitespace()
+            guard i < end, raw[i] == UInt8(ascii: "\"") else { return nil }
+            let keyStart = i
+            guard skipString() else { return nil }
+            let isKey = i - keyStart == quotedKey.count && zip(raw[keyStart..<i], quotedKey).allSatisfy { $0 == $1 }
+            skipWhitespace()
+            guard i < end, raw[i] == UInt8(ascii: ":") else { return nil }
+            i += 1
+            skipWhitespace()
+            let valueStart = i
+            guard skipValue() else { return nil }
+            if isKey {
+                var valueEnd = i
+                while valueEnd > valueStart, raw[valueEnd - 1] == 0x20 || raw[valueEnd - 1] == 0x0A || raw[valueEnd - 1] == 0x0D || raw[valueEnd - 1] == 0x09 {
+                    valueEnd -= 1
+                }
+                return valueStart..<valueEnd
+            }
+            skipWhitespace()
+            guard i < end, raw[i] == UInt8(ascii: ",") else { return nil }
+            i += 1
         }
     }
 
@@ -39,6 +126,10 @@ public struct TokenUsage: Sendable, Equatable {
     }
 
     static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        haystack.withUnsafeBytes { contains($0, needle) }
+    }
+
+    static func contains(_ haystack: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
         guard haystack.count >= needle.count, let first = needle.first else { return false }
         var i = 0
         let last = haystack.count - needle.count

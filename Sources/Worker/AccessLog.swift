@@ -50,34 +50,25 @@ final class AccessLog: @unchecked Sendable {
     func record(
         requestID: String, method: String, route: String, status: Int, seconds: Double, bytes: Int, fields: AccessFields
     ) {
-        var line = "{\"ts\":\""
-        line.reserveCapacity(320)
-        appendTimestamp(to: &line)
-        line += "\",\"level\":\"info\",\"proc\":\"worker\",\"pid\":"
-        line += pid
-        line += ",\"msg\":\"request\",\"bytes\":"
-        line += String(bytes)
-        if let tokens = fields.completionTokens {
-            line += ",\"completion_tokens\":"
-            line += String(tokens)
-        }
-        line += ",\"duration_ms\":"
-        line += String((seconds * 1e6).rounded() / 1e3)
-        if let error = fields.error { append("error", error, to: &line) }
-        if let key = fields.key { append("key", key, to: &line) }
-        append("method", method, to: &line)
-        if let model = fields.model { append("model", model, to: &line) }
-        if let tokens = fields.promptTokens {
-            line += ",\"prompt_tokens\":"
-            line += String(tokens)
-        }
-        append("request_id", requestID, to: &line)
-        append("route", route, to: &line)
-        line += ",\"status\":"
-        line += String(status)
-        if let upstream = fields.upstream { append("upstream", upstream, to: &line) }
-        line += "}\n"
-        buffer.append(contentsOf: line.utf8)
+        buffer.append(contentsOf: #"{"ts":""#.utf8)
+        appendTimestamp()
+        buffer.append(contentsOf: #"","level":"info","proc":"worker","pid":"#.utf8)
+        buffer.append(contentsOf: pid.utf8)
+        buffer.append(contentsOf: #","msg":"request""#.utf8)
+        append("bytes", number: bytes)
+        if let tokens = fields.completionTokens { append("completion_tokens", number: tokens) }
+        buffer.append(contentsOf: #","duration_ms":"#.utf8)
+        buffer.append(contentsOf: String((seconds * 1e6).rounded() / 1e3).utf8)
+        if let error = fields.error { append("error", error) }
+        if let key = fields.key { append("key", key) }
+        append("method", method)
+        if let model = fields.model { append("model", model) }
+        if let tokens = fields.promptTokens { append("prompt_tokens", number: tokens) }
+        append("request_id", requestID)
+        append("route", route)
+        append("status", number: status)
+        if let upstream = fields.upstream { append("upstream", upstream) }
+        buffer.append(contentsOf: "}\n".utf8)
         if buffer.count >= Self.flushBytes {
             flush()
         } else if !flushScheduled {
@@ -96,14 +87,25 @@ final class AccessLog: @unchecked Sendable {
         buffer.removeAll(keepingCapacity: true)
     }
 
-    private func append(_ key: String, _ value: String, to line: inout String) {
-        line += ",\""
-        line += key
-        line += "\":"
-        JSON.appendQuoted(value, to: &line)
+    private func append(_ key: StaticString, _ value: String) {
+        appendKey(key)
+        JSON.appendQuoted(value, to: &buffer)
     }
 
-    private func appendTimestamp(to line: inout String) {
+    private func append(_ key: StaticString, number: Int) {
+        appendKey(key)
+        buffer.append(contentsOf: String(number).utf8)
+    }
+
+    private func appendKey(_ key: StaticString) {
+        buffer.append(UInt8(ascii: ","))
+        buffer.append(UInt8(ascii: "\""))
+        buffer.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
+        buffer.append(UInt8(ascii: "\""))
+        buffer.append(UInt8(ascii: ":"))
+    }
+
+    private func appendTimestamp() {
         var tv = timeval()
         gettimeofday(&tv, nil)
         if tv.tv_sec != second {
@@ -111,10 +113,12 @@ final class AccessLog: @unchecked Sendable {
             let full = GatewayLogHandler.timestamp(tv)  // "2026-11-21T12:00:00.123Z"
             secondPrefix = Array(full.utf8.prefix(19))
         }
-        line += String(decoding: secondPrefix, as: UTF8.self)
+        buffer.append(contentsOf: secondPrefix)
         let millis = Int(tv.tv_usec / 1000)
-        line += millis < 10 ? ".00" : millis < 100 ? ".0" : "."
-        line += String(millis)
-        line += "Z"
+        buffer.append(UInt8(ascii: "."))
+        buffer.append(UInt8(48 + millis / 100))
+        buffer.append(UInt8(48 + millis / 10 % 10))
+        buffer.append(UInt8(48 + millis % 10))
+        buffer.append(UInt8(ascii: "Z"))
     }
 }

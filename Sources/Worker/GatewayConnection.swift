@@ -4,9 +4,12 @@ import NIOCore
 import NIOHTTP1
 import Shared
 
-/// One client connection, as the last handler of its pipeline: reads requests in order,
+/// One client connection, behind NIO's HTTP request decoder: reads requests in order,
 /// bounds each body, hands it to the ``RequestHandler`` with a ``ResponseWriter``, and does
-/// the bookkeeping when the response ends or the client hangs up.
+/// the bookkeeping when the response ends or the client hangs up. It also answers what
+/// the parser refuses with an OpenAI-shaped error, and closes connections that stall
+/// (``ConnectionTimer``). Responses leave as bytes the ``ResponseWriter`` framed: there is
+/// no response encoder and no other handler per connection.
 ///
 /// Everything runs on the connection's event loop, with no task or lock per request: the
 /// request is answered by callbacks on the same loop (the upstream connection's reads and
@@ -18,12 +21,15 @@ import Shared
 /// `epoll_ctl` to pause and resume the socket.
 final class GatewayConnection: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private let handler: RequestHandler
     private let registry: ConnectionRegistry
     private let maxBodyBytes: Int
+    private let timer: ConnectionTimer
+    /// Requests read whose response has not ended (more than one when pipelined).
+    private var requestsInFlight = 0
 
     private enum State {
         case idle
@@ -47,10 +53,20 @@ final class GatewayConnection: ChannelDuplexHandler {
     /// Pipelined request parts held at most (a flood of tiny requests in one write).
     static let maxPipelinedParts = 1024
 
-    init(handler: RequestHandler, registry: ConnectionRegistry, maxBodyBytes: Int) {
+    init(handler: RequestHandler, registry: ConnectionRegistry, maxBodyBytes: Int, timeouts: ConnectionTimer.Timeouts) {
         self.handler = handler
         self.registry = registry
         self.maxBodyBytes = maxBodyBytes
+        self.timer = ConnectionTimer(timeouts: timeouts)
+    }
+
+    /// Sets up a client connection's pipeline: NIO's request decoder, then this handler.
+    static func configure(
+        _ channel: any Channel, handler: RequestHandler, registry: ConnectionRegistry, maxBodyBytes: Int, timeouts: ConnectionTimer.Timeouts
+    ) throws {
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+        try pipeline.addHandler(GatewayConnection(handler: handler, registry: registry, maxBodyBytes: maxBodyBytes, timeouts: timeouts))
     }
 
     var isDraining: Bool { registry.isDraining }
@@ -58,14 +74,30 @@ final class GatewayConnection: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         registry.register(context.channel)
+        if context.channel.isActive { timer.arm(timer.timeouts.head, channel: context.channel) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        timer.cancel()
         self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        timer.arm(timer.timeouts.head, channel: context.channel)
+        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        switch part {
+        case .head:
+            requestsInFlight += 1
+            timer.arm(timer.timeouts.body, channel: context.channel)
+        case .end:
+            timer.disarm()  // the response may take as long as the upstream needs
+        case .body:
+            break
+        }
         var isResponding: Bool {
             if case .responding = state { true } else { false }
         }
@@ -117,8 +149,8 @@ final class GatewayConnection: ChannelDuplexHandler {
                 refuseTooLarge(head: head, start: start, context: context)
                 return
             }
-            if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
-                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            if head.version != .http1_0, head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
             }
             let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
             state = .readingBody(head, context.channel.allocator.buffer(capacity: min(expected, maxBodyBytes)), start)
@@ -158,13 +190,40 @@ final class GatewayConnection: ChannelDuplexHandler {
             handler.finished(request: head, route: route, requestID: writer.requestID, writer: writer, start: start)
         }
         state = .discarding
+        timer.cancel()
         registry.unregister(context.channel)
         context.fireChannelInactive()
     }
 
+    /// A request NIO's parser refuses (garbage request line, oversized headers, bad chunked
+    /// framing) gets an OpenAI-shaped error instead of an empty 400, unless a response is
+    /// under way or the connection is closing; then the connection closes, since its
+    /// framing can no longer be trusted. Anything else (a reset) just closes.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Parser errors were answered by HTTPProtocolErrorHandler; anything else
-        // (a reset, a timeout close) ends the connection.
+        var mayAnswer: Bool {
+            switch state {
+            case .idle, .readingBody: pipelined.isEmpty && context.channel.isActive
+            case .responding, .discarding: false
+            }
+        }
+        if let parserError = error as? HTTPParserError, mayAnswer {
+            let (gatewayError, status): (GatewayError, Int)
+            if case .headerOverflow = parserError {
+                (gatewayError, status) = (.badRequest("Request line or headers too large.", code: "headers_too_large"), 431)
+            } else {
+                (gatewayError, status) = (.badRequest("Malformed HTTP request.", code: "bad_http"), 400)
+            }
+            let body = gatewayError.jsonBody
+            var out = context.channel.allocator.buffer(capacity: 160 + body.utf8.count)
+            out.writeString("HTTP/1.1 \(status) \(HTTPResponseStatus(statusCode: status).reasonPhrase)\r\n")
+            out.writeString("content-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n")
+            out.writeString(body)
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+            // Counted like any answered request (the route is unknown: `other`).
+            handler.metrics.request(route: .other, method: "other", status: status, seconds: 0)
+            state = .discarding
+        }
+        // A response under way is cut off; channelInactive stops its upstream and logs it.
         context.close(promise: nil)
     }
 
@@ -175,12 +234,19 @@ final class GatewayConnection: ChannelDuplexHandler {
         state = .idle
         handler.finished(request: head, route: route, requestID: writer.requestID, writer: writer, start: start)
         let drainingNow = registry.requestFinished(on: context.channel)
+        let rest = writer.takeRest()
+        requestsInFlight = max(0, requestsInFlight - 1)
         if !writer.keepAlive || drainingNow {
             state = .discarding
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            // The promise of the last write completes once everything before it was sent.
+            context.writeAndFlush(wrapOutboundOut(rest ?? context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+                channel.close(promise: nil)
+            }
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            if let rest { context.write(wrapOutboundOut(rest), promise: nil) }
+            context.flush()
+            if requestsInFlight == 0 { timer.arm(timer.timeouts.idle, channel: context.channel) }
             if !pipelined.isEmpty { serveQueue(context: context) }
         }
     }
@@ -218,7 +284,19 @@ enum RequestID {
         {
             return given
         }
-        let hex = String(counter.loadThenWrappingIncrement(ordering: .relaxed), radix: 16)
-        return "req_" + prefix + String(repeating: "0", count: max(0, 8 - hex.count)) + hex
+        let n = counter.loadThenWrappingIncrement(ordering: .relaxed)
+        // "req_" + prefix + at least 8 hex digits, written in place.
+        let digits = max(8, (UInt64.bitWidth - n.leadingZeroBitCount + 3) / 4)
+        return String(unsafeUninitializedCapacity: 12 + digits) { out in
+            var i = 0
+            for byte in "req_".utf8 { out[i] = byte; i += 1 }
+            for byte in prefix.utf8 { out[i] = byte; i += 1 }
+            for position in (0..<digits).reversed() {
+                let digit = UInt8(truncatingIfNeeded: n >> (4 * UInt64(position))) & 0xF
+                out[i] = digit < 10 ? 0x30 + digit : 0x57 + digit
+                i += 1
+            }
+            return i
+        }
     }
 }

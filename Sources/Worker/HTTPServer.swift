@@ -6,8 +6,8 @@ import ServiceLifecycle
 import Shared
 
 /// The worker's HTTP/1.1 server on the inherited listening socket: each accepted
-/// connection gets NIO's HTTP codec, the protocol-error and timeout handlers and a
-/// ``GatewayConnection``; no task per connection or request.
+/// connection gets NIO's HTTP request decoder and a ``GatewayConnection``; no task per
+/// connection or request.
 ///
 /// Graceful shutdown (SIGTERM from the supervisor): stop accepting at once, close idle
 /// keep-alive connections, let in-flight requests and streams finish with
@@ -19,7 +19,7 @@ struct HTTPServer: Service {
     let slot: WorkerSlot
     let handler: RequestHandler
     let maxBodyBytes: Int
-    let timeouts: ConnectionTimeoutHandler.Timeouts
+    let timeouts: ConnectionTimer.Timeouts
     let maxConnections: Int
     let logger: Logger
 
@@ -36,15 +36,8 @@ struct HTTPServer: Service {
                     return channel.eventLoop.makeSucceededVoidFuture()
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    let pipeline = channel.pipeline.syncOperations
-                    // Pipelining is handled by GatewayConnection. Header validation off: every
-                    // header the gateway writes is its own or came through NIO's parser from
-                    // the upstream.
-                    try pipeline.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
-                    try pipeline.addHandler(HTTPProtocolErrorHandler(metrics: handler.metrics))
-                    try pipeline.addHandler(ConnectionTimeoutHandler(timeouts: timeouts))
-                    try pipeline.addHandler(GatewayConnection(handler: handler, registry: registry, maxBodyBytes: maxBodyBytes))
+                    try GatewayConnection.configure(
+                        channel, handler: handler, registry: registry, maxBodyBytes: maxBodyBytes, timeouts: timeouts)
                 }
             }
             .withBoundSocket(NIOBSDSocket.Handle(listenerFD))

@@ -128,18 +128,21 @@ final class ProxyExchange: UpstreamResponseHandling {
             switch result {
             case .success(let connection):
                 self.connection = connection
-                connection.send(head: upstreamHead(pool: pool, attempt: attempt), body: forwardedBody(attempt), to: self, reused: reused)
+                let body = forwardedBody(attempt)
+                connection.send(
+                    head: upstreamHead(pool: pool, attempt: attempt, bodyLength: body.readableBytes), body: body, to: self, reused: reused)
             case .failure(let failure):
                 upstreamFailed(failure)
             }
         }
     }
 
-    private func upstreamHead(pool: UpstreamPool, attempt: ProxyHandler.Attempt) -> HTTPRequestHead {
+    private func upstreamHead(pool: UpstreamPool, attempt: ProxyHandler.Attempt, bodyLength: Int) -> HTTPRequestHead {
         var headers = HTTPHeaders()
         headers.reserveCapacity(7)
         headers.add(name: "host", value: pool.hostHeader)
         headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "content-length", value: String(bodyLength))
         headers.add(name: "accept", value: body.stream ? "text/event-stream" : "application/json")
         headers.add(name: "x-request-id", value: request.requestID)
         if let authorization = pool.authorization { headers.add(name: "authorization", value: authorization) }
@@ -335,18 +338,19 @@ final class ProxyExchange: UpstreamResponseHandling {
     private func sendWhole(status: Int, contentType: String?, body buffer: ByteBuffer) {
         var out = buffer
         if (200..<300).contains(status), let relay {
-            var bytes = Array(buffer: buffer)
-            var changed = false
-            if relay.clientModel != relay.upstreamModel {
-                bytes = JSONSplice.replacingModel(in: bytes, with: relay.clientModel)
-                changed = true
+            if let usage = buffer.withUnsafeReadableBytes({ TokenUsage.find(in: $0) }) {
+                proxy.account(usage, context: relay, writer: writer)
             }
-            if let usage = TokenUsage.find(in: bytes) { proxy.account(usage, context: relay, writer: writer) }
-            if let parser = relay.toolParser {
-                bytes = ToolCallResponseNormalizer.normalizeCompletion(bytes, parser: parser)
-                changed = true
+            if relay.clientModel != relay.upstreamModel || relay.toolParser != nil {
+                var bytes = Array(buffer: buffer)
+                if relay.clientModel != relay.upstreamModel {
+                    bytes = JSONSplice.replacingModel(in: bytes, with: relay.clientModel)
+                }
+                if let parser = relay.toolParser {
+                    bytes = ToolCallResponseNormalizer.normalizeCompletion(bytes, parser: parser)
+                }
+                out = ByteBuffer(bytes: bytes)
             }
-            if changed { out = ByteBuffer(bytes: bytes) }
         }
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: contentType ?? "application/json")

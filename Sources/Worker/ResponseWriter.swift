@@ -4,7 +4,8 @@ import Shared
 
 /// Writes one response on a client connection, adding what every response carries
 /// (`x-request-id`, `x-ratelimit-*`, `connection: close` when the connection ends after
-/// it), and records what was sent for the access log.
+/// it), and records what was sent for the access log. It writes HTTP/1.1 itself (status
+/// line, headers, chunked framing) into one buffer per flush: no encoder in the pipeline.
 ///
 /// Loop-bound, like the ``GatewayConnection`` that owns it: every call happens on the
 /// connection's event loop. Writes are not flushed until ``flush()`` (or a whole-response
@@ -30,6 +31,12 @@ final class ResponseWriter {
     var extraHeaders: [(String, String)] = []
     /// The request was `HEAD`: no body may follow the headers.
     let isHead: Bool
+    /// The head said `transfer-encoding: chunked`.
+    private var chunked = false
+    /// Body bytes may follow the head (not for `HEAD`, 1xx, 204, 304).
+    private var bodyAllowed = false
+    /// Bytes assembled for the next write to the socket.
+    private var pending: ByteBuffer?
 
     /// Called once if the client hangs up before the response is complete (cancels the
     /// upstream request).
@@ -69,37 +76,102 @@ final class ResponseWriter {
     }
 
     /// Sends the status line and headers (not flushed); the body follows with ``write(_:)``.
-    func writeHead(status: Int, headers: HTTPHeaders) {
+    ///
+    /// The gateway frames its responses itself: with `content-length` when the caller set
+    /// one, else chunked (HTTP/1.1) or to the end of the connection (HTTP/1.0).
+    func writeHead(status: Int, headers: HTTPHeaders, reservingBody bodyCapacity: Int = 0) {
         precondition(!headSent, "response head written twice")
-        var headers = headers
-        // `add`, not `replaceOrAdd`: no caller sets these, and each replace scans the list.
-        headers.add(name: "x-request-id", value: requestID)
-        for (name, value) in extraHeaders { headers.add(name: name, value: value) }
         if connection.isDraining { keepAlive = false }
-        if !keepAlive {
-            headers.add(name: "connection", value: "close")
-        } else if version == .http1_0 {
-            headers.add(name: "connection", value: "keep-alive")
+        let mayHaveBody = status >= 200 && status != 204 && status != 304
+        if mayHaveBody && !headers.contains(name: "content-length") {
+            if version.major == 1 && version.minor == 0 {
+                keepAlive = false  // an HTTP/1.0 body without a length ends with the connection
+            } else {
+                chunked = true
+            }
         }
+        bodyAllowed = mayHaveBody && !isHead
         self.status = status
         headSent = true
         guard !clientGone else { return }
-        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers)
-        context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+
+        var out = context.channel.allocator.buffer(capacity: 256 + min(bodyCapacity, Self.copyLimit + 16))
+        out.writeStaticString(version.major == 1 && version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        out.writeString(String(status))
+        out.writeInteger(UInt8(ascii: " "))
+        out.writeString(HTTPResponseStatus(statusCode: status).reasonPhrase)
+        out.writeStaticString("\r\n")
+        for (name, value) in headers { Self.writeHeader(name, value, to: &out) }
+        Self.writeHeader("x-request-id", requestID, to: &out)
+        for (name, value) in extraHeaders { Self.writeHeader(name, value, to: &out) }
+        if !keepAlive {
+            out.writeStaticString("connection: close\r\n")
+        } else if version.major == 1 && version.minor == 0 {
+            out.writeStaticString("connection: keep-alive\r\n")
+        }
+        if chunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
+        out.writeStaticString("\r\n")
+        pending = out
+    }
+
+    private static func writeHeader(_ name: String, _ value: String, to out: inout ByteBuffer) {
+        out.writeString(name)
+        out.writeStaticString(": ")
+        out.writeString(value)
+        out.writeStaticString("\r\n")
     }
 
     /// Queues one body chunk (sent at the next ``flush()``). A `HEAD` request gets the
-    /// headers only.
+    /// headers only. Small pieces are copied behind the head, so a whole response is one
+    /// buffer; large ones are queued as they are.
     func write(_ buffer: ByteBuffer) {
         bodyBytes += buffer.readableBytes
-        guard !isHead, !clientGone, buffer.readableBytes > 0 else { return }
-        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+        guard bodyAllowed, !clientGone, buffer.readableBytes > 0 else { return }
+        var out = pending ?? context.channel.allocator.buffer(capacity: buffer.readableBytes + 16)
+        pending = nil  // uniquely referenced while appending
+        if chunked { Self.writeChunkSize(buffer.readableBytes, to: &out) }
+        if buffer.readableBytes <= Self.copyLimit {
+            out.writeImmutableBuffer(buffer)
+        } else {
+            if out.readableBytes > 0 { context.write(NIOAny(out), promise: nil) }
+            context.write(NIOAny(buffer), promise: nil)
+            out.clear()
+        }
+        if chunked { out.writeStaticString("\r\n") }
+        pending = out
+    }
+
+    /// Body pieces up to this size are copied into the buffer being assembled.
+    static let copyLimit = 16 * 1024
+
+    private static func writeChunkSize(_ size: Int, to out: inout ByteBuffer) {
+        var shift = max(4, (Int.bitWidth - size.leadingZeroBitCount + 3) / 4 * 4)
+        while shift > 0 {
+            shift -= 4
+            let digit = UInt8((size >> shift) & 0xF)
+            out.writeInteger(digit < 10 ? 0x30 + digit : 0x57 + digit)  // 0-9, a-f
+        }
+        out.writeStaticString("\r\n")
     }
 
     /// Sends what was queued.
     func flush() {
         guard !clientGone else { return }
+        if let out = pending, out.readableBytes > 0 {
+            pending = nil
+            context.write(NIOAny(out), promise: nil)
+        }
         context.flush()
+    }
+
+    /// What is left to send when the response ends: queued bytes and, for a chunked body,
+    /// the last chunk. Called once, by the connection, after its bookkeeping.
+    func takeRest() -> ByteBuffer? {
+        guard !clientGone else { return nil }
+        var out = pending ?? context.channel.allocator.buffer(capacity: 8)
+        pending = nil
+        if chunked && bodyAllowed { out.writeStaticString("0\r\n\r\n") }
+        return out.readableBytes > 0 ? out : nil
     }
 
     /// Ends the response (and flushes it).
@@ -115,7 +187,7 @@ final class ResponseWriter {
     func send(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: ByteBuffer) {
         var headers = headers
         headers.add(name: "content-length", value: String(body.readableBytes))
-        writeHead(status: status, headers: headers)
+        writeHead(status: status, headers: headers, reservingBody: body.readableBytes)
         write(body)
         end()
     }

@@ -101,7 +101,8 @@ final class UpstreamPool {
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
                     }
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+                    try channel.pipeline.syncOperations.addHandler(UpstreamRequestEncoder())
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
                 }
             }
             .connect(host: url.host, port: url.port)

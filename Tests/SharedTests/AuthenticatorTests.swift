@@ -7,6 +7,7 @@ import Testing
         #expect(Authenticator.bearerToken("Bearer sk-1") == "sk-1")
         #expect(Authenticator.bearerToken("bearer sk-1") == "sk-1")
         #expect(Authenticator.bearerToken("BeArEr   sk-1  ") == "sk-1")
+        #expect(Authenticator.bearerToken("Bearer \tsk-1\t ") == "sk-1")
         #expect(Authenticator.bearerToken("  Bearer sk 1") == "sk 1")
         #expect(Authenticator.bearerToken("Bearer") == nil)
         #expect(Authenticator.bearerToken("Bearer    ") == nil)

@@ -1,4 +1,4 @@
-import Logging
+import Foundation
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -7,37 +7,13 @@ import Testing
 @testable import Shared
 @testable import Worker
 
-#if canImport(Glibc)
-    @preconcurrency import Glibc
-#endif
-
-/// The worker's whole connection pipeline (NIO's codec, the protocol-error and timeout
-/// handlers, ``GatewayConnection``) on an `EmbeddedChannel`, with the demo upstream: bytes
-/// in, bytes out, time moved by hand.
+/// The worker's whole connection pipeline (NIO's request decoder, ``GatewayConnection``)
+/// on an `EmbeddedChannel`, with the demo upstream: bytes in, bytes out, time moved by hand.
 @Suite struct GatewayConnectionTests {
-    struct Fixture {
-        let channel: EmbeddedChannel
-        let segment: SharedSegment
-        let handler: RequestHandler
-    }
+    typealias Fixture = ConnectionFixture
 
     func makeFixture(environment: [String: String] = [:]) throws -> Fixture {
-        let sources = ConfigurationSources(
-            flags: ["upstream": "demo"], environment: environment, dotEnv: [:], cpuCount: 1, readFile: { _ in "" })
-        let configuration = try GatewayConfiguration.load(from: sources)
-        let segment = try SharedSegment.create(supervisorPID: 1)
-        let channel = EmbeddedChannel()
-        let upstreams = try UpstreamPools(configuration: configuration, eventLoop: channel.eventLoop, environment: [:])
-        let handler = RequestHandler(
-            configuration: configuration, segment: segment, slot: segment.workerSlot(0), upstreams: upstreams,
-            logger: Logger(label: "test"), accessLogFD: open("/dev/null", O_WRONLY))
-        let pipeline = channel.pipeline.syncOperations
-        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
-        try pipeline.addHandler(HTTPProtocolErrorHandler(metrics: handler.metrics))
-        try pipeline.addHandler(ConnectionTimeoutHandler(timeouts: .init(head: .seconds(10), body: .seconds(60), idle: .seconds(30))))
-        try pipeline.addHandler(GatewayConnection(handler: handler, registry: handler.connections, maxBodyBytes: 1024))
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-        return Fixture(channel: channel, segment: segment, handler: handler)
+        try ConnectionFixture(environment: environment)
     }
 
     func written(_ channel: EmbeddedChannel) throws -> String {
@@ -48,10 +24,7 @@ import Testing
         return text
     }
 
-    /// The status codes of the responses in `text`, in order.
-    func statuses(_ text: String) -> [Int] {
-        text.components(separatedBy: "HTTP/1.1 ").dropFirst().compactMap { Int($0.prefix(3)) }
-    }
+    func statuses(_ text: String) -> [Int] { ConnectionFixture.statuses(text) }
 
     @Test func pipelinedRequestsAreAnsweredInOrderAndCloseWhenAsked() throws {
         let f = try makeFixture()
@@ -139,5 +112,17 @@ import Testing
         let flooded = try makeFixture()
         _ = try? flooded.channel.writeInbound(ByteBuffer(string: stream + String(repeating: health, count: 2000)))
         #expect(!flooded.channel.isActive, "more than \(GatewayConnection.maxPipelinedParts) parts waiting: closed")
+    }
+
+    @Test func requestIDsAreTheClientsWhenPlainElseNewAndDistinct() {
+        #expect(RequestID.make(from: ["x-request-id": "abc-123_X"]) == "abc-123_X")
+        let made = (0..<3).map { _ in RequestID.make(from: ["x-request-id": "bad id\u{7}"]) }
+        for id in made {
+            #expect(id.range(of: "^req_[0-9a-f]{16}$", options: .regularExpression) != nil, "\(id)")
+            #expect(id.hasPrefix("req_" + RequestID.prefix))
+        }
+        #expect(Set(made).count == 3)
+        let counters = made.map { UInt64($0.suffix(8), radix: 16)! }
+        #expect(counters[0] < counters[1] && counters[1] < counters[2], "a counter (other tests may take ids in between)")
     }
 }

@@ -1,0 +1,41 @@
+import Testing
+
+@testable import Shared
+
+/// Finding `usage` in an upstream's answer: only the top-level member counts, whatever
+/// the members before it hold.
+@Suite struct TokenUsageTests {
+    func find(_ text: String) -> TokenUsage? { TokenUsage.find(in: Array(text.utf8)) }
+
+    @Test func theTopLevelUsageOfACompletion() {
+        let body =
+            #"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"#
+            + #""finish_reason":"stop"}],"usage":{"prompt_tokens":7,"total_tokens":10,"completion_tokens":3}}"#
+        #expect(find(body) == TokenUsage(prompt: 7, completion: 3))
+    }
+
+    @Test func whitespaceAndMemberOrderDoNotMatter() {
+        let body = "{\n  \"usage\" : { \"completion_tokens\" : 5 , \"prompt_tokens\": 2 } ,\n  \"id\": \"x\"\n}\n"
+        #expect(find(body) == TokenUsage(prompt: 2, completion: 5))
+    }
+
+    @Test func aUsageInsideAnotherMemberIsNotTheAnswersUsage() {
+        // A nested object named usage, strings with escaped quotes and brackets, and text
+        // that spells the key: none of them is the top-level member.
+        let nested =
+            #"{"choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 99} ]}"},"#
+            + #""usage":{"prompt_tokens":50,"completion_tokens":50}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#
+        #expect(find(nested) == TokenUsage(prompt: 1, completion: 2))
+        let onlyNested = #"{"choices":[{"usage":{"prompt_tokens":50,"completion_tokens":50}}],"id":"x"}"#
+        #expect(find(onlyNested) == nil)
+    }
+
+    @Test func noUsageANullUsageOrACutDocumentGiveNothing() {
+        #expect(find(#"{"id":"x","choices":[]}"#) == nil)
+        #expect(find(#"{"id":"x","usage":null}"#) == nil)
+        #expect(find(#"{"id":"x","choices":[{"text":"a\"b"#) == nil)
+        #expect(find(#"{"id":"x","choices":[{"text":"unterminated"#) == nil)
+        #expect(find(#"{"id":"x","usage":{"prompt_tokens":1,"#) == nil)
+        #expect(find(#"["usage",{"usage":{"prompt_tokens":1}}]"#) == nil, "not an object")
+    }
+}
