@@ -15,23 +15,30 @@ public struct TokenUsage: Sendable, Equatable {
     }
 
     /// The top-level `usage` object of the JSON object in `raw`, if any. The document is an
-    /// upstream's answer and is not validated as a whole: the members before `usage` are
-    /// skipped by their brackets and strings, and only the usage object itself is scanned.
+    /// upstream's answer and is not validated: members are skipped by their brackets and
+    /// strings, and a count that is not a plain non-negative integer counts as 0.
     public static func find(in raw: UnsafeRawBufferPointer) -> TokenUsage? {
         // Most stream chunks carry no usage: skip them without scanning.
         guard raw.count > 8, contains(raw, usageKey),
-            let value = topLevelValue(of: usageKey, in: raw), raw[value.lowerBound] == UInt8(ascii: "{"),
-            let fields = try? JSONScanner.objectMembers(raw, range: value)
+            let value = topLevelValue(of: usageKey, in: raw), raw[value.lowerBound] == UInt8(ascii: "{")
         else { return nil }
-        func number(_ key: String) -> Int {
-            guard let member = fields.first(where: { $0.key == key }) else { return 0 }
-            return Int(String(decoding: UnsafeRawBufferPointer(rebasing: raw[member.value]), as: UTF8.self)) ?? 0
+        let usage = UnsafeRawBufferPointer(rebasing: raw[value])
+        func count(_ key: [UInt8]) -> Int {
+            guard let range = topLevelValue(of: key, in: usage), (1...18).contains(range.count) else { return 0 }
+            var n = 0
+            for byte in usage[range] {
+                guard byte >= 0x30 && byte <= 0x39 else { return 0 }
+                n = n * 10 + Int(byte - 0x30)
+            }
+            return n
         }
-        return TokenUsage(prompt: number("prompt_tokens"), completion: number("completion_tokens"))
+        return TokenUsage(prompt: count(promptKey), completion: count(completionKey))
     }
 
     /// `"usage"`, quotes included.
     static let usageKey: [UInt8] = Array(#""usage""#.utf8)
+    static let promptKey: [UInt8] = Array(#""prompt_tokens""#.utf8)
+    static let completionKey: [UInt8] = Array(#""completion_tokens""#.utf8)
 
     /// The byte range of the value of the top-level member whose key is `quotedKey` (quotes
     /// included, no escapes), or nil when there is none or the object is cut short.

@@ -50,25 +50,30 @@ final class AccessLog: @unchecked Sendable {
     func record(
         requestID: String, method: String, route: String, status: Int, seconds: Double, bytes: Int, fields: AccessFields
     ) {
-        buffer.append(contentsOf: #"{"ts":""#.utf8)
-        appendTimestamp()
-        buffer.append(contentsOf: #"","level":"info","proc":"worker","pid":"#.utf8)
-        buffer.append(contentsOf: pid.utf8)
-        buffer.append(contentsOf: #","msg":"request""#.utf8)
-        append("bytes", number: bytes)
-        if let tokens = fields.completionTokens { append("completion_tokens", number: tokens) }
-        buffer.append(contentsOf: #","duration_ms":"#.utf8)
-        buffer.append(contentsOf: String((seconds * 1e6).rounded() / 1e3).utf8)
-        if let error = fields.error { append("error", error) }
-        if let key = fields.key { append("key", key) }
-        append("method", method)
-        if let model = fields.model { append("model", model) }
-        if let tokens = fields.promptTokens { append("prompt_tokens", number: tokens) }
-        append("request_id", requestID)
-        append("route", route)
-        append("status", number: status)
-        if let upstream = fields.upstream { append("upstream", upstream) }
-        buffer.append(contentsOf: "}\n".utf8)
+        // Appends go to a local array (moved out of the property and back): appending to a
+        // class's stored array would pay a dynamic exclusivity check per call.
+        var out: [UInt8] = []
+        swap(&out, &buffer)
+        out.append(contentsOf: #"{"ts":""#.utf8)
+        appendTimestamp(to: &out)
+        out.append(contentsOf: #"","level":"info","proc":"worker","pid":"#.utf8)
+        out.append(contentsOf: pid.utf8)
+        out.append(contentsOf: #","msg":"request""#.utf8)
+        Self.append("bytes", number: bytes, to: &out)
+        if let tokens = fields.completionTokens { Self.append("completion_tokens", number: tokens, to: &out) }
+        out.append(contentsOf: #","duration_ms":"#.utf8)
+        out.append(contentsOf: String((seconds * 1e6).rounded() / 1e3).utf8)
+        if let error = fields.error { Self.append("error", error, to: &out) }
+        if let key = fields.key { Self.append("key", key, to: &out) }
+        Self.append("method", method, to: &out)
+        if let model = fields.model { Self.append("model", model, to: &out) }
+        if let tokens = fields.promptTokens { Self.append("prompt_tokens", number: tokens, to: &out) }
+        Self.append("request_id", requestID, to: &out)
+        Self.append("route", route, to: &out)
+        Self.append("status", number: status, to: &out)
+        if let upstream = fields.upstream { Self.append("upstream", upstream, to: &out) }
+        out.append(contentsOf: "}\n".utf8)
+        swap(&out, &buffer)
         if buffer.count >= Self.flushBytes {
             flush()
         } else if !flushScheduled {
@@ -87,25 +92,25 @@ final class AccessLog: @unchecked Sendable {
         buffer.removeAll(keepingCapacity: true)
     }
 
-    private func append(_ key: StaticString, _ value: String) {
-        appendKey(key)
-        JSON.appendQuoted(value, to: &buffer)
+    private static func append(_ key: StaticString, _ value: String, to out: inout [UInt8]) {
+        appendKey(key, to: &out)
+        JSON.appendQuoted(value, to: &out)
     }
 
-    private func append(_ key: StaticString, number: Int) {
-        appendKey(key)
-        buffer.append(contentsOf: String(number).utf8)
+    private static func append(_ key: StaticString, number: Int, to out: inout [UInt8]) {
+        appendKey(key, to: &out)
+        out.append(contentsOf: String(number).utf8)
     }
 
-    private func appendKey(_ key: StaticString) {
-        buffer.append(UInt8(ascii: ","))
-        buffer.append(UInt8(ascii: "\""))
-        buffer.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
-        buffer.append(UInt8(ascii: "\""))
-        buffer.append(UInt8(ascii: ":"))
+    private static func appendKey(_ key: StaticString, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: ","))
+        out.append(UInt8(ascii: "\""))
+        out.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
+        out.append(UInt8(ascii: "\""))
+        out.append(UInt8(ascii: ":"))
     }
 
-    private func appendTimestamp() {
+    private func appendTimestamp(to out: inout [UInt8]) {
         var tv = timeval()
         gettimeofday(&tv, nil)
         if tv.tv_sec != second {
@@ -113,12 +118,12 @@ final class AccessLog: @unchecked Sendable {
             let full = GatewayLogHandler.timestamp(tv)  // "2026-11-21T12:00:00.123Z"
             secondPrefix = Array(full.utf8.prefix(19))
         }
-        buffer.append(contentsOf: secondPrefix)
+        out.append(contentsOf: secondPrefix)
         let millis = Int(tv.tv_usec / 1000)
-        buffer.append(UInt8(ascii: "."))
-        buffer.append(UInt8(48 + millis / 100))
-        buffer.append(UInt8(48 + millis / 10 % 10))
-        buffer.append(UInt8(48 + millis % 10))
-        buffer.append(UInt8(ascii: "Z"))
+        out.append(UInt8(ascii: "."))
+        out.append(UInt8(48 + millis / 100))
+        out.append(UInt8(48 + millis / 10 % 10))
+        out.append(UInt8(48 + millis % 10))
+        out.append(UInt8(ascii: "Z"))
     }
 }

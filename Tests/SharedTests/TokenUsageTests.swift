@@ -14,6 +14,14 @@ import Testing
         #expect(find(body) == TokenUsage(prompt: 7, completion: 3))
     }
 
+    @Test func detailsInsideTheUsageAreSkippedAndOddCountsAreZero() {
+        let details = #"{"usage":{"prompt_tokens":2,"prompt_tokens_details":{"cached_tokens":9},"completion_tokens":5}}"#
+        #expect(find(details) == TokenUsage(prompt: 2, completion: 5))
+        #expect(find(#"{"usage":{"prompt_tokens":-3,"completion_tokens":"7"}}"#) == TokenUsage(prompt: 0, completion: 0))
+        #expect(find(#"{"usage":{"prompt_tokens":1.5,"completion_tokens":99999999999999999999}}"#) == TokenUsage(prompt: 0, completion: 0))
+        #expect(find(#"{"usage":{}}"#) == TokenUsage(prompt: 0, completion: 0))
+    }
+
     @Test func whitespaceAndMemberOrderDoNotMatter() {
         let body = "{\n  \"usage\" : { \"completion_tokens\" : 5 , \"prompt_tokens\": 2 } ,\n  \"id\": \"x\"\n}\n"
         #expect(find(body) == TokenUsage(prompt: 2, completion: 5))
