@@ -215,8 +215,10 @@ final class GatewayConnection: ChannelDuplexHandler {
             }
             let body = gatewayError.jsonBody
             var out = context.channel.allocator.buffer(capacity: 160 + body.utf8.count)
-            out.writeString("HTTP/1.1 \(status) \(HTTPResponseStatus(statusCode: status).reasonPhrase)\r\n")
-            out.writeString("content-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n")
+            out.writeHTTPStatusLine(status: status, version: .http1_1)
+            out.writeHTTPHeader("content-type", "application/json")
+            out.writeHTTPHeader("content-length", String(body.utf8.count))
+            out.writeStaticString("connection: close\r\n\r\n")
             out.writeString(body)
             context.writeAndFlush(wrapOutboundOut(out), promise: nil)
             // Counted like any answered request (the route is unknown: `other`).

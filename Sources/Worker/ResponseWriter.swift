@@ -96,14 +96,10 @@ final class ResponseWriter {
         guard !clientGone else { return }
 
         var out = context.channel.allocator.buffer(capacity: 256 + min(bodyCapacity, Self.copyLimit + 16))
-        out.writeStaticString(version.major == 1 && version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        out.writeString(String(status))
-        out.writeInteger(UInt8(ascii: " "))
-        out.writeString(HTTPResponseStatus(statusCode: status).reasonPhrase)
-        out.writeStaticString("\r\n")
-        for (name, value) in headers { Self.writeHeader(name, value, to: &out) }
-        Self.writeHeader("x-request-id", requestID, to: &out)
-        for (name, value) in extraHeaders { Self.writeHeader(name, value, to: &out) }
+        out.writeHTTPStatusLine(status: status, version: version)
+        for (name, value) in headers { out.writeHTTPHeader(name, value) }
+        out.writeHTTPHeader("x-request-id", requestID)
+        for (name, value) in extraHeaders { out.writeHTTPHeader(name, value) }
         if !keepAlive {
             out.writeStaticString("connection: close\r\n")
         } else if version.major == 1 && version.minor == 0 {
@@ -112,13 +108,6 @@ final class ResponseWriter {
         if chunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
         out.writeStaticString("\r\n")
         pending = out
-    }
-
-    private static func writeHeader(_ name: String, _ value: String, to out: inout ByteBuffer) {
-        out.writeString(name)
-        out.writeStaticString(": ")
-        out.writeString(value)
-        out.writeStaticString("\r\n")
     }
 
     /// Queues one body chunk (sent at the next ``flush()``). A `HEAD` request gets the
@@ -213,5 +202,27 @@ final class ResponseWriter {
         context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
             if !clientGone { body() }
         }
+    }
+}
+
+/// The lines of an HTTP/1.1 head, as the gateway writes them (responses and upstream
+/// requests). Names and values are the gateway's own or came through NIO's parser, so
+/// they hold no CR or LF.
+extension ByteBuffer {
+    /// `HTTP/1.1 200 OK` and its line end (`HTTP/1.0` for an HTTP/1.0 client).
+    mutating func writeHTTPStatusLine(status: Int, version: HTTPVersion) {
+        writeStaticString(version.major == 1 && version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        writeString(String(status))
+        writeInteger(UInt8(ascii: " "))
+        writeString(HTTPResponseStatus(statusCode: status).reasonPhrase)
+        writeStaticString("\r\n")
+    }
+
+    /// `name: value` and its line end.
+    mutating func writeHTTPHeader(_ name: String, _ value: String) {
+        writeString(name)
+        writeStaticString(": ")
+        writeString(value)
+        writeStaticString("\r\n")
     }
 }

@@ -28,12 +28,7 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
             out.writeInteger(UInt8(ascii: " "))
             out.writeString(head.uri)
             out.writeStaticString(" HTTP/1.1\r\n")
-            for (name, value) in head.headers {
-                out.writeString(name)
-                out.writeStaticString(": ")
-                out.writeString(value)
-                out.writeStaticString("\r\n")
-            }
+            for (name, value) in head.headers { out.writeHTTPHeader(name, value) }
             out.writeStaticString("\r\n")
             emitPending(context: context)
             pending = out

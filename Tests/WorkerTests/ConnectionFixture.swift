@@ -45,6 +45,14 @@ struct ConnectionFixture {
         return text
     }
 
+    /// A `stream: true` chat completion for the demo model.
+    static let streamBody = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+
+    /// A whole `POST` request with `body` and its `content-length`.
+    static func post(_ path: String, _ body: String, version: String = "HTTP/1.1", headers: String = "Host: x\r\n") -> String {
+        "POST \(path) \(version)\r\n\(headers)Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    }
+
     /// The status codes of the responses in `text`, in order.
     static func statuses(_ text: String) -> [Int] {
         text.components(separatedBy: "HTTP/1.1 ").dropFirst().compactMap { Int($0.prefix(3)) }

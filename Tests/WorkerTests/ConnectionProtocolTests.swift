@@ -59,9 +59,7 @@ import Testing
         // The demo streams ~20 words 20 ms apart: with a 100 ms body and idle limit, the
         // stream outlasts both, which only count before the request and after the response.
         let f = try ConnectionFixture(timeouts: .init(head: .seconds(2), body: .milliseconds(100), idle: .milliseconds(100)))
-        let body = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
-        try f.channel.writeInbound(
-            ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+        try f.channel.writeInbound(ByteBuffer(string: ConnectionFixture.post("/v1/chat/completions", ConnectionFixture.streamBody)))
         for _ in 0..<100 {
             f.channel.embeddedEventLoop.advanceTime(by: .milliseconds(20))
             if try f.written().contains("data: [DONE]") { break }
@@ -96,9 +94,7 @@ import Testing
 
     @Test func aStreamIsChunkedOneChunkPerWriteAndEndsWithTheLastChunk() throws {
         let f = try ConnectionFixture()
-        let body = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
-        try f.channel.writeInbound(
-            ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+        try f.channel.writeInbound(ByteBuffer(string: ConnectionFixture.post("/v1/chat/completions", ConnectionFixture.streamBody)))
         f.channel.embeddedEventLoop.advanceTime(by: .seconds(5))
         let text = try f.written()
         let parts = text.split(separator: "\r\n\r\n", maxSplits: 1)
@@ -116,8 +112,7 @@ import Testing
         let f = try ConnectionFixture(maxBodyBytes: 1 << 16)
         let inputs = (0..<300).map { "\"text number \($0)\"" }.joined(separator: ",")
         let body = #"{"model":"demo","input":[\#(inputs)]}"#
-        try f.channel.writeInbound(
-            ByteBuffer(string: "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+        try f.channel.writeInbound(ByteBuffer(string: ConnectionFixture.post("/v1/embeddings", body)))
         let text = try f.written()
         let parts = text.split(separator: "\r\n\r\n", maxSplits: 1)
         let length = try #require(Int(parts[0].components(separatedBy: "content-length: ")[1].prefix { $0.isNumber }))
@@ -134,9 +129,10 @@ import Testing
         #expect(first.contains("connection: keep-alive"))
         #expect(f.channel.isActive)
 
-        let body = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
         try f.channel.writeInbound(
-            ByteBuffer(string: "POST /v1/chat/completions HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+            ByteBuffer(
+                string: ConnectionFixture.post(
+                    "/v1/chat/completions", ConnectionFixture.streamBody, version: "HTTP/1.0", headers: "Connection: keep-alive\r\n")))
         f.channel.embeddedEventLoop.advanceTime(by: .seconds(5))
         let stream = try f.written()
         #expect(stream.contains("connection: close"), "no length and no chunked in HTTP/1.0: the close ends the body")

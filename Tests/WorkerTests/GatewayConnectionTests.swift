@@ -10,19 +10,7 @@ import Testing
 /// The worker's whole connection pipeline (NIO's request decoder, ``GatewayConnection``)
 /// on an `EmbeddedChannel`, with the demo upstream: bytes in, bytes out, time moved by hand.
 @Suite struct GatewayConnectionTests {
-    typealias Fixture = ConnectionFixture
-
-    func makeFixture(environment: [String: String] = [:]) throws -> Fixture {
-        try ConnectionFixture(environment: environment)
-    }
-
-    func written(_ channel: EmbeddedChannel) throws -> String {
-        var text = ""
-        while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
-            text += buffer.readString(length: buffer.readableBytes) ?? ""
-        }
-        return text
-    }
+    func makeFixture() throws -> ConnectionFixture { try ConnectionFixture() }
 
     func statuses(_ text: String) -> [Int] { ConnectionFixture.statuses(text) }
 
@@ -35,7 +23,7 @@ import Testing
                     + "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Request-Id: c\r\nConnection: close\r\n\r\n"
                     + "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: d\r\n\r\n"))
         f.channel.embeddedEventLoop.run()
-        let text = try written(f.channel)
+        let text = try f.written()
         #expect(statuses(text) == [200, 404, 200])
         let ids = text.components(separatedBy: "x-request-id: ").dropFirst().map { $0.prefix(1) }
         #expect(ids == ["a", "b", "c"])
@@ -47,7 +35,7 @@ import Testing
         let f = try makeFixture()
         try f.channel.writeInbound(ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"model\""))
         f.channel.embeddedEventLoop.run()
-        let text = try written(f.channel)
+        let text = try f.written()
         #expect(statuses(text) == [413])
         #expect(text.lowercased().contains("connection: close"))
         #expect(!f.channel.isActive)
@@ -56,7 +44,7 @@ import Testing
     @Test func headGetsTheHeadersOnly() throws {
         let f = try makeFixture()
         try f.channel.writeInbound(ByteBuffer(string: "HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"))
-        let text = try written(f.channel)
+        let text = try f.written()
         #expect(statuses(text) == [200])
         #expect(text.contains("content-length: 15"))
         #expect(text.hasSuffix("\r\n\r\n"), "no body after the headers")
@@ -65,29 +53,25 @@ import Testing
 
     @Test func aStreamIsWrittenEventByEventAsTheUpstreamProducesIt() throws {
         let f = try makeFixture()
-        let body = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
-        try f.channel.writeInbound(
-            ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
-        let head = try written(f.channel)
+        try f.channel.writeInbound(ByteBuffer(string: ConnectionFixture.post("/v1/chat/completions", ConnectionFixture.streamBody)))
+        let head = try f.written()
         #expect(statuses(head) == [200])
         #expect(head.contains("text/event-stream"))
         #expect(!head.contains("[DONE]"), "nothing past the first event before time moves")
         f.channel.embeddedEventLoop.advanceTime(by: .milliseconds(20))
-        let one = try written(f.channel)
+        let one = try f.written()
         #expect(one.components(separatedBy: "data: ").count - 1 == 1, "one word per 20 ms, each flushed on its own")
         f.channel.embeddedEventLoop.advanceTime(by: .seconds(5))
-        let rest = try written(f.channel)
+        let rest = try f.written()
         #expect(rest.contains("data: [DONE]"))
         #expect(f.channel.isActive, "keep-alive after a complete stream")
     }
 
     @Test func aClientThatHangsUpMidStreamIsForgottenAndCountedWithTheStatusItGot() throws {
         let f = try makeFixture()
-        let body = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
-        try f.channel.writeInbound(
-            ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"))
+        try f.channel.writeInbound(ByteBuffer(string: ConnectionFixture.post("/v1/chat/completions", ConnectionFixture.streamBody)))
         f.channel.embeddedEventLoop.advanceTime(by: .milliseconds(50))
-        _ = try written(f.channel)
+        _ = try f.written()
         try f.channel.close().wait()
         f.channel.embeddedEventLoop.advanceTime(by: .seconds(5))  // the demo's next words find the client gone
         #expect(f.handler.connections.count == 0)
@@ -96,15 +80,14 @@ import Testing
     }
 
     @Test func requestsPipelinedBehindAStreamAreServedAfterItAndAFloodClosesTheConnection() throws {
-        let body = #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
-        let stream = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        let stream = ConnectionFixture.post("/v1/chat/completions", ConnectionFixture.streamBody)
         let health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
         let f = try makeFixture()
         try f.channel.writeInbound(ByteBuffer(string: stream + String(repeating: health, count: 10)))
-        #expect(statuses(try written(f.channel)) == [200], "the health checks wait for the stream")
+        #expect(statuses(try f.written()) == [200], "the health checks wait for the stream")
         f.channel.embeddedEventLoop.advanceTime(by: .seconds(5))
-        let rest = try written(f.channel)
+        let rest = try f.written()
         #expect(rest.contains("data: [DONE]"))
         #expect(statuses(rest) == Array(repeating: 200, count: 10))
         #expect(rest.range(of: "data: [DONE]")!.lowerBound < rest.range(of: "HTTP/1.1 200")!.lowerBound)
