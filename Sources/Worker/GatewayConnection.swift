@@ -4,7 +4,7 @@ import NIOCore
 import NIOHTTP1
 import Shared
 
-/// One client connection, behind NIO's HTTP request decoder: reads requests in order,
+/// One client connection: parses its requests (``HTTP1Parser``) and serves them in order,
 /// bounds each body, hands it to the ``RequestHandler`` with a ``ResponseWriter``, and does
 /// the bookkeeping when the response ends or the client hangs up. It also answers what
 /// the parser refuses with an OpenAI-shaped error, and closes connections that stall
@@ -13,14 +13,14 @@ import Shared
 ///
 /// Everything runs on the connection's event loop, with no task or lock per request: the
 /// request is answered by callbacks on the same loop (the upstream connection's reads and
-/// the client's writability).
+/// the client's writability). It is the only handler in the connection's pipeline.
 ///
 /// Pipelining: a request that arrives while a response is under way waits in a queue and
 /// is served after it, in order; while one waits, reading from the socket stops. Clients
 /// that do not pipeline (nearly all) never stop reading, so a keep-alive request costs no
 /// `epoll_ctl` to pause and resume the socket.
 final class GatewayConnection: ChannelDuplexHandler {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -40,6 +40,7 @@ final class GatewayConnection: ChannelDuplexHandler {
     }
 
     private var state = State.idle
+    private var parser = HTTP1Parser<HTTPRequestHead>()
     private var context: ChannelHandlerContext?
     /// Parts of pipelined requests that arrived during a response.
     private var pipelined = CircularBuffer<HTTPServerRequestPart>()
@@ -60,13 +61,12 @@ final class GatewayConnection: ChannelDuplexHandler {
         self.timer = ConnectionTimer(timeouts: timeouts)
     }
 
-    /// Sets up a client connection's pipeline: NIO's request decoder, then this handler.
+    /// Sets up a client connection's pipeline: this handler alone.
     static func configure(
         _ channel: any Channel, handler: RequestHandler, registry: ConnectionRegistry, maxBodyBytes: Int, timeouts: ConnectionTimer.Timeouts
     ) throws {
-        let pipeline = channel.pipeline.syncOperations
-        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
-        try pipeline.addHandler(GatewayConnection(handler: handler, registry: registry, maxBodyBytes: maxBodyBytes, timeouts: timeouts))
+        try channel.pipeline.syncOperations.addHandler(
+            GatewayConnection(handler: handler, registry: registry, maxBodyBytes: maxBodyBytes, timeouts: timeouts))
     }
 
     var isDraining: Bool { registry.isDraining }
@@ -88,7 +88,19 @@ final class GatewayConnection: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
+        parser.feed(unwrapInboundIn(data))
+        do throws(HTTP1ParseError) {
+            while let part = try parser.next() {
+                if case .discarding = state { return }
+                received(part, context: context)
+            }
+        } catch {
+            refuse(error, context: context)
+        }
+    }
+
+    /// One parsed part: served now, or queued behind the response under way.
+    private func received(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch part {
         case .head:
             requestsInFlight += 1
@@ -101,7 +113,6 @@ final class GatewayConnection: ChannelDuplexHandler {
         var isResponding: Bool {
             if case .responding = state { true } else { false }
         }
-        if case .discarding = state { return }
         if isResponding || !pipelined.isEmpty {
             if case .body(let chunk) = part { pipelinedBytes += chunk.readableBytes }
             guard pipelinedBytes <= maxBodyBytes + Self.maxPipelinedBytes, pipelined.count < Self.maxPipelinedParts else {
@@ -170,7 +181,7 @@ final class GatewayConnection: ChannelDuplexHandler {
         case (_, .discarding):
             break
         default:
-            // A part out of order cannot come from NIO's parser; close rather than guess.
+            // A part out of order cannot come from the parser; close rather than guess.
             context.close(promise: nil)
         }
     }
@@ -195,20 +206,21 @@ final class GatewayConnection: ChannelDuplexHandler {
         context.fireChannelInactive()
     }
 
-    /// A request NIO's parser refuses (garbage request line, oversized headers, bad chunked
-    /// framing) gets an OpenAI-shaped error instead of an empty 400, unless a response is
-    /// under way or the connection is closing; then the connection closes, since its
-    /// framing can no longer be trusted. Anything else (a reset) just closes.
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    /// A request the parser refuses (garbage request line, oversized head, smuggling-prone
+    /// framing) gets an OpenAI-shaped error, unless a response is under way or the
+    /// connection is closing; either way the connection closes, since its framing can no
+    /// longer be trusted. A response under way is cut off: channelInactive stops its
+    /// upstream and logs it.
+    private func refuse(_ error: HTTP1ParseError, context: ChannelHandlerContext) {
         var mayAnswer: Bool {
             switch state {
             case .idle, .readingBody: pipelined.isEmpty && context.channel.isActive
             case .responding, .discarding: false
             }
         }
-        if let parserError = error as? HTTPParserError, mayAnswer {
+        if mayAnswer {
             let (gatewayError, status): (GatewayError, Int)
-            if case .headerOverflow = parserError {
+            if case .headTooLarge = error {
                 (gatewayError, status) = (.badRequest("Request line or headers too large.", code: "headers_too_large"), 431)
             } else {
                 (gatewayError, status) = (.badRequest("Malformed HTTP request.", code: "bad_http"), 400)
@@ -225,7 +237,11 @@ final class GatewayConnection: ChannelDuplexHandler {
             handler.metrics.request(route: .other, method: "other", status: status, seconds: 0)
             state = .discarding
         }
-        // A response under way is cut off; channelInactive stops its upstream and logs it.
+        context.close(promise: nil)
+    }
+
+    /// A socket error (a reset): close; channelInactive cleans up.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
 

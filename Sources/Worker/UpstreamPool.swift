@@ -101,8 +101,6 @@ final class UpstreamPool {
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
                     }
-                    try channel.pipeline.syncOperations.addHandler(UpstreamRequestEncoder())
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
                 }
             }
             .connect(host: url.host, port: url.port)
@@ -187,13 +185,18 @@ final class UpstreamPool {
     }
 }
 
-/// One upstream connection: sends a request, hands the response parts to its
-/// ``UpstreamResponseHandling``, enforces the upstream timeout, and stops reading while the
-/// client cannot take more (backpressure: it holds back `read()` until resumed).
+/// One upstream connection: writes a request as HTTP/1.1 bytes, parses the response
+/// (``HTTP1Parser``) and hands its parts to its ``UpstreamResponseHandling``, enforces the
+/// upstream timeout, and stops reading while the client cannot take more (backpressure: it
+/// holds back `read()` until resumed). Behind TLS for an https upstream; else the only
+/// handler in the pipeline.
 final class UpstreamConnection: ChannelDuplexHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Bodies up to this size are copied behind the head, so the request is one write.
+    static let copyLimit = 16 * 1024
 
     private let pool: UpstreamPool
     private var context: ChannelHandlerContext?
@@ -209,6 +212,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     private var lastActivity = NIODeadline.uptimeNanoseconds(0)
     private var timer: Scheduled<Void>?
     private var closeReason: String?
+    private var parser = HTTP1Parser<HTTPResponseHead>()
 
     init(pool: UpstreamPool) { self.pool = pool }
 
@@ -218,7 +222,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
-    /// Sends one request (head, body and end in one flush: one write to the socket).
+    /// Sends one request (head and body in one flush: one write to the socket). The head
+    /// carries the body's `content-length`.
     func send(head: HTTPRequestHead, body: ByteBuffer, to receiver: any UpstreamResponseHandling, reused: Bool) {
         guard let context, context.channel.isActive else {
             // Closed before the request went out (an inactive channel tells its handlers
@@ -233,9 +238,26 @@ final class UpstreamConnection: ChannelDuplexHandler {
         skippingInformational = false
         lastActivity = pool.eventLoop.now
         armTimer(in: pool.timeout)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let (request, rest) = Self.encode(head: head, body: body, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(request), promise: nil)
+        if let rest { context.write(wrapOutboundOut(rest), promise: nil) }
+        context.flush()
+    }
+
+    /// A request as bytes: the head, with the body behind it up to ``copyLimit``; a larger
+    /// body is returned as it is, to be written after the head.
+    static func encode(head: HTTPRequestHead, body: ByteBuffer, allocator: ByteBufferAllocator) -> (ByteBuffer, ByteBuffer?) {
+        let copyBody = body.readableBytes <= copyLimit
+        var out = allocator.buffer(capacity: 512 + (copyBody ? body.readableBytes : 0))
+        out.writeString(head.method.rawValue)
+        out.writeInteger(UInt8(ascii: " "))
+        out.writeString(head.uri)
+        out.writeStaticString(" HTTP/1.1\r\n")
+        for (name, value) in head.headers { out.writeHTTPHeader(name, value) }
+        out.writeStaticString("\r\n")
+        guard copyBody else { return (out, body) }
+        out.writeImmutableBuffer(body)
+        return (out, nil)
     }
 
     /// The client went away: drop the response and close, which makes vLLM abort the
@@ -277,7 +299,17 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastActivity = pool.eventLoop.now
-        switch unwrapInboundIn(data) {
+        parser.feed(unwrapInboundIn(data))
+        do throws(HTTP1ParseError) {
+            while let part = try parser.next() { received(part, context: context) }
+        } catch {
+            closeReason = "\(error)"
+            context.close(promise: nil)
+        }
+    }
+
+    private func received(_ part: HTTPClientResponsePart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             if head.status.code < 200 {
                 skippingInformational = true  // 100 Continue and friends: the real head follows
@@ -318,6 +350,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // A body delimited by the close ends here.
+        if let end = parser.finish() { received(end, context: context) }
         timer?.cancel()
         timer = nil
         pool.closed(self)

@@ -117,6 +117,34 @@ def test_ten_thousand_malformed_requests(gateway_factory, fake_vllm):
     assert r.status == 200
 
 
+SMUGGLED = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+SMUGGLING_SHAPES = {
+    "CL.TE": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "TE.CL": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "duplicate CL": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 41\r\n\r\n" + SMUGGLED,
+    "TE obfuscated": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "TE folded": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "space before colon": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length : 41\r\n\r\n" + SMUGGLED,
+    "bare LF": b"POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Length: 0\n\n" + SMUGGLED,
+    "HTTP/1.0 chunked": b"POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "chunk size overflow": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000001\r\nx\r\n0\r\n\r\n" + SMUGGLED,
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SMUGGLING_SHAPES))
+def test_request_smuggling_shapes_get_400_and_the_rest_is_never_served(gateway_factory, fake_vllm, shape):
+    """Framing two parsers could read differently is refused before anything reaches the
+    upstream, and the bytes after it are never taken as a request: one 400, then close."""
+    gw = gateway_factory(upstream=fake_vllm)
+    before = fake_vllm.requests_seen("/v1/chat/completions")
+    reply = raw_exchange(gw.host, gw.port, SMUGGLING_SHAPES[shape])
+    assert reply.count(b"HTTP/1.1 ") == 1, (shape, reply[:300])
+    check_error_response(shape, reply)
+    assert reply.startswith(b"HTTP/1.1 400 "), (shape, reply[:100])
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["error"]["code"] == "bad_http"
+    assert fake_vllm.requests_seen("/v1/chat/completions") == before, "the refused request reached the upstream"
+
+
 def test_truncated_bodies_do_not_hold_a_worker(gateway_factory, fake_vllm):
     gw = gateway_factory(upstream=fake_vllm, workers=1, env={"REQUEST_BODY_TIMEOUT": "1"})
     s = socket.create_connection((gw.host, gw.port), timeout=5)

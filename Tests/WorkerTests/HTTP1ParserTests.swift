@@ -1,0 +1,296 @@
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Shared
+import Testing
+
+@testable import Worker
+
+/// The HTTP/1.x parser: the same parts however the bytes are split, refusal of every
+/// framing two parsers could disagree on, bounded heads, and agreement with NIO's parser
+/// (llhttp) on everything it accepts.
+@Suite struct HTTP1ParserTests {
+    /// What a parse produced: one line per part, adjacent body parts joined; an error last.
+    static func transcript<Head: HTTP1Head>(
+        _ bytes: [UInt8], as: Head.Type, step: Int = .max, maxHeadBytes: Int = 80 * 1024, finish: Bool = false
+    ) -> [String] {
+        var parser = HTTP1Parser<Head>(maxHeadBytes: maxHeadBytes)
+        var lines: [String] = []
+        var offset = 0
+        func add(_ part: HTTPPart<Head, ByteBuffer>) {
+            switch part {
+            case .head(let head): lines.append(describe(head))
+            case .body(let buffer):
+                let text = String(buffer: buffer)
+                if let last = lines.last, last.hasPrefix("body ") { lines[lines.count - 1] = last + text } else { lines.append("body " + text) }
+            case .end: lines.append("end")
+            }
+        }
+        while offset < bytes.count {
+            let piece = bytes[offset..<min(bytes.count, offset + step)]
+            offset += piece.count
+            parser.feed(ByteBuffer(bytes: piece))
+            do {
+                while let part = try parser.next() { add(part) }
+            } catch {
+                lines.append("error \(error)")
+                return lines
+            }
+        }
+        if finish, let end = parser.finish() { add(end) }
+        return lines
+    }
+
+    static func describe<Head>(_ head: Head) -> String {
+        let fields: HTTPHeaders
+        var line: String
+        if let head = head as? HTTPRequestHead {
+            line = "\(head.method.rawValue) \(head.uri) \(head.version)"
+            fields = head.headers
+        } else if let head = head as? HTTPResponseHead {
+            line = "\(head.status.code) \(head.version)"
+            fields = head.headers
+        } else {
+            return "?"
+        }
+        for (name, value) in fields { line += " [\(name)=\(value)]" }
+        return line
+    }
+
+    static func request(_ text: String, step: Int = .max, maxHeadBytes: Int = 80 * 1024) -> [String] {
+        transcript(Array(text.utf8), as: HTTPRequestHead.self, step: step, maxHeadBytes: maxHeadBytes)
+    }
+
+    static let pipelined =
+        "\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        + "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 11\r\nX-Empty:\r\nX-Pad: \t a b \t\r\n\r\nhello world"
+        + "POST /v1/embeddings HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n5;name=\"v\"\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n"
+        + "GET /v1/models HTTP/1.0\r\n\r\n"
+
+    @Test func pipelinedRequestsParseTheSameHoweverTheBytesAreSplit() {
+        let whole = Self.request(Self.pipelined)
+        #expect(
+            whole == [
+                "GET /health HTTP/1.1 [Host=x]", "end",
+                "POST /v1/chat/completions HTTP/1.1 [Content-Length=11] [X-Empty=] [X-Pad=a b]", "body hello world", "end",
+                "POST /v1/embeddings HTTP/1.1 [transfer-encoding=Chunked]", "body hello0123456789", "end",
+                "GET /v1/models HTTP/1.0", "end",
+            ])
+        for step in 1...40 { #expect(Self.request(Self.pipelined, step: step) == whole, "split every \(step) bytes") }
+    }
+
+    /// Shapes on which front ends and back ends have disagreed about where a request ends,
+    /// and other malformed framing: each is refused, whole or byte by byte.
+    @Test(arguments: [
+        "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nContent-Length: 5 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 1234567890123456789\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\n X: a\r\n\r\n",
+        "GET / HTTP/1.1\nHost: x\n\n",
+        "GET / HTTP/1.1\r\nHost: x\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\u{0}b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\u{7f}b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHo(st: x\r\n\r\n",
+        "GET / HTTP/1.1\r\n: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost x\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\ng\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a\u{1}\r\nhello\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nBad Trailer\r\n\r\n",
+        "GET /a b HTTP/1.1\r\n\r\n",
+        "GET  / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.2\r\n\r\n",
+        "GET / HTTP/2.0\r\n\r\n",
+        "GET / http/1.1\r\n\r\n",
+        "GET / HTTP/1.1 \r\n\r\n",
+        "G(T / HTTP/1.1\r\n\r\n",
+        "GET /\u{7f} HTTP/1.1\r\n\r\n",
+        "GET /é HTTP/1.1\r\n\r\n",
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "GET /\r\n\r\n",
+        "GET v1/models HTTP/1.1\r\n\r\n",
+        "GET ,/ HTTP/1.1\r\n\r\n",
+        "GET ** HTTP/1.1\r\n\r\n",
+    ])
+    func malformedFramingIsRefused(_ text: String) {
+        for step in [Int.max, 1] {
+            let lines = Self.request(text, step: step)
+            #expect(lines.last?.hasPrefix("error malformed") == true, "\(text.debugDescription) split \(step): \(lines)")
+        }
+    }
+
+    @Test func aHeadOverTheLimitIsRefusedWhenTheLimitIsPassed() {
+        let head = "GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 40) + "\r\n\r\n"
+        let atLimit = head.utf8.count
+        #expect(Self.request(head, maxHeadBytes: atLimit) == ["GET / HTTP/1.1 [X=\(String(repeating: "a", count: 40))]", "end"])
+        for step in [Int.max, 1] {
+            #expect(Self.request(head, step: step, maxHeadBytes: atLimit - 1).last == "error head too large")
+            // Never ending: refused as soon as the limit is passed, not at the end.
+            let endless = String(head.dropLast(4)) + String(repeating: "b", count: 10)
+            #expect(Self.request(endless, step: step, maxHeadBytes: atLimit - 1).last == "error head too large")
+        }
+        #expect(Self.request("GET / HTTP/1.1\r\nX: a", maxHeadBytes: 100) == [], "an unfinished head waits")
+    }
+
+    @Test func chunkedTrailersAreBoundedAndChunkLinesToo() {
+        let trailers = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: " + String(repeating: "t", count: 200) + "\r\n\r\n"
+        #expect(Self.request(trailers, maxHeadBytes: 100).last == "error head too large")
+        let longExtension = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;" + String(repeating: "e", count: 5000)
+        #expect(Self.request(longExtension).last?.hasPrefix("error malformed") == true)
+        #expect(Self.request(longExtension, step: 7).last?.hasPrefix("error malformed") == true)
+    }
+
+    @Test func afterAnErrorEveryCallFails() {
+        var parser = HTTP1Parser<HTTPRequestHead>()
+        parser.feed(ByteBuffer(string: "GET / HTTP/9.9\r\n\r\n"))
+        #expect(throws: HTTP1ParseError.self) { try parser.next() }
+        parser.feed(ByteBuffer(string: "GET / HTTP/1.1\r\n\r\n"))
+        #expect(throws: HTTP1ParseError.self) { try parser.next() }
+    }
+
+    // MARK: Responses
+
+    static func response(_ text: String, step: Int = .max, finish: Bool = false) -> [String] {
+        transcript(Array(text.utf8), as: HTTPResponseHead.self, step: step, finish: finish)
+    }
+
+    @Test func responsesAreFramedByRFC9112() {
+        let sequence =
+            "HTTP/1.1 100 Continue\r\n\r\n"
+            + "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+            + "HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n"
+            + "HTTP/1.1 200\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            + "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+            + "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+        let whole = Self.response(sequence)
+        #expect(
+            whole == [
+                "100 HTTP/1.1", "end",
+                "200 HTTP/1.1 [content-length=2]", "body {}", "end",
+                "204 HTTP/1.1 [content-length=9]", "end",
+                "200 HTTP/1.1 [transfer-encoding=chunked]", "body abc", "end",
+                "200 HTTP/1.1 [transfer-encoding=chunked] [content-length=99]", "body x", "end",
+                "200 HTTP/1.1 [content-length=0]", "end",
+            ])
+        for step in 1...30 { #expect(Self.response(sequence, step: step) == whole) }
+    }
+
+    @Test func aResponseWithoutLengthEndsWithTheConnection() {
+        let text = "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it"
+        #expect(Self.response(text) == ["200 HTTP/1.0 [content-type=text/plain]", "body all of it"])
+        #expect(Self.response(text, step: 3, finish: true) == ["200 HTTP/1.0 [content-type=text/plain]", "body all of it", "end"])
+        #expect(Self.response("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel", finish: true).last == "body hel", "a cut body does not end")
+    }
+
+    @Test(arguments: [
+        "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 099 Odd\r\n\r\n", "HTTP/1.1 200OK\r\n\r\n",
+        "HTTP/2 200 OK\r\n\r\n", "SSH-2.0-OpenSSH\r\n\r\n", "HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+    ])
+    func malformedResponsesAreRefused(_ text: String) {
+        #expect(Self.response(text).last?.hasPrefix("error malformed") == true, "\(text.debugDescription)")
+    }
+
+    // MARK: Agreement with llhttp
+
+    /// NIO's decoder (llhttp) run over the same bytes: the complete messages it read, and
+    /// whether it refused something after them. Field values lose their trailing
+    /// whitespace, which llhttp keeps and RFC 9110 says is not part of the value.
+    static func llhttpTranscript(_ bytes: [UInt8]) -> (lines: [String], refused: Bool) {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+        defer { _ = try? channel.finish() }
+        var refused = false
+        do {
+            try channel.writeInbound(ByteBuffer(bytes: bytes))
+        } catch {
+            refused = true
+        }
+        var lines: [String] = []
+        while let part = try? channel.readInbound(as: HTTPServerRequestPart.self) {
+            switch part {
+            case .head(var head):
+                head.headers = HTTPHeaders(head.headers.map { ($0.name, String($0.value.reversed().drop { $0 == " " || $0 == "\t" }.reversed())) })
+                lines.append(describe(head))
+            case .body(let buffer):
+                let text = String(buffer: buffer)
+                if let last = lines.last, last.hasPrefix("body ") { lines[lines.count - 1] = last + text } else { lines.append("body " + text) }
+            case .end: lines.append("end")
+            }
+        }
+        return (complete(lines), refused)
+    }
+
+    /// Up to the last complete message.
+    static func complete(_ lines: [String]) -> [String] {
+        Array(lines[..<((lines.lastIndex(of: "end") ?? -1) + 1)])
+    }
+
+    /// Seeded mutations of valid requests (bytes inserted, deleted, replaced, with a bias
+    /// to the bytes framing turns on): where this parser accepts, llhttp reads the same
+    /// messages, fields and bodies — all of them, or the ones before something it refuses
+    /// (llhttp knows a fixed list of methods; any token is a method here, answered 404/405).
+    /// Where llhttp accepts, this parser never reads the bytes as different messages.
+    @Test func whereBothAcceptTheyReadTheSameMessages() {
+        let seeds = [
+            Self.pipelined,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcdGET / HTTP/1.1\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\nGET /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        ].map { Array($0.utf8) }
+        let interesting: [UInt8] = Array("\r\n :;0159aAfF,\t-\u{0}".utf8) + [0x7F, 0x80, 0xFF]
+        var random = SplitMix64(seed: 20_261_121)
+        var agreedWhole = 0
+        var refusedHereOnly = 0
+        for round in 0..<4000 {
+            var bytes = seeds[round % seeds.count]
+            for _ in 0..<Int.random(in: 1...3, using: &random) {
+                let at = Int.random(in: 0..<bytes.count, using: &random)
+                let byte = Bool.random(using: &random) ? interesting.randomElement(using: &random)! : UInt8.random(in: 0...255, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: bytes.insert(byte, at: at)
+                case 1: bytes.remove(at: at)
+                default: bytes[at] = byte
+                }
+            }
+            let ours = Self.transcript(bytes, as: HTTPRequestHead.self)
+            let refusedHere = ours.last?.hasPrefix("error") == true
+            let oursComplete = Self.complete(refusedHere ? Array(ours.dropLast()) : ours)
+            let theirs = Self.llhttpTranscript(bytes)
+            let text = String(decoding: bytes, as: UTF8.self).debugDescription
+            switch (refusedHere, theirs.refused) {
+            case (false, false):
+                #expect(oursComplete == theirs.lines, "\(text)")
+                agreedWhole += 1
+            case (false, true):
+                #expect(oursComplete.starts(with: theirs.lines), "\(text)")
+            case (true, false):
+                #expect(theirs.lines.starts(with: oursComplete), "\(text)")
+                refusedHereOnly += 1
+            case (true, true):
+                let shorter = min(oursComplete.count, theirs.lines.count)
+                #expect(oursComplete.prefix(shorter) == theirs.lines.prefix(shorter), "\(text)")
+            }
+        }
+        // The mutations must leave enough requests both accept whole to mean something.
+        #expect(agreedWhole > 300, "agreed on \(agreedWhole); refused here only \(refusedHereOnly)")
+    }
+}
