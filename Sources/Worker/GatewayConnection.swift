@@ -271,7 +271,7 @@ final class GatewayConnection: ChannelDuplexHandler {
 
     private func makeWriter(head: HTTPRequestHead, context: ChannelHandlerContext) -> ResponseWriter {
         ResponseWriter(
-            connection: self, context: context, requestID: RequestID.make(from: head.headers), keepAlive: head.isKeepAlive,
+            connection: self, context: context, requestID: RequestID.make(from: head.headers), keepAlive: head.keepsConnectionAlive,
             version: head.version, isHead: head.method == .HEAD)
     }
 

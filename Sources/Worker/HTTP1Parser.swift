@@ -33,7 +33,7 @@ protocol HTTP1Head: Equatable {
     init(startLine: UnsafeRawBufferPointer, headers: HTTPHeaders) throws(HTTP1ParseError)
     /// The body's framing, from the one `content-length` (already checked to be digits)
     /// and the one `transfer-encoding` the head had, if any.
-    func framing(contentLength: Int?, transferEncoding: Substring?) throws(HTTP1ParseError) -> HTTP1Framing
+    func framing(contentLength: Int?, transferEncoding: String?) throws(HTTP1ParseError) -> HTTP1Framing
 }
 
 /// An incremental HTTP/1.0 and 1.1 parser, for a connection's inbound bytes: ``feed(_:)``
@@ -223,9 +223,9 @@ struct HTTP1Parser<Head: HTTP1Head> {
         var startLine: UnsafeRawBufferPointer?
         var fields: [(String, String)] = []
         fields.reserveCapacity(8)
-        var contentLength: Substring?
+        var contentLength: String?
         var contentLengths = 0
-        var transferEncoding: Substring?
+        var transferEncoding: String?
         var transferEncodings = 0
         while lineStart < raw.count {
             var lineEnd = lineStart
@@ -240,10 +240,10 @@ struct HTTP1Parser<Head: HTTP1Head> {
             fields.append((name, value))
             if Self.isField(line, named: "content-length") {
                 contentLengths += 1
-                contentLength = Substring(value)
+                contentLength = value
             } else if Self.isField(line, named: "transfer-encoding") {
                 transferEncodings += 1
-                transferEncoding = Substring(value)
+                transferEncoding = value
             }
         }
         guard let startLine else { throw .malformed("no start line") }
@@ -251,9 +251,12 @@ struct HTTP1Parser<Head: HTTP1Head> {
         guard transferEncodings <= 1 else { throw .malformed("more than one transfer-encoding") }
         var length: Int?
         if let contentLength {
-            guard (1...18).contains(contentLength.utf8.count), contentLength.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-                let value = Int(contentLength)
-            else { throw .malformed("content-length is not a number") }
+            guard (1...18).contains(contentLength.utf8.count) else { throw .malformed("content-length is not a number") }
+            var value = 0
+            for byte in contentLength.utf8 {
+                guard byte >= 0x30 && byte <= 0x39 else { throw .malformed("content-length is not a number") }
+                value = value * 10 + Int(byte - 0x30)
+            }
             length = value
         }
         let head = try Head(startLine: startLine, headers: HTTPHeaders(fields))
@@ -425,14 +428,14 @@ extension HTTPRequestHead: HTTP1Head {
         return false
     }
 
-    func framing(contentLength: Int?, transferEncoding: Substring?) throws(HTTP1ParseError) -> HTTP1Framing {
+    func framing(contentLength: Int?, transferEncoding: String?) throws(HTTP1ParseError) -> HTTP1Framing {
         if let transferEncoding {
             // RFC 9112 §6.1: a 1.0 request with transfer-encoding has faulty framing, and
             // one with content-length too is how requests are smuggled. Only a lone
             // `chunked` is understood.
             guard version == .http1_1 else { throw .malformed("transfer-encoding in an HTTP/1.0 request") }
             guard contentLength == nil else { throw .malformed("both content-length and transfer-encoding") }
-            guard transferEncoding.utf8.count == 7, transferEncoding.lowercased() == "chunked" else {
+            guard transferEncoding.utf8.isToken("chunked") else {
                 throw .malformed("transfer-encoding other than chunked")
             }
             return .chunked
@@ -456,23 +459,64 @@ extension HTTPResponseHead: HTTP1Head {
 
     /// RFC 9112 §6.3 for a response to a request other than HEAD or CONNECT (the gateway
     /// sends neither upstream).
-    func framing(contentLength: Int?, transferEncoding: Substring?) throws(HTTP1ParseError) -> HTTP1Framing {
+    func framing(contentLength: Int?, transferEncoding: String?) throws(HTTP1ParseError) -> HTTP1Framing {
         let code = status.code
         if code < 200 || code == 204 || code == 304 { return .none }
         if let transferEncoding {
-            let last = transferEncoding.split(separator: ",").last?.trimmingWhitespace().lowercased()
-            return last == "chunked" ? .chunked : .untilClose
+            // Chunked only if it is the last coding applied.
+            let utf8 = transferEncoding.utf8
+            let last = utf8.lastIndex(of: UInt8(ascii: ",")).map { utf8.index(after: $0) } ?? utf8.startIndex
+            return utf8[last...].isToken("chunked") ? .chunked : .untilClose
         }
         if let contentLength { return contentLength > 0 ? .length(contentLength) : .none }
         return .untilClose
     }
 }
 
-extension Substring {
-    fileprivate func trimmingWhitespace() -> Substring {
-        var trimmed = self
-        while let first = trimmed.first, first == " " || first == "\t" { trimmed.removeFirst() }
-        while let last = trimmed.last, last == " " || last == "\t" { trimmed.removeLast() }
-        return trimmed
+extension BidirectionalCollection<UInt8> {
+    /// True if these bytes, without surrounding spaces and tabs, are `token` (lowercase
+    /// ASCII) in any case.
+    func isToken(_ token: StaticString) -> Bool {
+        var trimmed = self[...]
+        while let first = trimmed.first, first == 0x20 || first == 0x09 { trimmed = trimmed.dropFirst() }
+        while let last = trimmed.last, last == 0x20 || last == 0x09 { trimmed = trimmed.dropLast() }
+        let expected = UnsafeRawBufferPointer(start: token.utf8Start, count: token.utf8CodeUnitCount)
+        return trimmed.elementsEqual(expected, by: { $0 | 0x20 == $1 })
     }
+}
+
+// MARK: Keep-alive
+
+extension HTTPHeaders {
+    /// What the `connection` fields say: `close` wins over `keep-alive`; nil if neither is
+    /// there. NIO's `isKeepAlive` decides the same but splits the fields into new strings.
+    var connectionKeepAlive: Bool? {
+        var keepAlive: Bool?
+        for (name, value) in self where name.utf8.count == 10 && name.utf8.elementsEqual("connection".utf8, by: { $0 | 0x20 == $1 }) {
+            let utf8 = value.utf8
+            var start = utf8.startIndex
+            while start < utf8.endIndex {
+                let end = utf8[start...].firstIndex(of: UInt8(ascii: ",")) ?? utf8.endIndex
+                let token = utf8[start..<end]
+                start = end < utf8.endIndex ? utf8.index(after: end) : end
+                if token.isToken("close") {
+                    return false
+                } else if token.isToken("keep-alive") {
+                    keepAlive = true
+                }
+            }
+        }
+        return keepAlive
+    }
+}
+
+extension HTTPRequestHead {
+    /// Whether the connection stays open after this exchange: as the client asked, else
+    /// HTTP/1.1's default (open) or HTTP/1.0's (closed).
+    var keepsConnectionAlive: Bool { headers.connectionKeepAlive ?? (version == .http1_1) }
+}
+
+extension HTTPResponseHead {
+    /// Whether the connection stays open after this response (as for requests).
+    var keepsConnectionAlive: Bool { headers.connectionKeepAlive ?? (version == .http1_1) }
 }

@@ -237,7 +237,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
         receivedAny = false
         skippingInformational = false
         lastActivity = pool.eventLoop.now
-        armTimer(in: pool.timeout)
+        if timer == nil { armTimer(in: pool.timeout) }  // one left from an earlier request fires early and re-arms
         let (request, rest) = Self.encode(head: head, body: body, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(request), promise: nil)
         if let rest { context.write(wrapOutboundOut(rest), promise: nil) }
@@ -316,7 +316,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
                 return
             }
             receivedAny = true
-            keepAlive = head.isKeepAlive
+            keepAlive = head.keepsConnectionAlive
             receiver?.upstreamHead(head)
         case .body(let buffer):
             receiver?.upstreamBody(buffer)
@@ -325,8 +325,6 @@ final class UpstreamConnection: ChannelDuplexHandler {
                 skippingInformational = false
                 return
             }
-            timer?.cancel()
-            timer = nil
             let receiver = self.receiver
             self.receiver = nil
             resumeReading()  // an idle connection keeps reading, to notice the upstream closing it
@@ -364,8 +362,10 @@ final class UpstreamConnection: ChannelDuplexHandler {
         context.fireChannelInactive()
     }
 
-    /// One timer per request: when it fires it checks the time of the last read and either
-    /// fails the request or waits out the rest.
+    /// One timer per connection, not per request (scheduling and cancelling a task per
+    /// request costs more than the rest of the bookkeeping): it stays armed across requests,
+    /// and when it fires it checks the time of the last read and either fails the request
+    /// under way, waits out the rest, or (idle) lapses until the next request arms it.
     private func armTimer(in amount: TimeAmount) {
         timer?.cancel()
         timer = pool.eventLoop.assumeIsolated().scheduleTask(in: amount) { [self] in

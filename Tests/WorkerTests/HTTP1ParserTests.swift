@@ -169,6 +169,21 @@ import Testing
         #expect(throws: HTTP1ParseError.self) { try parser.next() }
     }
 
+    /// The keep-alive decision, as NIO's `isKeepAlive` makes it.
+    @Test(arguments: [
+        (HTTPVersion.http1_1, nil), (.http1_0, nil), (.http1_0, "keep-alive"), (.http1_0, "Keep-Alive"), (.http1_1, "close"),
+        (.http1_1, "CLOSE"), (.http1_1, "keep-alive, close"), (.http1_1, " upgrade ,\tclose "), (.http1_0, "foo,keep-alive"),
+        (.http1_1, "closed"), (.http1_0, "keep-alive-ish"), (.http1_1, ""), (.http1_0, ","),
+    ] as [(HTTPVersion, String?)])
+    func keepAliveIsDecidedAsNIODecidesIt(version: HTTPVersion, connection: String?) {
+        var headers: HTTPHeaders = ["host": "x"]
+        if let connection { headers.add(name: "Connection", value: connection) }
+        let request = HTTPRequestHead(version: version, method: .GET, uri: "/", headers: headers)
+        #expect(request.keepsConnectionAlive == request.isKeepAlive)
+        let response = HTTPResponseHead(version: version, status: .ok, headers: headers)
+        #expect(response.keepsConnectionAlive == response.isKeepAlive)
+    }
+
     // MARK: Responses
 
     static func response(_ text: String, step: Int = .max, finish: Bool = false) -> [String] {
