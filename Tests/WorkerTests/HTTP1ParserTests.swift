@@ -170,11 +170,12 @@ import Testing
     }
 
     /// The keep-alive decision, as NIO's `isKeepAlive` makes it.
-    @Test(arguments: [
-        (HTTPVersion.http1_1, nil), (.http1_0, nil), (.http1_0, "keep-alive"), (.http1_0, "Keep-Alive"), (.http1_1, "close"),
-        (.http1_1, "CLOSE"), (.http1_1, "keep-alive, close"), (.http1_1, " upgrade ,\tclose "), (.http1_0, "foo,keep-alive"),
-        (.http1_1, "closed"), (.http1_0, "keep-alive-ish"), (.http1_1, ""), (.http1_0, ","),
-    ] as [(HTTPVersion, String?)])
+    @Test(
+        arguments: [
+            (HTTPVersion.http1_1, nil), (.http1_0, nil), (.http1_0, "keep-alive"), (.http1_0, "Keep-Alive"), (.http1_1, "close"),
+            (.http1_1, "CLOSE"), (.http1_1, "keep-alive, close"), (.http1_1, " upgrade ,\tclose "), (.http1_0, "foo,keep-alive"),
+            (.http1_1, "closed"), (.http1_0, "keep-alive-ish"), (.http1_1, ""), (.http1_0, ","),
+        ] as [(HTTPVersion, String?)])
     func keepAliveIsDecidedAsNIODecidesIt(version: HTTPVersion, connection: String?) {
         var headers: HTTPHeaders = ["host": "x"]
         if let connection { headers.add(name: "Connection", value: connection) }
