@@ -178,3 +178,92 @@ models:
         stop.set()
         thread.join(timeout=5)
         listener.close()
+
+
+RAW_ANSWER = json.dumps({"id": "chatcmpl-raw", "object": "chat.completion", "created": 1, "model": "remote",
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+RAW_RESPONSES = {
+    # HTTP/1.0, no length: the body ends when the upstream closes.
+    "close-delimited": b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + RAW_ANSWER,
+    # Chunked with an extension, odd chunk sizes and a trailer; 100 Continue before it.
+    "chunked": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"".join(b"%x;ext=1\r\n%s\r\n" % (len(RAW_ANSWER[i:i + 7]), RAW_ANSWER[i:i + 7]) for i in range(0, len(RAW_ANSWER), 7))
+               + b"0\r\nX-Trailer: t\r\n\r\n",
+    # Two lengths: the framing cannot be trusted.
+    "malformed": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\nContent-Length: %d\r\n\r\n" % len(RAW_ANSWER) + RAW_ANSWER,
+    # A good response, one byte per write.
+    "dribbled": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(RAW_ANSWER) + RAW_ANSWER,
+}
+
+
+def test_upstream_responses_are_framed_as_rfc_9112_says(gateway_factory):
+    """The worker's own response parser against an upstream that frames its answers every
+    way HTTP/1.x allows: close-delimited, chunked with extensions and trailers after a 100,
+    dribbled byte by byte — each relayed whole; two content-lengths — 502, nothing relayed."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def answer(conn):
+        with conn:
+            conn.settimeout(5)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+            while len(body) < length:
+                body += conn.recv(65536)
+            if not head.startswith(b"POST "):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            kind = json.loads(body)["messages"][0]["content"]
+            response = RAW_RESPONSES[kind]
+            if kind == "dribbled":
+                for i in range(len(response)):
+                    conn.sendall(response[i:i + 1])
+                    time.sleep(0.001)
+            else:
+                conn.sendall(response)
+            # Close after each answer: a close-delimited body needs it, and the others
+            # show that a closed keep-alive connection is not the client's problem.
+
+    def serve():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        config = f"""upstreams:
+  raw: {{ url: "http://127.0.0.1:{port}" }}
+models:
+  m: {{ upstreams: [raw], upstream_model: remote }}
+"""
+        gw = gateway_factory(config=config, workers=1, env={"CIRCUIT_BREAKER_ENABLED": "false"})
+        for kind in ("close-delimited", "chunked", "dribbled"):
+            r = gw.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": kind}]})
+            assert r.status == 200, (kind, r.text)
+            answer_json = r.json()
+            assert answer_json["model"] == "m", (kind, answer_json)
+            assert answer_json["choices"][0]["message"]["content"] == "ok", (kind, answer_json)
+        r = gw.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "malformed"}]})
+        assert r.status == 502, r.text
+        assert r.json()["error"]["code"] == "upstream_error", r.text
+        assert b"ok" not in r.body
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
