@@ -206,8 +206,8 @@ final class ResponseWriter {
 }
 
 /// The lines of an HTTP/1.1 head, as the gateway writes them (responses and upstream
-/// requests). Names and values are the gateway's own or came through NIO's parser, so
-/// they hold no CR or LF.
+/// requests). Names and values are the gateway's own or came through `HTTP1Parser`
+/// (token names, no control characters in values), so they hold no CR or LF.
 extension ByteBuffer {
     /// `HTTP/1.1 200 OK` and its line end (`HTTP/1.0` for an HTTP/1.0 client).
     mutating func writeHTTPStatusLine(status: Int, version: HTTPVersion) {

@@ -2,8 +2,10 @@
 (reuse, connections the upstream closed), and backpressure from a slow streaming client."""
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -123,22 +125,17 @@ def test_a_slow_streaming_client_slows_the_upstream(gateway_factory, fake_vllm):
         s.close()
 
 
-def test_an_https_upstream_gets_tls_with_certificate_verification(gateway_factory, tmp_path):
-    """The worker speaks TLS to an https:// upstream and refuses a certificate that the
-    system's trust store does not vouch for (here: self-signed): 502, no request sent."""
-    import ssl
-    import subprocess
-    import threading
-
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
-                   check=True, capture_output=True)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(cert), str(key))
+@contextlib.contextmanager
+def raw_upstream(answer):
+    """A hand-written upstream on 127.0.0.1: each connection is passed to `answer(conn)` on
+    a thread of its own and closed after it. Yields the port."""
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    seen = {"hellos": 0, "handshake_errors": [], "requests": 0}
+    stop = threading.Event()
+
+    def handle(conn):
+        with conn:
+            conn.settimeout(5)
+            answer(conn)
 
     def serve():
         listener.settimeout(0.2)
@@ -147,37 +144,60 @@ def test_an_https_upstream_gets_tls_with_certificate_verification(gateway_factor
                 conn, _ = listener.accept()
             except (socket.timeout, OSError):
                 continue
-            with conn:
-                conn.settimeout(5)
-                try:
-                    if conn.recv(1, socket.MSG_PEEK) == b"\x16":  # a TLS handshake record
-                        seen["hellos"] += 1
-                    tls = context.wrap_socket(conn, server_side=True)
-                    if tls.recv(65536):
-                        seen["requests"] += 1
-                except (ssl.SSLError, OSError) as error:
-                    seen["handshake_errors"].append(str(error))
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
-    stop = threading.Event()
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        config = f"""upstreams:
-  secure: {{ url: "https://localhost:{port}" }}
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def one_upstream_config(name: str, url: str) -> str:
+    """A configuration with one upstream and one model `m` on it (served as `remote`)."""
+    return f"""upstreams:
+  {name}: {{ url: "{url}" }}
 models:
-  m: {{ upstreams: [secure], upstream_model: remote }}
+  m: {{ upstreams: [{name}], upstream_model: remote }}
 """
-        gw = gateway_factory(config=config, workers=1, env={"CIRCUIT_BREAKER_ENABLED": "false"})
+
+
+def test_an_https_upstream_gets_tls_with_certificate_verification(gateway_factory, tmp_path):
+    """The worker speaks TLS to an https:// upstream and refuses a certificate that the
+    system's trust store does not vouch for (here: self-signed): 502, no request sent."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    seen = {"hellos": 0, "handshake_errors": [], "requests": 0}
+
+    def answer(conn):
+        try:
+            if conn.recv(1, socket.MSG_PEEK) == b"\x16":  # a TLS handshake record
+                seen["hellos"] += 1
+            tls = context.wrap_socket(conn, server_side=True)
+            if tls.recv(65536):
+                seen["requests"] += 1
+        except (ssl.SSLError, OSError) as error:
+            seen["handshake_errors"].append(str(error))
+
+    with raw_upstream(answer) as port:
+        gw = gateway_factory(config=one_upstream_config("secure", f"https://localhost:{port}"), workers=1,
+                             env={"CIRCUIT_BREAKER_ENABLED": "false"})
         r = gw.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status == 502, r.text
         assert r.json()["error"]["code"] == "upstream_error", r.text
         assert seen["hellos"] >= 1, "the worker did not start a TLS handshake"
         assert seen["requests"] == 0, "a request was sent over an unverified connection"
         assert any("ALERT" in e.upper() or "EOF" in e.upper() for e in seen["handshake_errors"]), seen
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
 
 
 RAW_ANSWER = json.dumps({"id": "chatcmpl-raw", "object": "chat.completion", "created": 1, "model": "remote",
@@ -201,58 +221,35 @@ def test_upstream_responses_are_framed_as_rfc_9112_says(gateway_factory):
     """The worker's own response parser against an upstream that frames its answers every
     way HTTP/1.x allows: close-delimited, chunked with extensions and trailers after a 100,
     dribbled byte by byte — each relayed whole; two content-lengths — 502, nothing relayed."""
-    import threading
-
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    stop = threading.Event()
-
     def answer(conn):
-        with conn:
-            conn.settimeout(5)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
-            while len(body) < length:
-                body += conn.recv(65536)
-            if not head.startswith(b"POST "):
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
                 return
-            kind = json.loads(body)["messages"][0]["content"]
-            response = RAW_RESPONSES[kind]
-            if kind == "dribbled":
-                for i in range(len(response)):
-                    conn.sendall(response[i:i + 1])
-                    time.sleep(0.001)
-            else:
-                conn.sendall(response)
-            # Close after each answer: a close-delimited body needs it, and the others
-            # show that a closed keep-alive connection is not the client's problem.
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            body += conn.recv(65536)
+        if not head.startswith(b"POST "):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        kind = json.loads(body)["messages"][0]["content"]
+        response = RAW_RESPONSES[kind]
+        if kind == "dribbled":
+            for i in range(len(response)):
+                conn.sendall(response[i:i + 1])
+                time.sleep(0.001)
+        else:
+            conn.sendall(response)
+        # raw_upstream closes after each answer: a close-delimited body needs it, and the
+        # others show that a closed keep-alive connection is not the client's problem.
 
-    def serve():
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except (socket.timeout, OSError):
-                continue
-            threading.Thread(target=answer, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        config = f"""upstreams:
-  raw: {{ url: "http://127.0.0.1:{port}" }}
-models:
-  m: {{ upstreams: [raw], upstream_model: remote }}
-"""
-        gw = gateway_factory(config=config, workers=1, env={"CIRCUIT_BREAKER_ENABLED": "false"})
+    with raw_upstream(answer) as port:
+        gw = gateway_factory(config=one_upstream_config("raw", f"http://127.0.0.1:{port}"), workers=1,
+                             env={"CIRCUIT_BREAKER_ENABLED": "false"})
         for kind in ("close-delimited", "chunked", "dribbled"):
             r = gw.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": kind}]})
             assert r.status == 200, (kind, r.text)
@@ -263,7 +260,3 @@ models:
         assert r.status == 502, r.text
         assert r.json()["error"]["code"] == "upstream_error", r.text
         assert b"ok" not in r.body
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
