@@ -65,13 +65,16 @@ public struct Authenticator: Sendable {
                 name: "anonymous", keyID: keyID, models: nil,
                 requestsPerMinute: defaults.requestsPerMinute, tokensPerMinute: defaults.tokensPerMinute)
         }
-        guard let presented, !presented.isEmpty else { return nil }
-        let digest = Array(SHA256.hash(data: Array(presented.utf8)))
-        var match: ClientIdentity?
-        for entry in entries where Self.constantTimeEqual(entry.digest, digest) && match == nil {
-            match = entry.identity
+        guard var presented, !presented.isEmpty else { return nil }
+        // Hashed and compared in place: no array of the key or its digest per request.
+        let digest = presented.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+        return digest.withUnsafeBytes { digest in
+            var match: ClientIdentity?
+            for entry in entries where Self.constantTimeEqual(entry.digest, digest) && match == nil {
+                match = entry.identity
+            }
+            return match
         }
-        return match
     }
 
     /// The key from `Bearer <key>` (scheme case-insensitive).
@@ -92,7 +95,7 @@ public struct Authenticator: Sendable {
         return i == end ? nil : String(header[i..<end])
     }
 
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    static func constantTimeEqual(_ a: [UInt8], _ b: UnsafeRawBufferPointer) -> Bool {
         guard a.count == b.count else { return false }
         var difference: UInt8 = 0
         for i in 0..<a.count { difference |= a[i] ^ b[i] }

@@ -38,10 +38,11 @@ public struct JSONScanner {
         scanner.skipWhitespace()
         guard scanner.peek() == UInt8(ascii: "{") else { throw scanner.failure("expected a JSON object") }
         var members: [Member] = []
+        members.reserveCapacity(8)
         // Duplicates: a linear look-back while the object is small (the usual request has a
         // handful of members), a set once it is not.
         var seen: Set<String>?
-        try scanner.scanObject(depth: 1) { key, value in
+        try scanner.scanObject(depth: 1, decodingKeys: true) { key, value in
             let duplicate: Bool
             if var set = seen {
                 seen = nil
@@ -159,7 +160,13 @@ public struct JSONScanner {
         index += 1
     }
 
-    private mutating func scanObject(depth: Int, member: ((String, Range<Int>) throws -> Void)? = nil) throws {
+    private mutating func scanObject(depth: Int) throws {
+        try scanObject(depth: depth, decodingKeys: false) { _, _ in }
+    }
+
+    /// Scans an object, passing each member's key (when `decodingKeys`) and value range to
+    /// `member`. The closure does not escape, so what it captures stays on the stack.
+    private mutating func scanObject(depth: Int, decodingKeys: Bool, member: (String, Range<Int>) throws -> Void) throws {
         guard depth <= Self.maxDepth else { throw failure("JSON nested deeper than \(Self.maxDepth) levels") }
         try expect(UInt8(ascii: "{"), "'{'")
         skipWhitespace()
@@ -177,7 +184,7 @@ public struct JSONScanner {
             skipWhitespace()
             let valueStart = index
             try scanValue(depth: depth)
-            if let member {
+            if decodingKeys {
                 try member(Self.string(bytes, keyRange) ?? "", valueStart..<index)
             }
             skipWhitespace()

@@ -53,12 +53,13 @@ public struct ModelRegistry: Sendable {
         if isConfigured { return byClientName[clientName] }
         guard !upstreams.isEmpty else { return nil }
         let index = discoveryIndex
-        let status = segment.upstream(index)
-        let served = upstreams[index].isDemo ? [Self.demoModelName] : status.models
         let target = Target(name: clientName, upstreamModel: clientName, upstreams: [index], toolParser: "none", fallbacks: [], configured: false)
+        if upstreams[index].isDemo { return clientName == Self.demoModelName ? target : nil }
+        let status = segment.upstream(index)
+        let listed = status.modelList(contains: clientName)
         // Before the first successful discovery, let the upstream decide.
-        if served.isEmpty && status.health != .up && !upstreams[index].isDemo { return target }
-        return served.contains(clientName) ? target : nil
+        if listed.isEmpty && status.health != .up { return target }
+        return listed.contains ? target : nil
     }
 
     /// The configured target named `name` (for fallbacks).

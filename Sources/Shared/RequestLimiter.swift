@@ -24,6 +24,7 @@ public struct RequestLimiter: Sendable {
     /// Takes one request for `identity`, and checks its token bucket.
     public func admit(_ identity: ClientIdentity, now: UInt64 = RequestLimiter.now()) -> Admission {
         var headers: [(String, String)] = []
+        headers.reserveCapacity(6)
         let requestGCRA = GCRA(rate: identity.requestsPerMinute)
         let requestOutcome = requests.take(key: identity.keyID, gcra: requestGCRA, now: now)
         headers.append(("x-ratelimit-limit-requests", String(identity.requestsPerMinute)))

@@ -52,6 +52,31 @@ public struct UpstreamStatus: Sendable {
         sequence.wrappingIncrement(ordering: .acquiringAndReleasing)  // even: published
     }
 
+    /// Whether the published model list is empty, and whether it has `name`: read in
+    /// place, without copying the list (this runs on every request when the models are
+    /// discovered rather than configured).
+    public func modelList(contains name: String) -> (isEmpty: Bool, contains: Bool) {
+        var name = name
+        return name.withUTF8 { wanted in
+            let sequence = field(.modelsSequence)
+            for _ in 0..<1000 {
+                let before = sequence.load(ordering: .acquiring)
+                if before & 1 == 1 { continue }
+                let length = min(Int(field(.modelsLength).load(ordering: .acquiring)), SegmentLayout.upstreamModelsCapacity)
+                let text = UnsafeRawBufferPointer(start: segment.base + offset + SegmentLayout.upstreamModelsOffset, count: length)
+                var found = false
+                var start = 0
+                while !found && start < length {
+                    let end = text[start...].firstIndex(of: 0x0A) ?? length
+                    found = end - start == wanted.count && wanted.count > 0 && text[start..<end].elementsEqual(wanted)
+                    start = end + 1
+                }
+                if sequence.load(ordering: .acquiring) == before { return (length == 0, found) }
+            }
+            return (true, false)
+        }
+    }
+
     /// The served model names as last published (empty when none were seen).
     public var models: [String] {
         let sequence = field(.modelsSequence)

@@ -6,10 +6,17 @@ import NIOCore
 /// connection accepted just before the drain the chance to deliver its first request
 /// (closing it unread would reset a client that did nothing wrong).
 final class ConnectionRegistry: Sendable {
-    private struct Entry {
-        var channel: any Channel
-        var idle = true
-        var served = 0
+    /// One connection's standing, held by its handler so that a request's start and end
+    /// touch no dictionary (a dictionary's in-place update allocates its accessor's frame).
+    /// `idle` and `served` are read and written under the registry's lock only.
+    final class Entry: @unchecked Sendable {
+        let channel: any Channel
+        fileprivate var idle = true
+        fileprivate var served = 0
+
+        fileprivate init(channel: any Channel) {
+            self.channel = channel
+        }
     }
 
     private struct State {
@@ -32,29 +39,31 @@ final class ConnectionRegistry: Sendable {
     var count: Int { state.withLockedValue { $0.entries.count } }
 
     /// Adds a connection (one accepted just as the drain began gets the same grace).
-    func register(_ channel: any Channel) {
+    func register(_ channel: any Channel) -> Entry {
+        let entry = Entry(channel: channel)
         let draining = state.withLockedValue { state in
-            state.entries[ObjectIdentifier(channel)] = Entry(channel: channel)
+            state.entries[ObjectIdentifier(channel)] = entry
             return state.draining
         }
-        if draining { closeIfStillFresh(channel) }
+        if draining { closeIfStillFresh(entry) }
+        return entry
     }
 
-    func unregister(_ channel: any Channel) {
-        _ = state.withLockedValue { $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
+    func unregister(_ entry: Entry) {
+        _ = state.withLockedValue { $0.entries.removeValue(forKey: ObjectIdentifier(entry.channel)) }
     }
 
-    /// A request head arrived on `channel`.
-    func requestStarted(on channel: any Channel) {
-        state.withLockedValue { $0.entries[ObjectIdentifier(channel)]?.idle = false }
+    /// A request head arrived on the entry's connection.
+    func requestStarted(_ entry: Entry) {
+        state.withLockedValue { _ in entry.idle = false }
     }
 
-    /// `channel` finished a response; returns true when it should close now (draining).
-    func requestFinished(on channel: any Channel) -> Bool {
+    /// The entry's connection finished a response; returns true when it should close now
+    /// (draining).
+    func requestFinished(_ entry: Entry) -> Bool {
         state.withLockedValue { state in
-            let id = ObjectIdentifier(channel)
-            state.entries[id]?.idle = true
-            state.entries[id]?.served += 1
+            entry.idle = true
+            entry.served += 1
             return state.draining
         }
     }
@@ -62,20 +71,20 @@ final class ConnectionRegistry: Sendable {
     /// Starts the drain: closes idle connections that have served a request; fresh ones
     /// get ``freshConnectionGrace`` to send theirs.
     func beginDrain() {
-        let (idle, fresh) = state.withLockedValue { state -> ([any Channel], [any Channel]) in
+        let (idle, fresh) = state.withLockedValue { state -> ([any Channel], [Entry]) in
             state.draining = true
             let idle = state.entries.values.filter { $0.idle && $0.served > 0 }.map(\.channel)
-            let fresh = state.entries.values.filter { $0.idle && $0.served == 0 }.map(\.channel)
+            let fresh = state.entries.values.filter { $0.idle && $0.served == 0 }
             return (idle, fresh)
         }
         for channel in idle { channel.close(promise: nil) }
-        for channel in fresh { closeIfStillFresh(channel) }
+        for entry in fresh { closeIfStillFresh(entry) }
     }
 
-    private func closeIfStillFresh(_ channel: any Channel) {
-        channel.eventLoop.scheduleTask(in: freshConnectionGrace) { [self] in
-            let stillIdle = state.withLockedValue { $0.entries[ObjectIdentifier(channel)]?.idle ?? false }
-            if stillIdle { channel.close(promise: nil) }
+    private func closeIfStillFresh(_ entry: Entry) {
+        entry.channel.eventLoop.scheduleTask(in: freshConnectionGrace) { [self] in
+            let stillIdle = state.withLockedValue { _ in entry.idle }
+            if stillIdle { entry.channel.close(promise: nil) }
         }
     }
 }

@@ -26,6 +26,8 @@ final class GatewayConnection: ChannelDuplexHandler {
 
     private let handler: RequestHandler
     private let registry: ConnectionRegistry
+    /// This connection in the registry, from `handlerAdded` on.
+    private var registryEntry: ConnectionRegistry.Entry?
     private let maxBodyBytes: Int
     private let timer: ConnectionTimer
     /// Requests read whose response has not ended (more than one when pipelined).
@@ -73,7 +75,7 @@ final class GatewayConnection: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        registry.register(context.channel)
+        registryEntry = registry.register(context.channel)
         if context.channel.isActive { timer.arm(timer.timeouts.head, channel: context.channel) }
     }
 
@@ -154,7 +156,7 @@ final class GatewayConnection: ChannelDuplexHandler {
     private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch (part, state) {
         case (.head(let head), .idle):
-            registry.requestStarted(on: context.channel)
+            if let registryEntry { registry.requestStarted(registryEntry) }
             let start = MonotonicInstant.now()
             if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
                 refuseTooLarge(head: head, start: start, context: context)
@@ -202,7 +204,7 @@ final class GatewayConnection: ChannelDuplexHandler {
         }
         state = .discarding
         timer.cancel()
-        registry.unregister(context.channel)
+        if let registryEntry { registry.unregister(registryEntry) }
         context.fireChannelInactive()
     }
 
@@ -251,7 +253,7 @@ final class GatewayConnection: ChannelDuplexHandler {
         guard let context, case .responding(let current, let head, let route, let start) = state, current === writer else { return }
         state = .idle
         handler.finished(request: head, route: route, requestID: writer.requestID, writer: writer, start: start)
-        let drainingNow = registry.requestFinished(on: context.channel)
+        let drainingNow = registryEntry.map { registry.requestFinished($0) } ?? registry.isDraining
         let rest = writer.takeRest()
         requestsInFlight = max(0, requestsInFlight - 1)
         if !writer.keepAlive || drainingNow {

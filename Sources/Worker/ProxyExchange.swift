@@ -37,7 +37,8 @@ final class ProxyExchange: UpstreamResponseHandling {
     private let attempts: [ProxyHandler.Attempt]
 
     private var next = 0
-    private var lastError: GatewayError
+    /// Why the last attempt failed; nil while none has (the error is built only if sent).
+    private var lastError: GatewayError?
     private var attempt: ProxyHandler.Attempt?
     private var isLastAttempt = false
     private var connection: UpstreamConnection?
@@ -74,7 +75,6 @@ final class ProxyExchange: UpstreamResponseHandling {
         self.identity = identity
         self.writer = writer
         self.attempts = attempts
-        self.lastError = .unavailable("No upstream is available for model '\(clientModel)'.", retryAfterSeconds: 1)
     }
 
     func start() {
@@ -111,7 +111,7 @@ final class ProxyExchange: UpstreamResponseHandling {
         }
         guard !cancelled else { return }
         phase = .done
-        writer.send(error: lastError)
+        writer.send(error: lastError ?? .unavailable("No upstream is available for model '\(clientModel)'.", retryAfterSeconds: 1))
     }
 
     private func send(to pool: UpstreamPool, forceNew: Bool) {

@@ -84,6 +84,8 @@ struct ProxyHandler: Sendable {
     /// Upstreams for the target (healthy and closed-breaker ones by least in-flight, the
     /// rest last), then the same for each fallback model.
     func plan(_ target: ModelRegistry.Target) -> [Attempt] {
+        // One upstream and no fallback (the usual case): nothing to order.
+        if target.upstreams.count == 1 && target.fallbacks.isEmpty { return [Attempt(target: target, upstream: target.upstreams[0])] }
         var attempts: [Attempt] = []
         for candidate in [target] + target.fallbacks.compactMap({ registry.configuredTarget($0) }) {
             let ordered = candidate.upstreams.map { index -> (Int, Int, UInt64) in

@@ -34,6 +34,21 @@ import Testing
         #expect(status.models == Array(many.prefix(status.models.count)))
     }
 
+    @Test func aModelIsLookedUpInPlaceAsTheListSaysIt() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        let status = segment.upstream(0)
+        #expect(status.modelList(contains: "m") == (isEmpty: true, contains: false))
+        status.publishModels(["Qwen/Qwen2.5-7B-Instruct-AWQ", "m", "model-b"])
+        for name in ["Qwen/Qwen2.5-7B-Instruct-AWQ", "m", "model-b"] {
+            #expect(status.modelList(contains: name) == (isEmpty: false, contains: true), "\(name)")
+        }
+        for name in ["", "M", "model", "model-bb", "Qwen/Qwen2.5-7B-Instruct-AWQ\nm", "odel-b", "ß"] {
+            #expect(status.modelList(contains: name) == (isEmpty: false, contains: false), "\(name)")
+        }
+        status.publishModels([])
+        #expect(status.modelList(contains: "m") == (isEmpty: true, contains: false))
+    }
+
     @Test func attachRefusesAnotherLayout() throws {
         let fd = gwTestMemfd(size: 4096)
         #expect(throws: SegmentError.self) { try SharedSegment.attach(fileDescriptor: fd) }
