@@ -27,10 +27,14 @@ public struct ModelRegistry: Sendable {
 
     /// The upstream whose models are discovered when none are configured: the first one
     /// still in use (retired upstreams keep their position but serve nothing).
-    var discoveryIndex: Int { upstreams.firstIndex { !$0.retired } ?? 0 }
+    let discoveryIndex: Int
+    /// `[discoveryIndex]`, made once rather than for each request's target.
+    private let discoveryUpstreams: [Int]
 
     public init(configuration: GatewayConfiguration) {
         upstreams = configuration.upstreams
+        discoveryIndex = configuration.upstreams.firstIndex { !$0.retired } ?? 0
+        discoveryUpstreams = [discoveryIndex]
         let index = Dictionary(uniqueKeysWithValues: configuration.upstreams.enumerated().map { ($1.name, $0) })
         var map: [String: Target] = [:]
         for model in configuration.models {
@@ -53,7 +57,8 @@ public struct ModelRegistry: Sendable {
         if isConfigured { return byClientName[clientName] }
         guard !upstreams.isEmpty else { return nil }
         let index = discoveryIndex
-        let target = Target(name: clientName, upstreamModel: clientName, upstreams: [index], toolParser: "none", fallbacks: [], configured: false)
+        let target = Target(
+            name: clientName, upstreamModel: clientName, upstreams: discoveryUpstreams, toolParser: "none", fallbacks: [], configured: false)
         if upstreams[index].isDemo { return clientName == Self.demoModelName ? target : nil }
         let status = segment.upstream(index)
         let listed = status.modelList(contains: clientName)

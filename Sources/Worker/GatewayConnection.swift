@@ -154,6 +154,10 @@ final class GatewayConnection: ChannelDuplexHandler {
     }
 
     private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        if case .body(var chunk) = part, case .readingBody = state {
+            appendBody(&chunk, context: context)
+            return
+        }
         switch (part, state) {
         case (.head(let head), .idle):
             if let registryEntry { registry.requestStarted(registryEntry) }
@@ -167,14 +171,6 @@ final class GatewayConnection: ChannelDuplexHandler {
             }
             let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
             state = .readingBody(head, context.channel.allocator.buffer(capacity: min(expected, maxBodyBytes)), start)
-        case (.body(var chunk), .readingBody(let head, var body, let start)):
-            if body.readableBytes + chunk.readableBytes > maxBodyBytes {
-                refuseTooLarge(head: head, start: start, context: context)
-                return
-            }
-            state = .idle  // drop the reference while appending, so the buffer is not copied
-            body.writeBuffer(&chunk)
-            state = .readingBody(head, body, start)
         case (.end, .readingBody(let head, let body, let start)):
             let writer = makeWriter(head: head, context: context)
             let route = Route(path: head.uri)
@@ -186,6 +182,20 @@ final class GatewayConnection: ChannelDuplexHandler {
             // A part out of order cannot come from the parser; close rather than guess.
             context.close(promise: nil)
         }
+    }
+
+    /// Appends a piece of the request body in place. Called outside the `switch` over
+    /// `(part, state)`: that tuple is a second reference to the buffer for as long as the
+    /// switch runs, which made every append copy the whole body so far.
+    private func appendBody(_ chunk: inout ByteBuffer, context: ChannelHandlerContext) {
+        guard case .readingBody(let head, var body, let start) = state else { return }
+        if body.readableBytes + chunk.readableBytes > maxBodyBytes {
+            refuseTooLarge(head: head, start: start, context: context)
+            return
+        }
+        state = .idle  // `body` is the buffer's only reference while it grows
+        body.writeBuffer(&chunk)
+        state = .readingBody(head, body, start)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

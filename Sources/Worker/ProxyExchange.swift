@@ -209,7 +209,7 @@ final class ProxyExchange: UpstreamResponseHandling {
             proxy.recordBreaker(attempt.upstream, success: true)
         }
         let contentType = head.headers.first(name: "content-type")
-        let isEventStream = contentType?.lowercased().hasPrefix("text/event-stream") ?? false
+        let isEventStream = contentType.map { Self.isEventStream($0) } ?? false
         relay = RelayContext(
             clientModel: clientModel, upstreamModel: attempt.target.upstreamModel, modelLabel: attempt.target.name,
             upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
@@ -335,6 +335,13 @@ final class ProxyExchange: UpstreamResponseHandling {
 
     /// A non-streamed answer (or any error answer): `model` gets its client name back, usage
     /// is counted, the status and body are passed on (an upstream 500 becomes 502).
+    /// `text/event-stream` (any case, parameters or not), read without a lowercased copy.
+    static func isEventStream(_ contentType: String) -> Bool {
+        let utf8 = contentType.utf8
+        let type = "text/event-stream".utf8
+        return utf8.count >= type.count && zip(utf8, type).allSatisfy { ($0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0) == $1 }
+    }
+
     private func sendWhole(status: Int, contentType: String?, body buffer: ByteBuffer) {
         var out = buffer
         if (200..<300).contains(status), let relay {

@@ -6,6 +6,15 @@ import Testing
 @Suite struct ProxyExchangeTests {
     func count(_ text: String) -> Int? { ProxyExchange.wholeEventsWithoutUsage(ByteBuffer(string: text)) }
 
+    @Test(arguments: [
+        ("text/event-stream", true), ("text/event-stream; charset=utf-8", true), ("Text/Event-Stream", true),
+        ("TEXT/EVENT-STREAM;charset=utf-8", true), ("application/json", false), ("text/event-strea", false),
+        ("text/event_stream", false), ("text/event\rstream", false), ("", false),
+    ])
+    func anEventStreamIsRecognisedInAnyCase(contentType: String, expected: Bool) {
+        #expect(ProxyExchange.isEventStream(contentType) == expected)
+    }
+
     @Test func aReadOfWholeEventsWithoutUsagePassesAsItIs() {
         #expect(count("data: {\"choices\":[]}\n\n") == 1)
         #expect(count("data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n") == 3)
