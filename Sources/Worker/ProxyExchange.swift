@@ -333,8 +333,6 @@ final class ProxyExchange: UpstreamResponseHandling {
 
     // MARK: Relaying
 
-    /// A non-streamed answer (or any error answer): `model` gets its client name back, usage
-    /// is counted, the status and body are passed on (an upstream 500 becomes 502).
     /// `text/event-stream` (any case, parameters or not), read without a lowercased copy.
     static func isEventStream(_ contentType: String) -> Bool {
         let utf8 = contentType.utf8
@@ -342,6 +340,8 @@ final class ProxyExchange: UpstreamResponseHandling {
         return utf8.count >= type.count && zip(utf8, type).allSatisfy { ($0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0) == $1 }
     }
 
+    /// A non-streamed answer (or any error answer): `model` gets its client name back, usage
+    /// is counted, the status and body are passed on (an upstream 500 becomes 502).
     private func sendWhole(status: Int, contentType: String?, body buffer: ByteBuffer) {
         var out = buffer
         if (200..<300).contains(status), let relay {
