@@ -112,17 +112,8 @@ public struct Authenticator: Sendable {
         var result: [UInt8] = []
         var iterator = hex.utf8.makeIterator()
         while let high = iterator.next(), let low = iterator.next() {
-            result.append(UInt8(nibble(high) << 4 | nibble(low)))
+            result.append((high.hexDigitValue ?? 0) << 4 | (low.hexDigitValue ?? 0))
         }
         return result
-    }
-
-    private static func nibble(_ c: UInt8) -> UInt8 {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: 0
-        }
     }
 }

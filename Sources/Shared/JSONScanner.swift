@@ -125,19 +125,10 @@ public struct JSONScanner {
         guard start + 4 <= limit else { return nil }
         var value: UInt32 = 0
         for k in start..<(start + 4) {
-            guard let digit = hexValue(bytes[k]) else { return nil }
-            value = value << 4 | digit
+            guard let digit = bytes[k].hexDigitValue else { return nil }
+            value = value << 4 | UInt32(digit)
         }
         return value
-    }
-
-    private static func hexValue(_ c: UInt8) -> UInt32? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt32(c - UInt8(ascii: "0"))
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt32(c - UInt8(ascii: "a") + 10)
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): UInt32(c - UInt8(ascii: "A") + 10)
-        default: nil
-        }
     }
 
     // MARK: - Grammar
@@ -317,5 +308,17 @@ public struct JSONScanner {
         }
         guard scalar >= minimum, scalar <= 0x10FFFF, !(0xD800...0xDFFF).contains(scalar) else { throw failure("invalid UTF-8") }
         index += length
+    }
+}
+
+extension UInt8 {
+    /// The value of this ASCII hex digit (`0-9`, `a-f`, `A-F`), or nil.
+    public var hexDigitValue: UInt8? {
+        switch self {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): self - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): self - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): self - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }

@@ -58,40 +58,37 @@ public struct UpstreamStatus: Sendable {
     public func modelList(contains name: String) -> (isEmpty: Bool, contains: Bool) {
         var name = name
         return name.withUTF8 { wanted in
-            let sequence = field(.modelsSequence)
-            for _ in 0..<1000 {
-                let before = sequence.load(ordering: .acquiring)
-                if before & 1 == 1 { continue }
-                let length = min(Int(field(.modelsLength).load(ordering: .acquiring)), SegmentLayout.upstreamModelsCapacity)
-                let text = UnsafeRawBufferPointer(start: segment.base + offset + SegmentLayout.upstreamModelsOffset, count: length)
+            readModelList { text in
                 var found = false
                 var start = 0
-                while !found && start < length {
-                    let end = text[start...].firstIndex(of: 0x0A) ?? length
+                while !found && start < text.count {
+                    let end = text[start...].firstIndex(of: 0x0A) ?? text.count
                     found = end - start == wanted.count && wanted.count > 0 && text[start..<end].elementsEqual(wanted)
                     start = end + 1
                 }
-                if sequence.load(ordering: .acquiring) == before { return (length == 0, found) }
-            }
-            return (true, false)
+                return (text.isEmpty, found)
+            } ?? (true, false)
         }
     }
 
     /// The served model names as last published (empty when none were seen).
     public var models: [String] {
+        readModelList { text in text.split(separator: 0x0A).map { String(decoding: $0, as: UTF8.self) } } ?? []
+    }
+
+    /// `read` over the published list (names separated by LF), retried until no
+    /// ``publishModels(_:)`` ran meanwhile (sequence lock: odd while writing); nil if the
+    /// list kept changing. What `read` returns from a torn read is thrown away.
+    private func readModelList<T>(_ read: (UnsafeRawBufferPointer) -> T) -> T? {
         let sequence = field(.modelsSequence)
         for _ in 0..<1000 {
             let before = sequence.load(ordering: .acquiring)
             if before & 1 == 1 { continue }
             let length = min(Int(field(.modelsLength).load(ordering: .acquiring)), SegmentLayout.upstreamModelsCapacity)
-            let base = segment.base + offset + SegmentLayout.upstreamModelsOffset
-            let bytes = Array(UnsafeRawBufferPointer(start: base, count: length))
-            if sequence.load(ordering: .acquiring) == before {
-                if bytes.isEmpty { return [] }
-                return bytes.split(separator: 0x0A).map { String(decoding: $0, as: UTF8.self) }
-            }
+            let result = read(UnsafeRawBufferPointer(start: segment.base + offset + SegmentLayout.upstreamModelsOffset, count: length))
+            if sequence.load(ordering: .acquiring) == before { return result }
         }
-        return []
+        return nil
     }
 }
 

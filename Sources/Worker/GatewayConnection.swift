@@ -162,15 +162,16 @@ final class GatewayConnection: ChannelDuplexHandler {
         case (.head(let head), .idle):
             if let registryEntry { registry.requestStarted(registryEntry) }
             let start = MonotonicInstant.now()
-            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
+            // The parser checked it: one content-length, digits only (none when chunked).
+            let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
+            if expected > maxBodyBytes {
                 refuseTooLarge(head: head, start: start, context: context)
                 return
             }
             if head.version != .http1_0, head.headers.first(name: "expect")?.lowercased() == "100-continue" {
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
             }
-            let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
-            state = .readingBody(head, context.channel.allocator.buffer(capacity: min(expected, maxBodyBytes)), start)
+            state = .readingBody(head, context.channel.allocator.buffer(capacity: expected), start)
         case (.end, .readingBody(let head, let body, let start)):
             let writer = makeWriter(head: head, context: context)
             let route = Route(path: head.uri)

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import Shared
 
 /// Why a message was refused. After any of them the connection's framing can no longer be
 /// trusted: it is answered (a client) or failed (an upstream), then closed.
@@ -320,9 +321,9 @@ struct HTTP1Parser<Head: HTTP1Head> {
             let count = min(raw.count, Self.maxChunkLineBytes)
             var i = 0
             var size = 0
-            while i < count, let digit = Self.hexValue(raw[i]) {
+            while i < count, let digit = raw[i].hexDigitValue {
                 guard i < 15 else { throw .malformed("chunk size too large") }
-                size = size << 4 | digit
+                size = size << 4 | Int(digit)
                 i += 1
             }
             if i < count {
@@ -349,15 +350,6 @@ struct HTTP1Parser<Head: HTTP1Head> {
         bytes.moveReaderIndex(forwardBy: parsed.lineLength)
         buffer = bytes.readableBytes > 0 ? bytes : nil
         return parsed.size
-    }
-
-    private static func hexValue(_ byte: UInt8) -> Int? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(byte - UInt8(ascii: "0"))
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(byte - UInt8(ascii: "a") + 10)
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(byte - UInt8(ascii: "A") + 10)
-        default: nil
-        }
     }
 
     /// Skips the trailer section after the last chunk (its fields are not used); false if
