@@ -77,6 +77,20 @@ public struct Authenticator: Sendable {
         }
     }
 
+    /// ``authenticate(authorization:)`` for a request on a connection that remembers its last
+    /// credential: a keep-alive client sends the same header on every request, and the same
+    /// header resolves to the same identity without a second SHA-256 (a short keyed hash
+    /// recognises it; see ``RememberedCredential``). A header that does not authenticate is
+    /// never remembered, and one that differs goes the whole way.
+    public func authenticate(authorization: String?, remembering memo: inout RememberedCredential?) -> ClientIdentity? {
+        if let memo, let authorization, memo.matches(authorization) { return memo.identity }
+        let identity = authenticate(authorization: authorization)
+        if let identity, let authorization {
+            memo = RememberedCredential(authorization: authorization, identity: identity)
+        }
+        return identity
+    }
+
     /// The key from `Bearer <key>` (scheme case-insensitive).
     /// Byte-wise: it runs on every request.
     static func bearerToken(_ header: String) -> String? {
@@ -115,5 +129,40 @@ public struct Authenticator: Sendable {
             result.append((high.hexDigitValue ?? 0) << 4 | (low.hexDigitValue ?? 0))
         }
         return result
+    }
+}
+
+/// What a connection's last authenticated request presented, and whom it named (see
+/// ``Authenticator/authenticate(authorization:remembering:)``). Held by one connection for
+/// as long as it is open; the worker's keys do not change meanwhile (a configuration
+/// reload replaces the workers).
+///
+/// Not the header itself: a 64-bit SipHash of it under a key drawn at random per process,
+/// so worker memory still holds no key beyond the request being read, and a header that
+/// is not the remembered one matches with odds of 2⁻⁶⁴ (no one outside the process can
+/// compute the tag, so it cannot be searched for).
+public struct RememberedCredential: Sendable {
+    let tag: Int
+    let identity: ClientIdentity
+
+    init(authorization: String, identity: ClientIdentity) {
+        self.tag = Self.tag(of: authorization)
+        self.identity = identity
+    }
+
+    /// Whether `header` is (with the odds above) the remembered header.
+    func matches(_ header: String) -> Bool { Self.tag(of: header) == tag }
+
+    /// The process's own hashing key, on top of the standard library's per-process seed
+    /// (which `SWIFT_DETERMINISTIC_HASHING` would zero).
+    private static let key = (UInt64.random(in: .min ... .max), UInt64.random(in: .min ... .max))
+
+    static func tag(of header: String) -> Int {
+        var hasher = Hasher()
+        hasher.combine(key.0)
+        hasher.combine(key.1)
+        var header = header
+        header.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        return hasher.finalize()
     }
 }

@@ -136,14 +136,26 @@ public struct TokenUsage: Sendable, Equatable {
         haystack.withUnsafeBytes { contains($0, needle) }
     }
 
+    /// Whether `needle` occurs in `haystack`. It runs over every non-streamed answer: the
+    /// first four bytes are compared as one word at each position, the rest only there.
     static func contains(_ haystack: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
-        guard haystack.count >= needle.count, let first = needle.first else { return false }
-        var i = 0
-        let last = haystack.count - needle.count
-        while i <= last {
-            if haystack[i] == first && haystack[i..<(i + needle.count)].elementsEqual(needle) { return true }
-            i += 1
+        guard !needle.isEmpty, haystack.count >= needle.count else { return false }
+        return needle.withUnsafeBytes { needle in
+            let last = haystack.count - needle.count
+            guard needle.count >= 4 else {
+                return (0...last).contains { i in (0..<needle.count).allSatisfy { haystack[i + $0] == needle[$0] } }
+            }
+            let head = needle.loadUnaligned(as: UInt32.self)
+            var i = 0
+            while i <= last {
+                if haystack.loadUnaligned(fromByteOffset: i, as: UInt32.self) == head {
+                    var j = 4
+                    while j < needle.count && haystack[i + j] == needle[j] { j += 1 }
+                    if j == needle.count { return true }
+                }
+                i += 1
+            }
+            return false
         }
-        return false
     }
 }

@@ -62,7 +62,7 @@ final class AccessLog: @unchecked Sendable {
         Self.append("bytes", number: bytes, to: &out)
         if let tokens = fields.completionTokens { Self.append("completion_tokens", number: tokens, to: &out) }
         out.append(contentsOf: #","duration_ms":"#.utf8)
-        out.append(contentsOf: String((seconds * 1e6).rounded() / 1e3).utf8)
+        Self.appendMilliseconds(microseconds: Int((seconds * 1e6).rounded()), to: &out)
         if let error = fields.error { Self.append("error", error, to: &out) }
         if let key = fields.key { Self.append("key", key, to: &out) }
         Self.append("method", method, to: &out)
@@ -100,6 +100,25 @@ final class AccessLog: @unchecked Sendable {
     private static func append(_ key: StaticString, number: Int, to out: inout [UInt8]) {
         appendKey(key, to: &out)
         out.append(contentsOf: String(number).utf8)
+    }
+
+    /// Milliseconds with up to three decimals, as Swift prints `Double(µs) / 1000` (`1.61`,
+    /// `2.0`, `1234.567`) without formatting a floating-point number.
+    static func appendMilliseconds(microseconds: Int, to out: inout [UInt8]) {
+        let microseconds = max(0, microseconds)
+        out.append(contentsOf: String(microseconds / 1000).utf8)
+        out.append(UInt8(ascii: "."))
+        var fraction = microseconds % 1000
+        guard fraction != 0 else {
+            out.append(UInt8(ascii: "0"))
+            return
+        }
+        var divisor = 100
+        while fraction != 0 {
+            out.append(UInt8(48 + fraction / divisor))
+            fraction %= divisor
+            divisor /= 10
+        }
     }
 
     private static func appendKey(_ key: StaticString, to out: inout [UInt8]) {

@@ -48,6 +48,9 @@ final class GatewayConnection: ChannelDuplexHandler {
     private var pipelined = CircularBuffer<HTTPServerRequestPart>()
     private var pipelinedBytes = 0
     private var readHeld = false
+    /// The `Authorization` header this connection last authenticated with (a keep-alive
+    /// client's next request skips the digest when it sends the same).
+    var rememberedCredential: RememberedCredential?
     private var servingQueue = false
 
     /// Pipelined bodies held at most before the connection is closed (on top of one

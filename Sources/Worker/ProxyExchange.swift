@@ -128,25 +128,17 @@ final class ProxyExchange: UpstreamResponseHandling {
             switch result {
             case .success(let connection):
                 self.connection = connection
-                let body = forwardedBody(attempt)
-                connection.send(
-                    head: upstreamHead(pool: pool, attempt: attempt, bodyLength: body.readableBytes), body: body, to: self, reused: reused)
+                connection.send(upstreamRequest(pool: pool), body: forwardedBody(attempt), to: self, reused: reused)
             case .failure(let failure):
                 upstreamFailed(failure)
             }
         }
     }
 
-    private func upstreamHead(pool: UpstreamPool, attempt: ProxyHandler.Attempt, bodyLength: Int) -> HTTPRequestHead {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(7)
-        headers.add(name: "host", value: pool.hostHeader)
-        headers.add(name: "content-type", value: "application/json")
-        headers.add(name: "content-length", value: String(bodyLength))
-        headers.add(name: "accept", value: body.stream ? "text/event-stream" : "application/json")
-        headers.add(name: "x-request-id", value: request.requestID)
-        if let authorization = pool.authorization { headers.add(name: "authorization", value: authorization) }
-        return HTTPRequestHead(version: .http1_1, method: .POST, uri: pool.url.pathPrefix + request.route.template, headers: headers)
+    private func upstreamRequest(pool: UpstreamPool) -> UpstreamRequest {
+        UpstreamRequest(
+            pathPrefix: pool.url.pathPrefix, route: request.route.template, host: pool.hostHeader, acceptsEventStream: body.stream,
+            requestID: request.requestID, authorization: pool.authorization)
     }
 
     private func forwardedBody(_ attempt: ProxyHandler.Attempt) -> ByteBuffer {
@@ -359,10 +351,8 @@ final class ProxyExchange: UpstreamResponseHandling {
                 out = ByteBuffer(bytes: bytes)
             }
         }
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: contentType ?? "application/json")
         let clientStatus = status >= 500 && !(502...504).contains(status) ? 502 : status
-        writer.send(status: clientStatus, headers: headers, body: out)
+        writer.send(status: clientStatus, contentType: contentType ?? "application/json", body: out)
     }
 
     /// Writes each whole SSE event of `buffer` (flushed when the read burst ends); stops

@@ -58,7 +58,8 @@ final class RequestHandler: Sendable {
         }
         var identity: ClientIdentity?
         if request.route.requiresAuth {
-            identity = authenticator.authenticate(authorization: request.head.headers.first(name: "authorization"))
+            identity = authenticator.authenticate(
+                authorization: request.head.headers.first(name: "authorization"), remembering: &writer.rememberedCredential)
             guard identity != nil else {
                 writer.send(error: .unauthorized())
                 return

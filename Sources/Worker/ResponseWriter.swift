@@ -58,6 +58,12 @@ final class ResponseWriter {
     /// True while the client's socket takes data without queuing in the gateway.
     var isWritable: Bool { context.channel.isWritable }
 
+    /// The credential the connection's last authenticated request presented.
+    var rememberedCredential: RememberedCredential? {
+        get { connection.rememberedCredential }
+        set { connection.rememberedCredential = newValue }
+    }
+
     /// Makes this the connection's last response.
     func forceClose() { keepAlive = false }
 
@@ -80,10 +86,19 @@ final class ResponseWriter {
     /// The gateway frames its responses itself: with `content-length` when the caller set
     /// one, else chunked (HTTP/1.1) or to the end of the connection (HTTP/1.0).
     func writeHead(status: Int, headers: HTTPHeaders, reservingBody bodyCapacity: Int = 0) {
+        guard var out = startHead(status: status, hasLength: headers.contains(name: "content-length"), reservingBody: bodyCapacity)
+        else { return }
+        for (name, value) in headers { out.writeHTTPHeader(name, value) }
+        finishHead(&out)
+    }
+
+    /// The status line, with the bookkeeping of a head (framing, keep-alive); nil when the
+    /// client is gone. The caller adds its headers, then ``finishHead(_:)``.
+    private func startHead(status: Int, hasLength: Bool, reservingBody bodyCapacity: Int) -> ByteBuffer? {
         precondition(!headSent, "response head written twice")
         if connection.isDraining { keepAlive = false }
         let mayHaveBody = status >= 200 && status != 204 && status != 304
-        if mayHaveBody && !headers.contains(name: "content-length") {
+        if mayHaveBody && !hasLength {
             if version.major == 1 && version.minor == 0 {
                 keepAlive = false  // an HTTP/1.0 body without a length ends with the connection
             } else {
@@ -93,11 +108,14 @@ final class ResponseWriter {
         bodyAllowed = mayHaveBody && !isHead
         self.status = status
         headSent = true
-        guard !clientGone else { return }
-
+        guard !clientGone else { return nil }
         var out = context.channel.allocator.buffer(capacity: 256 + min(bodyCapacity, Self.copyLimit + 16))
         out.writeHTTPStatusLine(status: status, version: version)
-        for (name, value) in headers { out.writeHTTPHeader(name, value) }
+        return out
+    }
+
+    /// The headers every response carries, the blank line, and the head queued.
+    private func finishHead(_ out: inout ByteBuffer) {
         out.writeHTTPHeader("x-request-id", requestID)
         for (name, value) in extraHeaders { out.writeHTTPHeader(name, value) }
         if !keepAlive {
@@ -181,11 +199,30 @@ final class ResponseWriter {
         end()
     }
 
+    /// A whole response with only a content type of its own (and what every response
+    /// carries): the head is written without building `HTTPHeaders`. Proxied answers and
+    /// the gateway's JSON go this way.
+    func send(status: Int, contentType: String, body: ByteBuffer) {
+        if var out = startHead(status: status, hasLength: true, reservingBody: body.readableBytes) {
+            out.writeHTTPHeader("content-type", contentType)
+            out.writeStaticString("content-length: ")
+            out.writeString(String(body.readableBytes))
+            out.writeStaticString("\r\n")
+            finishHead(&out)
+        }
+        write(body)
+        end()
+    }
+
     /// A JSON response.
     func sendJSON(status: Int, _ json: String, headers: HTTPHeaders = HTTPHeaders()) {
-        var headers = headers
-        headers.replaceOrAdd(name: "content-type", value: "application/json")
-        send(status: status, headers: headers, body: ByteBuffer(string: json))
+        guard headers.isEmpty else {
+            var headers = headers
+            headers.replaceOrAdd(name: "content-type", value: "application/json")
+            send(status: status, headers: headers, body: ByteBuffer(string: json))
+            return
+        }
+        send(status: status, contentType: "application/json", body: ByteBuffer(string: json))
     }
 
     /// An error in OpenAI's shape, with the error's own headers.

@@ -185,6 +185,24 @@ final class UpstreamPool {
     }
 }
 
+/// What the gateway asks an upstream: always a `POST` of a JSON body over HTTP/1.1, so the
+/// head is written straight from these fields (no `HTTPHeaders` per request). Every value
+/// is the gateway's own (configuration, route templates, a checked request id), so none
+/// holds CR or LF.
+struct UpstreamRequest {
+    /// The upstream URL's path (`""` or `/something`, no trailing slash).
+    var pathPrefix: String
+    /// The route's path (`/v1/chat/completions`).
+    var route: String
+    /// `Host` header value.
+    var host: String
+    /// `accept: text/event-stream` (a streamed request) rather than `application/json`.
+    var acceptsEventStream: Bool
+    var requestID: String
+    /// A cloud fallback's `Authorization` (never logged).
+    var authorization: String?
+}
+
 /// One upstream connection: writes a request as HTTP/1.1 bytes, parses the response
 /// (``HTTP1Parser``) and hands its parts to its ``UpstreamResponseHandling``, enforces the
 /// upstream timeout, and stops reading while the client cannot take more (backpressure: it
@@ -222,9 +240,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
-    /// Sends one request (head and body in one flush: one write to the socket). The head
-    /// carries the body's `content-length`.
-    func send(head: HTTPRequestHead, body: ByteBuffer, to receiver: any UpstreamResponseHandling, reused: Bool) {
+    /// Sends one request (head and body in one flush: one write to the socket).
+    func send(_ request: UpstreamRequest, body: ByteBuffer, to receiver: any UpstreamResponseHandling, reused: Bool) {
         guard let context, context.channel.isActive else {
             // Closed before the request went out (an inactive channel tells its handlers
             // nothing more, so say it here).
@@ -238,22 +255,27 @@ final class UpstreamConnection: ChannelDuplexHandler {
         skippingInformational = false
         lastActivity = pool.eventLoop.now
         if timer == nil { armTimer(in: pool.timeout) }  // one left from an earlier request fires early and re-arms
-        let (request, rest) = Self.encode(head: head, body: body, allocator: context.channel.allocator)
-        context.write(wrapOutboundOut(request), promise: nil)
+        let (head, rest) = Self.encode(request, body: body, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(head), promise: nil)
         if let rest { context.write(wrapOutboundOut(rest), promise: nil) }
         context.flush()
     }
 
     /// A request as bytes: the head, with the body behind it up to ``copyLimit``; a larger
     /// body is returned as it is, to be written after the head.
-    static func encode(head: HTTPRequestHead, body: ByteBuffer, allocator: ByteBufferAllocator) -> (ByteBuffer, ByteBuffer?) {
+    static func encode(_ request: UpstreamRequest, body: ByteBuffer, allocator: ByteBufferAllocator) -> (ByteBuffer, ByteBuffer?) {
         let copyBody = body.readableBytes <= copyLimit
         var out = allocator.buffer(capacity: 512 + (copyBody ? body.readableBytes : 0))
-        out.writeString(head.method.rawValue)
-        out.writeInteger(UInt8(ascii: " "))
-        out.writeString(head.uri)
+        out.writeStaticString("POST ")
+        out.writeString(request.pathPrefix)
+        out.writeString(request.route)
         out.writeStaticString(" HTTP/1.1\r\n")
-        for (name, value) in head.headers { out.writeHTTPHeader(name, value) }
+        out.writeHTTPHeader("host", request.host)
+        out.writeStaticString("content-type: application/json\r\ncontent-length: ")
+        out.writeString(String(body.readableBytes))
+        out.writeStaticString(request.acceptsEventStream ? "\r\naccept: text/event-stream\r\n" : "\r\naccept: application/json\r\n")
+        out.writeHTTPHeader("x-request-id", request.requestID)
+        if let authorization = request.authorization { out.writeHTTPHeader("authorization", authorization) }
         out.writeStaticString("\r\n")
         guard copyBody else { return (out, body) }
         out.writeImmutableBuffer(body)

@@ -46,4 +46,30 @@ import Testing
         #expect(find(#"{"id":"x","usage":{"prompt_tokens":1,"#) == nil)
         #expect(find(#"["usage",{"usage":{"prompt_tokens":1}}]"#) == nil, "not an object")
     }
+
+    /// The word-at-a-time search finds what a plain search finds, at every offset, for
+    /// needles shorter and longer than a word, planted whole or all but their last byte.
+    @Test func theSearchAgreesWithAPlainOne() {
+        var random = SplitMix64(seed: 7)
+        let alphabet = Array(#""usage:{}u"#.utf8)
+        for needle in [#""usage""#, "us", "usag", #""completion_tokens""#].map({ Array($0.utf8) }) {
+            for length in 0..<40 {
+                for _ in 0..<50 {
+                    var haystack = (0..<length).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] }
+                    if length >= needle.count, random.next() % 2 == 0 {
+                        // Planted at a random offset, or all but its last byte (a near miss).
+                        let at = Int(random.next() % UInt64(length - needle.count + 1))
+                        let planted = random.next() % 2 == 0 ? needle[...] : needle.dropLast()
+                        haystack.replaceSubrange(at..<(at + planted.count), with: planted)
+                    }
+                    let plain =
+                        haystack.count >= needle.count
+                        && (0...(haystack.count - needle.count)).contains { Array(haystack[$0..<($0 + needle.count)]) == needle }
+                    #expect(TokenUsage.contains(haystack, needle) == plain, "\(String(decoding: haystack, as: UTF8.self))")
+                }
+            }
+            #expect(TokenUsage.contains(Array("xx".utf8) + needle, needle))
+            #expect(!TokenUsage.contains(Array(needle.dropLast()) + [UInt8(ascii: "x")], needle))
+        }
+    }
 }
