@@ -63,14 +63,24 @@ public struct RequestLimiter: Sendable {
 
     static func seconds(_ micros: UInt64) -> Int { Int((micros + 999_999) / 1_000_000) }
 
-    /// OpenAI's reset format: `1s`, `6m0s`, `0.5s`.
+    /// OpenAI's reset format: `1s`, `6m0s`, `0.5s` (under a minute: seconds rounded to the
+    /// millisecond, decimals only when there are any). Integer arithmetic: it runs on every
+    /// admitted request.
     static func duration(_ micros: UInt64) -> String {
-        let seconds = Double(micros) / 1e6
-        if seconds < 60 {
-            let rounded = (seconds * 1000).rounded() / 1000
-            return rounded == rounded.rounded() ? "\(Int(rounded))s" : "\(rounded)s"
+        guard micros < 60_000_000 else {
+            let whole = micros / 1_000_000
+            return "\(whole / 60)m\(whole % 60)s"
         }
-        let whole = Int(seconds)
-        return "\(whole / 60)m\(whole % 60)s"
+        let millis = Int((micros + 500) / 1000)  // half a millisecond rounds up
+        guard millis % 1000 != 0 else { return "\(millis / 1000)s" }
+        var fraction = millis % 1000
+        var digits = ""
+        var divisor = 100
+        while fraction != 0 {
+            digits.append(Character(Unicode.Scalar(UInt8(48 + fraction / divisor))))
+            fraction %= divisor
+            divisor /= 10
+        }
+        return "\(millis / 1000).\(digits)s"
     }
 }
