@@ -10,8 +10,9 @@ import Shared
 /// the extra usage chunk is removed again when the client did not ask for it.
 ///
 /// This part decides synchronously (body, model, scope, limits, plan); a ``ProxyExchange``
-/// then carries the request through the upstream attempts on the event loop.
-struct ProxyHandler: Sendable {
+/// then carries the request through the upstream attempts on the event loop. A class: each
+/// exchange holds it, and a reference costs one retain where the fields would cost ten.
+final class ProxyHandler: Sendable {
     let registry: ModelRegistry
     let upstreams: UpstreamPools
     let segment: SharedSegment
@@ -22,6 +23,23 @@ struct ProxyHandler: Sendable {
     let breaker: GatewayConfiguration.CircuitBreaker
     let upstreamTimeout: Double
     let logger: Logger
+
+    init(
+        registry: ModelRegistry, upstreams: UpstreamPools, segment: SharedSegment, slot: WorkerSlot, demo: DemoModel,
+        limiter: RequestLimiter, metrics: GatewayMetrics, breaker: GatewayConfiguration.CircuitBreaker, upstreamTimeout: Double,
+        logger: Logger
+    ) {
+        self.registry = registry
+        self.upstreams = upstreams
+        self.segment = segment
+        self.slot = slot
+        self.demo = demo
+        self.limiter = limiter
+        self.metrics = metrics
+        self.breaker = breaker
+        self.upstreamTimeout = upstreamTimeout
+        self.logger = logger
+    }
 
     /// Largest non-streamed upstream response accepted.
     static let maxResponseBytes = 64 << 20
