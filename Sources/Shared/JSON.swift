@@ -34,11 +34,16 @@ public enum JSON {
     /// Appends `text` as a quoted JSON string to UTF-8 bytes (the access log's path).
     public static func appendQuoted(_ text: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            out.append(contentsOf: text.utf8)  // the usual case: nothing to escape
+        // The usual case, nothing to escape, over the contiguous bytes (a small string's
+        // on the stack) rather than through the UTF-8 view's iterator.
+        var text = text
+        let plain = text.withUTF8 { bytes in
+            guard !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return false }
+            out.append(contentsOf: bytes)
             out.append(UInt8(ascii: "\""))
-            return
+            return true
         }
+        if plain { return }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])

@@ -29,7 +29,7 @@ struct AccessFields {
 final class AccessLog: @unchecked Sendable {
     private let eventLoop: any EventLoop
     private let fd: Int32
-    private let pid: String
+    private let pid: [UInt8]
     private var buffer: [UInt8] = []
     private var flushScheduled = false
     /// `"2026-11-21T12:00:00` for the current second (the prefix of every timestamp).
@@ -43,7 +43,7 @@ final class AccessLog: @unchecked Sendable {
     init(eventLoop: any EventLoop, fd: Int32 = 2) {
         self.eventLoop = eventLoop
         self.fd = fd
-        self.pid = String(getpid())
+        self.pid = Array(String(getpid()).utf8)
         buffer.reserveCapacity(Self.flushBytes)
     }
 
@@ -57,7 +57,7 @@ final class AccessLog: @unchecked Sendable {
         out.append(contentsOf: #"{"ts":""#.utf8)
         appendTimestamp(to: &out)
         out.append(contentsOf: #"","level":"info","proc":"worker","pid":"#.utf8)
-        out.append(contentsOf: pid.utf8)
+        out.append(contentsOf: pid)
         out.append(contentsOf: #","msg":"request""#.utf8)
         Self.append("bytes", number: bytes, to: &out)
         if let tokens = fields.completionTokens { Self.append("completion_tokens", number: tokens, to: &out) }
@@ -99,14 +99,14 @@ final class AccessLog: @unchecked Sendable {
 
     private static func append(_ key: StaticString, number: Int, to out: inout [UInt8]) {
         appendKey(key, to: &out)
-        out.append(contentsOf: String(number).utf8)
+        appendDecimal(number, to: &out)
     }
 
     /// Milliseconds with up to three decimals, as Swift prints `Double(µs) / 1000` (`1.61`,
     /// `2.0`, `1234.567`) without formatting a floating-point number.
     static func appendMilliseconds(microseconds: Int, to out: inout [UInt8]) {
         let microseconds = max(0, microseconds)
-        out.append(contentsOf: String(microseconds / 1000).utf8)
+        appendDecimal(microseconds / 1000, to: &out)
         out.append(UInt8(ascii: "."))
         var fraction = microseconds % 1000
         guard fraction != 0 else {
@@ -117,6 +117,21 @@ final class AccessLog: @unchecked Sendable {
         while fraction != 0 {
             out.append(UInt8(48 + fraction / divisor))
             fraction %= divisor
+            divisor /= 10
+        }
+    }
+
+    /// `number` in decimal, digit by digit (no String per number).
+    static func appendDecimal(_ number: Int, to out: inout [UInt8]) {
+        guard number != 0 else {
+            out.append(UInt8(ascii: "0"))
+            return
+        }
+        if number < 0 { out.append(UInt8(ascii: "-")) }
+        var divisor = 1
+        while number / divisor / 10 != 0 { divisor *= 10 }
+        while divisor != 0 {
+            out.append(UInt8(48 + abs(number / divisor % 10)))
             divisor /= 10
         }
     }

@@ -56,4 +56,11 @@ import Testing
         AccessLog.appendMilliseconds(microseconds: microseconds, to: &out)
         #expect(String(decoding: out, as: UTF8.self) == String(Double(microseconds) / 1e3))
     }
+
+    @Test(arguments: [0, 1, 9, 10, 99, 100, 499, 1234, 65_536, -1, -10, -987, Int.max, Int.min])
+    func numbersReadAsSwiftPrintsThem(number: Int) {
+        var out: [UInt8] = []
+        AccessLog.appendDecimal(number, to: &out)
+        #expect(String(decoding: out, as: UTF8.self) == String(number))
+    }
 }
