@@ -73,14 +73,9 @@ public struct RequestLimiter: Sendable {
         }
         let millis = Int((micros + 500) / 1000)  // half a millisecond rounds up
         guard millis % 1000 != 0 else { return "\(millis / 1000)s" }
-        var fraction = millis % 1000
-        var digits = ""
-        var divisor = 100
-        while fraction != 0 {
-            digits.append(Character(Unicode.Scalar(UInt8(48 + fraction / divisor))))
-            fraction %= divisor
-            divisor /= 10
-        }
-        return "\(millis / 1000).\(digits)s"
+        var text: [UInt8] = []
+        DecimalText.appendThousandths(millis, to: &text)
+        text.append(UInt8(ascii: "s"))
+        return String(decoding: text, as: UTF8.self)
     }
 }

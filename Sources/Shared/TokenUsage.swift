@@ -19,7 +19,7 @@ public struct TokenUsage: Sendable, Equatable {
     /// strings, and a count that is not a plain non-negative integer counts as 0.
     public static func find(in raw: UnsafeRawBufferPointer) -> TokenUsage? {
         // Most stream chunks carry no usage: skip them without scanning.
-        guard raw.count > 8, contains(raw, usageKey),
+        guard raw.count > 8, mentionsUsage(raw),
             let value = topLevelValue(of: usageKey, in: raw), raw[value.lowerBound] == UInt8(ascii: "{")
         else { return nil }
         let usage = UnsafeRawBufferPointer(rebasing: raw[value])
@@ -34,6 +34,10 @@ public struct TokenUsage: Sendable, Equatable {
         }
         return TokenUsage(prompt: count(promptKey), completion: count(completionKey))
     }
+
+    /// Whether `"usage"` (quotes included) occurs anywhere in `raw`: a quick test before
+    /// any parsing, for answers and for each read of a stream.
+    public static func mentionsUsage(_ raw: UnsafeRawBufferPointer) -> Bool { contains(raw, usageKey) }
 
     /// `"usage"`, quotes included.
     static let usageKey: [UInt8] = Array(#""usage""#.utf8)
@@ -122,7 +126,7 @@ public struct TokenUsage: Sendable, Equatable {
 
     /// True for the extra last chunk `include_usage` adds: `"choices": []` with a usage.
     public static func isUsageOnlyChunk(_ json: [UInt8]) -> Bool {
-        guard contains(json, Array(#""usage""#.utf8)) else { return false }
+        guard contains(json, usageKey) else { return false }
         return json.withUnsafeBytes { raw in
             guard let members = try? JSONScanner.objectMembers(raw),
                 let choices = members.first(where: { $0.key == "choices" })

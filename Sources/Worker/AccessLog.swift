@@ -62,7 +62,7 @@ final class AccessLog: @unchecked Sendable {
         Self.append("bytes", number: bytes, to: &out)
         if let tokens = fields.completionTokens { Self.append("completion_tokens", number: tokens, to: &out) }
         out.append(contentsOf: #","duration_ms":"#.utf8)
-        Self.appendMilliseconds(microseconds: Int((seconds * 1e6).rounded()), to: &out)
+        DecimalText.appendThousandths(Int((seconds * 1e6).rounded()), to: &out)  // milliseconds
         if let error = fields.error { Self.append("error", error, to: &out) }
         if let key = fields.key { Self.append("key", key, to: &out) }
         Self.append("method", method, to: &out)
@@ -99,41 +99,7 @@ final class AccessLog: @unchecked Sendable {
 
     private static func append(_ key: StaticString, number: Int, to out: inout [UInt8]) {
         appendKey(key, to: &out)
-        appendDecimal(number, to: &out)
-    }
-
-    /// Milliseconds with up to three decimals, as Swift prints `Double(µs) / 1000` (`1.61`,
-    /// `2.0`, `1234.567`) without formatting a floating-point number.
-    static func appendMilliseconds(microseconds: Int, to out: inout [UInt8]) {
-        let microseconds = max(0, microseconds)
-        appendDecimal(microseconds / 1000, to: &out)
-        out.append(UInt8(ascii: "."))
-        var fraction = microseconds % 1000
-        guard fraction != 0 else {
-            out.append(UInt8(ascii: "0"))
-            return
-        }
-        var divisor = 100
-        while fraction != 0 {
-            out.append(UInt8(48 + fraction / divisor))
-            fraction %= divisor
-            divisor /= 10
-        }
-    }
-
-    /// `number` in decimal, digit by digit (no String per number).
-    static func appendDecimal(_ number: Int, to out: inout [UInt8]) {
-        guard number != 0 else {
-            out.append(UInt8(ascii: "0"))
-            return
-        }
-        if number < 0 { out.append(UInt8(ascii: "-")) }
-        var divisor = 1
-        while number / divisor / 10 != 0 { divisor *= 10 }
-        while divisor != 0 {
-            out.append(UInt8(48 + abs(number / divisor % 10)))
-            divisor /= 10
-        }
+        DecimalText.append(number, to: &out)
     }
 
     private static func appendKey(_ key: StaticString, to out: inout [UInt8]) {

@@ -385,17 +385,8 @@ final class ProxyExchange: UpstreamResponseHandling {
     /// stream: one or a few token chunks.
     static func wholeEventsWithoutUsage(_ buffer: ByteBuffer) -> Int? {
         buffer.withUnsafeReadableBytes { raw -> Int? in
-            guard raw.count >= 2, raw[raw.count - 1] == 0x0A, raw[raw.count - 2] == 0x0A else { return nil }
-            // `"usage"` anywhere (a quote, then the rest compared only there).
-            let rest: [UInt8] = Array(#"usage""#.utf8)
-            var i = 0
-            while i + rest.count < raw.count {
-                if raw[i] == 0x22, raw[i + 1] == rest[0] {
-                    var j = 1
-                    while j < rest.count && raw[i + 1 + j] == rest[j] { j += 1 }
-                    if j == rest.count { return nil }
-                }
-                i += 1
+            guard raw.count >= 2, raw[raw.count - 1] == 0x0A, raw[raw.count - 2] == 0x0A, !TokenUsage.mentionsUsage(raw) else {
+                return nil
             }
             var count = 0
             var previous: UInt8 = 0
