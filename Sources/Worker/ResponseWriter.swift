@@ -37,6 +37,10 @@ final class ResponseWriter {
     private var bodyAllowed = false
     /// Bytes assembled for the next write to the socket.
     private var pending: ByteBuffer?
+    /// Small body pieces of a chunked response written since the last flush: they leave
+    /// as one chunk (a stream relayed read by read sends one chunk per upstream read, not
+    /// one per SSE event, and the client parses one chunk header for them).
+    private var openChunk: ByteBuffer?
 
     /// Called once if the client hangs up before the response is complete (cancels the
     /// upstream request).
@@ -128,12 +132,22 @@ final class ResponseWriter {
         pending = out
     }
 
-    /// Queues one body chunk (sent at the next ``flush()``). A `HEAD` request gets the
-    /// headers only. Small pieces are copied behind the head, so a whole response is one
-    /// buffer; large ones are queued as they are.
+    /// Queues body bytes (sent at the next ``flush()``). A `HEAD` request gets the headers
+    /// only. Small pieces are copied behind the head, so a whole response is one buffer;
+    /// in a chunked body the small pieces between two flushes make one chunk. Large pieces
+    /// are queued as they are.
     func write(_ buffer: ByteBuffer) {
         bodyBytes += buffer.readableBytes
         guard bodyAllowed, !clientGone, buffer.readableBytes > 0 else { return }
+        if chunked && buffer.readableBytes <= Self.copyLimit {
+            var body = openChunk ?? context.channel.allocator.buffer(capacity: max(buffer.readableBytes, 1024))
+            openChunk = nil  // uniquely referenced while appending
+            body.writeImmutableBuffer(buffer)
+            openChunk = body
+            if body.readableBytes >= Self.copyLimit { closeChunk() }
+            return
+        }
+        closeChunk()
         var out = pending ?? context.channel.allocator.buffer(capacity: buffer.readableBytes + 16)
         pending = nil  // uniquely referenced while appending
         if chunked { Self.writeChunkSize(buffer.readableBytes, to: &out) }
@@ -145,6 +159,18 @@ final class ResponseWriter {
             out.clear()
         }
         if chunked { out.writeStaticString("\r\n") }
+        pending = out
+    }
+
+    /// Frames the open chunk into the bytes queued for the socket.
+    private func closeChunk() {
+        guard let body = openChunk else { return }
+        openChunk = nil
+        var out = pending ?? context.channel.allocator.buffer(capacity: body.readableBytes + 16)
+        pending = nil  // uniquely referenced while appending
+        Self.writeChunkSize(body.readableBytes, to: &out)
+        out.writeImmutableBuffer(body)
+        out.writeStaticString("\r\n")
         pending = out
     }
 
@@ -164,6 +190,7 @@ final class ResponseWriter {
     /// Sends what was queued.
     func flush() {
         guard !clientGone else { return }
+        closeChunk()
         if let out = pending, out.readableBytes > 0 {
             pending = nil
             context.write(NIOAny(out), promise: nil)
@@ -175,6 +202,7 @@ final class ResponseWriter {
     /// the last chunk. Called once, by the connection, after its bookkeeping.
     func takeRest() -> ByteBuffer? {
         guard !clientGone else { return nil }
+        closeChunk()
         var out = pending ?? context.channel.allocator.buffer(capacity: 8)
         pending = nil
         if chunked && bodyAllowed { out.writeStaticString("0\r\n\r\n") }
