@@ -4,7 +4,7 @@
 /// 0      header     magic, version, sizes, region offsets (64 bytes)
 /// 64     global     draining flag, config generation, restart total, worker gauge
 /// 256    workers    maxWorkers slots of workerSlotSize bytes (pid, state, heartbeat,
-///                   in-flight requests per upstream, ...)
+///                   open connections, in-flight requests per upstream, ...)
 /// ...    upstreams  maxUpstreams blocks of upstreamSize bytes (health, breaker, models)
 /// ...    limits     two RateLimitTable regions (requests, tokens)
 /// ...    metrics    maxWorkers areas of MetricsLayout.words counters
@@ -16,7 +16,7 @@ public enum SegmentLayout {
     /// "LLMGWSEG" in ASCII.
     public static let magic: UInt64 = 0x4C4C_4D47_5753_4547
     /// Bumped on every incompatible layout change.
-    public static let version: UInt32 = 1
+    public static let version: UInt32 = 2
     /// Worker slots in the segment: the `--workers` upper bound.
     public static let maxWorkers = 128
 
@@ -58,6 +58,11 @@ public enum SegmentLayout {
         case workerRestartsTotal = 16
         case workersRunning = 24
         case supervisorPID = 32
+        /// Bumped when a worker stops waiting for connections (see ``AcceptBalance``);
+        /// workers that stepped out sleep on its low 32 bits (a futex). Version 2.
+        case acceptEpoch = 40
+        /// Workers sleeping on ``acceptEpoch`` (the bump wakes them only when there are any).
+        case acceptSleepers = 48
     }
 
     // Worker slot fields (offsets from the slot's start), all UInt64 atomics.
@@ -66,6 +71,8 @@ public enum SegmentLayout {
         case state = 8
         case heartbeat = 16
         case generation = 24
+        /// Connections the worker holds open (version 2).
+        case connections = 32
     }
 
     // Upstream block fields (offsets from the block's start), all UInt64 atomics.

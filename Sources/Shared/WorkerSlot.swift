@@ -47,6 +47,13 @@ public struct WorkerSlot: Sendable {
         nonmutating set { field(.generation).store(newValue, ordering: .relaxed) }
     }
 
+    /// Connections the worker holds open (what ``AcceptBalance`` compares).
+    public var connections: UInt64 { field(.connections).load(ordering: .relaxed) }
+
+    /// Counts a connection the worker accepted (paired with ``connectionClosed()``).
+    public func connectionOpened() { field(.connections).wrappingIncrement(ordering: .relaxed) }
+    public func connectionClosed() { field(.connections).wrappingDecrement(ordering: .relaxed) }
+
     private func inflight(_ upstream: Int) -> UnsafeAtomic<UInt64> {
         precondition((0..<SegmentLayout.maxUpstreams).contains(upstream), "upstream index out of range")
         return segment.atomic(at: offset + SegmentLayout.slotInflightOffset + upstream * 8)
@@ -60,10 +67,11 @@ public struct WorkerSlot: Sendable {
     public func requestEnded(upstream: Int) { inflight(upstream).wrappingDecrement(ordering: .relaxed) }
 
     /// Prepares the slot for a new worker (called by the supervisor before spawning). The
-    /// in-flight counters of a worker that died are dropped with it, so nothing it held
+    /// in-flight and connection counters of a worker that died are dropped with it, so nothing it held
     /// skews balancing afterwards.
     public func reset(generation: UInt64, now: MonotonicInstant) {
         for upstream in 0..<SegmentLayout.maxUpstreams { inflight(upstream).store(0, ordering: .relaxed) }
+        field(.connections).store(0, ordering: .relaxed)
         self.heartbeat = now
         self.generation = generation
         self.state = .booting
@@ -73,6 +81,7 @@ public struct WorkerSlot: Sendable {
     /// Marks the slot free (after the worker was reaped).
     public func release() {
         for upstream in 0..<SegmentLayout.maxUpstreams { inflight(upstream).store(0, ordering: .relaxed) }
+        field(.connections).store(0, ordering: .relaxed)
         self.state = .empty
         self.pid = 0
     }

@@ -96,6 +96,8 @@ final class SupervisorLoop {
             if let slot = slotsByPID.removeValue(forKey: pid) {
                 segment.workerSlot(slot).release()
                 segment.workersRunning = UInt64(slotsByPID.count)
+                // Workers that stepped out of accepting for it look again.
+                segment.bumpAcceptEpoch()
             }
             feed(.exited(pid: pid, status: exit))
             if exitCode != nil { return }

@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import Shared
 
 /// The worker's open connections and whether each is between requests, so a graceful
 /// drain can close the idle ones at once, let busy ones finish their response, and give a
@@ -29,7 +30,11 @@ final class ConnectionRegistry: Sendable {
     /// the drain began.
     let freshConnectionGrace: TimeAmount
 
-    init(freshConnectionGrace: TimeAmount = .seconds(2)) {
+    /// Where the count of open connections is published for ``AcceptBalance`` (nil: nowhere).
+    private let slot: WorkerSlot?
+
+    init(slot: WorkerSlot? = nil, freshConnectionGrace: TimeAmount = .seconds(2)) {
+        self.slot = slot
         self.freshConnectionGrace = freshConnectionGrace
     }
 
@@ -45,12 +50,14 @@ final class ConnectionRegistry: Sendable {
             state.entries[ObjectIdentifier(channel)] = entry
             return state.draining
         }
+        slot?.connectionOpened()
         if draining { closeIfStillFresh(entry) }
         return entry
     }
 
     func unregister(_ entry: Entry) {
-        _ = state.withLockedValue { $0.entries.removeValue(forKey: ObjectIdentifier(entry.channel)) }
+        let removed = state.withLockedValue { $0.entries.removeValue(forKey: ObjectIdentifier(entry.channel)) }
+        if removed != nil { slot?.connectionClosed() }
     }
 
     /// A request head arrived on the entry's connection.

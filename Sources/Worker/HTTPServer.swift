@@ -5,9 +5,13 @@ import NIOPosix
 import ServiceLifecycle
 import Shared
 
-/// The worker's HTTP/1.1 server on the inherited listening socket: each accepted
-/// connection gets NIO's HTTP request decoder and a ``GatewayConnection``; no task per
-/// connection or request.
+#if canImport(Glibc)
+    @preconcurrency import Glibc
+#endif
+
+/// The worker's HTTP/1.1 server on the inherited listening socket: the ``Acceptor`` takes
+/// this worker's share of the connections, each becomes a NIO channel with one
+/// ``GatewayConnection`` (its own HTTP/1.1 parser); no task per connection or request.
 ///
 /// Graceful shutdown (SIGTERM from the supervisor): stop accepting at once, close idle
 /// keep-alive connections, let in-flight requests and streams finish with
@@ -25,29 +29,36 @@ struct HTTPServer: Service {
 
     func run() async throws {
         let registry = handler.connections
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 4096)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { [handler, timeouts, maxBodyBytes, maxConnections, logger] channel in
-                if registry.count >= maxConnections {
-                    // Over the cap: refuse at once rather than hold the client.
-                    logger.debug("connection refused: \(maxConnections) connections open")
-                    channel.close(promise: nil)
-                    return channel.eventLoop.makeSucceededVoidFuture()
-                }
-                return channel.eventLoop.makeCompletedFuture {
+        let eventLoop = group.next()
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .channelInitializer { [handler, timeouts, maxBodyBytes] channel in
+                channel.eventLoop.makeCompletedFuture {
                     try GatewayConnection.configure(
                         channel, handler: handler, registry: registry, maxBodyBytes: maxBodyBytes, timeouts: timeouts)
                 }
             }
-            .withBoundSocket(NIOBSDSocket.Handle(listenerFD))
-            .get()
+        // The acceptor calls back on this loop.
+        let connections = NIOLoopBound(bootstrap, eventLoop: eventLoop)
+        let balance = AcceptBalance(segment: handler.segment, slot: slot.index)
+        let acceptor = try Acceptor(listenerFD: listenerFD, eventLoop: eventLoop, balance: balance, logger: logger) { [maxConnections, logger] fd in
+            if registry.count >= maxConnections {
+                // Over the cap: refuse at once rather than hold the client.
+                logger.debug("connection refused: \(maxConnections) connections open")
+                close(fd)
+                return
+            }
+            // The channel owns the descriptor from here (it closes it if setting up fails).
+            connections.value.withConnectedSocket(fd).whenFailure { error in
+                logger.debug("connection not set up: \(error)")
+            }
+        }
+        acceptor.start()
         slot.state = .ready
         logger.info("worker accepting")
 
         try await withTaskCancellationHandler {
             try await withGracefulShutdownHandler {
-                try await server.closeFuture.get()
+                try await acceptor.stopped.get()
                 // Accepting stopped (drain): wait for the open connections to finish.
                 while registry.count > 0 {
                     try await Task.sleep(for: .milliseconds(20))
@@ -57,10 +68,10 @@ struct HTTPServer: Service {
                 logger.info("worker draining")
                 registry.beginDrain()
                 // The other workers take new connections from now on.
-                server.close(promise: nil)
+                acceptor.stop()
             }
         } onCancel: {
-            server.close(promise: nil)
+            acceptor.stop()
             registry.closeAll()
         }
         logger.info("worker drained")

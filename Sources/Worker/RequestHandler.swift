@@ -15,8 +15,8 @@ final class RequestHandler: Sendable {
     let authenticator: Authenticator
     let metrics: GatewayMetrics
     let exposition: PrometheusExposition
-    /// The worker's connections (drained on SIGTERM).
-    let connections = ConnectionRegistry()
+    /// The worker's connections (drained on SIGTERM, counted in its slot).
+    let connections: ConnectionRegistry
     private let accessLog: AccessLog?
 
     /// - Parameter accessLogFD: where access lines go (standard error).
@@ -27,6 +27,7 @@ final class RequestHandler: Sendable {
         self.configuration = configuration
         self.segment = segment
         self.slot = slot
+        self.connections = ConnectionRegistry(slot: slot)
         let registry = ModelRegistry(configuration: configuration)
         let modelNames = configuration.metricModels
         let metrics = GatewayMetrics(segment: segment, slot: slot.index, models: modelNames)
