@@ -37,8 +37,8 @@ final class Acceptor: Sendable {
     /// (the socket stays readable), so the waiter pauses this long first.
     static let resourceBackoff: TimeAmount = .milliseconds(100)
     /// A waiting worker looks at the socket itself this often: with `EPOLLEXCLUSIVE` the
-    /// wake-up for a connection can go to a worker that never takes it (its loop hung, the
-    /// process stopped), and nothing else would tell the others it is queued.
+    /// wake-up for a connection can go to a worker that never takes it (its waiter runs but
+    /// its loop hangs), and nothing else would tell the others it is queued.
     static let probeInterval: Int32 = 250
 
     private let listenerFD: Int32
@@ -57,7 +57,7 @@ final class Acceptor: Sendable {
     private let handled = DispatchSemaphore(value: 0)
     /// Set by the loop when the waiter should pause before waiting again (nanoseconds).
     private let pauseNanoseconds = ManagedAtomic<Int64>(0)
-    /// When a failed accept was last logged (to log one per ``resourceBackoff`` run at most).
+    /// When a failed accept was last logged (one warning per 10 s at most).
     private let lastFailureLogged = ManagedAtomic<UInt64>(0)
     private let stoppedPromise: EventLoopPromise<Void>
 
@@ -95,9 +95,10 @@ final class Acceptor: Sendable {
 
     /// Starts the waiter thread.
     func start() {
-        let thread = Thread { [self] in self.waitForConnections() }
-        thread.name = "acceptor"
-        thread.start()
+        Thread { [self] in
+            _ = gw_set_process_name("acceptor")  // this thread's name in top -H, ps -L
+            self.waitForConnections()
+        }.start()
     }
 
     /// Stops taking connections: the waiter leaves, a wake-up already handed to the loop

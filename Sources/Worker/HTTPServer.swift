@@ -47,7 +47,7 @@ struct HTTPServer: Service {
                 close(fd)
                 return
             }
-            // The channel owns the descriptor from here (it closes it if setting up fails).
+            // The channel owns the descriptor from here.
             connections.value.withConnectedSocket(fd).whenFailure { error in
                 logger.debug("connection not set up: \(error)")
             }

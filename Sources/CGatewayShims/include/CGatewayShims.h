@@ -57,7 +57,7 @@ int gw_accept_waiter_create(int listener, int wake_fd);
 /// listener is readable, 0 when only the wake descriptor is (or the wait was interrupted),
 /// -1 on another error (errno). When the time runs out it asks the listener itself
 /// (poll, no wait), so a connection whose wake-up went to a worker that cannot take it
-/// (stopped, its loop hung) is still found: 1 if one is queued, else 0.
+/// (its loop hangs) is still found: 1 if one is queued, else 0.
 int gw_accept_waiter_wait(int epoll_fd, int listener, int timeout_ms);
 
 /// fcntl(fd, F_SETFL, flags | O_NONBLOCK). On a socket shared between processes this sets
