@@ -152,14 +152,16 @@ def compare(run: str) -> int:
     for t in TARGETS:
         s = sse[t]
         if not s:
-            rows.append([t] + ["n/a"] * 7)
+            rows.append([t] + ["n/a"] * 8)
             continue
         walls = s.get("round_wall_s") or []
+        chunks = (s.get("chunks_per_stream") or {}).get("p50")
         rows.append([t, f"{s['completed']}/{s['completed'] + max(0, s['failed'])}", fmt(s["ttfe_ms"]["p50"]),
                      fmt(s["ttfe_ms"]["p99"]), fmt(s["total_ms"]["p50"]), fmt(s["total_ms"]["p99"]),
-                     fmt(sum(walls) / len(walls) * 1000 if walls else None), json.dumps(s.get("errors") or {})])
+                     fmt(sum(walls) / len(walls) * 1000 if walls else None),
+                     "n/a" if chunks is None else str(chunks), json.dumps(s.get("errors") or {})])
     out.append(table(["target", "ok", "TTFE p50 ms", "TTFE p99 ms", "total p50 ms", "total p99 ms",
-                      "all K done, ms (mean)", "errors"], rows))
+                      "all K done, ms (mean)", "HTTP chunks per stream (p50)", "errors"], rows))
     out.append("")
     serial = {t: load(run, f"sse-{t}-serial.json") for t in TARGETS}
     if any(serial.values()):

@@ -80,7 +80,7 @@ async def read_body_chunks(reader: asyncio.StreamReader, headers: Dict[str, str]
 async def one_stream(host: str, port: int, path: str, key: Optional[str], go: asyncio.Event,
                      connect_sem: asyncio.Semaphore, tracker: Tracker, deadline: float) -> Dict[str, Any]:
     result: Dict[str, Any] = {"ok": False, "status": None, "events": 0, "done": False,
-                              "ttfe": None, "total": None, "error": None}
+                              "ttfe": None, "total": None, "error": None, "chunks": 0}
     body = json.dumps(BODY, separators=(",", ":")).encode()
     head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
             "Accept: text/event-stream", f"Content-Length: {len(body)}"]
@@ -111,6 +111,7 @@ async def one_stream(host: str, port: int, path: str, key: Optional[str], go: as
                     headers[k.strip().lower()] = v.strip()
             buf = b""
             async for piece in read_body_chunks(reader, headers):
+                result["chunks"] += 1  # body pieces: HTTP chunks when chunked (what the client parses)
                 buf += piece
                 while b"\n\n" in buf:
                     event, buf = buf.split(b"\n\n", 1)
@@ -193,12 +194,14 @@ async def main_async(args) -> Dict[str, Any]:
             why = r["error"] or (f"status {r['status']}" if r["status"] != 200 else "no [DONE]")
             errors[why] = errors.get(why, 0) + 1
     events = sorted({r["events"] for r in ok})
+    chunks = [r["chunks"] for r in ok]
     return {
         "url": args.url, "streams": args.streams, "rounds": args.rounds,
         "completed": len(ok), "failed": len(all_results) - len(ok), "errors": errors,
         "events_per_stream": events,
         "ttfe_ms": {"p50": percentile(ttfe, 50), "p99": percentile(ttfe, 99), "max": max(ttfe) if ttfe else None},
         "total_ms": {"p50": percentile(total, 50), "p99": percentile(total, 99), "max": max(total) if total else None},
+        "chunks_per_stream": {"p50": percentile(chunks, 50), "max": max(chunks) if chunks else None},
         "round_wall_s": walls, "connect_wall_s": connect_walls,
         "max_open_at_once": max_open,
     }
