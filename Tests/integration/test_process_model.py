@@ -150,9 +150,19 @@ def test_a_stopped_worker_strands_no_connection(gateway_factory):
     # waiters' look at the socket every 250 ms covers; no signal produces it from outside.)
     gw = gateway_factory(workers=2, env={"WORKER_HEARTBEAT_TIMEOUT": "60"})
     pids = gw.wait_for_workers(2)
+    def all_threads_stopped(pid):
+        # kill() returns before the threads stop: a connection accepted in between would
+        # wait for SIGCONT whatever the design, so the requests go only once all are stopped.
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        return all(state == "T" for state in states) or None
+
     for stopped in pids:  # whichever of the two the kernel wakes first
         os.kill(stopped, signal.SIGSTOP)
         try:
+            wait_until(lambda: all_threads_stopped(stopped), 5, interval=0.01, what="worker stopped")
             for _ in range(3):
                 r = http_request(gw.host, gw.port, "GET", "/health", headers={"Connection": "close"}, timeout=5)
                 assert r.status == 200
