@@ -52,6 +52,9 @@ final class GatewayConnection: ChannelDuplexHandler {
     /// client's next request skips the digest when it sends the same).
     var rememberedCredential: RememberedCredential?
     private var servingQueue = false
+    /// A head arrived and its end has not: the body timeout starts once this read is
+    /// handled (a request that arrives whole in one read never arms it).
+    private var awaitingBody = false
 
     /// Pipelined bodies held at most before the connection is closed (on top of one
     /// request's body limit).
@@ -101,6 +104,11 @@ final class GatewayConnection: ChannelDuplexHandler {
             }
         } catch {
             refuse(error, context: context)
+            return
+        }
+        if awaitingBody {
+            awaitingBody = false
+            timer.arm(timer.timeouts.body, channel: context.channel)
         }
     }
 
@@ -109,8 +117,9 @@ final class GatewayConnection: ChannelDuplexHandler {
         switch part {
         case .head:
             requestsInFlight += 1
-            timer.arm(timer.timeouts.body, channel: context.channel)
+            awaitingBody = true
         case .end:
+            awaitingBody = false
             timer.disarm()  // the response may take as long as the upstream needs
         case .body:
             break
@@ -243,11 +252,14 @@ final class GatewayConnection: ChannelDuplexHandler {
             }
             let body = gatewayError.jsonBody
             var out = context.channel.allocator.buffer(capacity: 160 + body.utf8.count)
-            out.writeHTTPStatusLine(status: status, version: .http1_1)
-            out.writeHTTPHeader("content-type", "application/json")
-            out.writeHTTPHeader("content-length", String(body.utf8.count))
-            out.writeStaticString("connection: close\r\n\r\n")
-            out.writeString(body)
+            let reason = HTTPResponseStatus(statusCode: status).reasonPhrase
+            out.writeHead { head in
+                head.statusLine(status, version: .http1_1, reason: reason)
+                head.append("content-type: application/json\r\ncontent-length: ")
+                head.append(decimal: body.utf8.count)
+                head.append("\r\nconnection: close\r\n\r\n")
+                head.append(body)
+            }
             context.writeAndFlush(wrapOutboundOut(out), promise: nil)
             // Counted like any answered request (the route is unknown: `other`).
             handler.metrics.request(route: .other, method: "other", status: status, seconds: 0)

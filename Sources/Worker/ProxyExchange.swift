@@ -43,7 +43,8 @@ final class ProxyExchange: UpstreamResponseHandling {
     private var isLastAttempt = false
     private var connection: UpstreamConnection?
     private var countedInFlight: Int?
-    private var sent = MonotonicInstant.now()
+    /// When the request left for the upstream (set by each attempt's send).
+    private var sent = MonotonicInstant(nanoseconds: 0)
     private var retriedStaleConnection = false
     private var cancelled = false
 

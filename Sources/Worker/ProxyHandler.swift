@@ -129,8 +129,8 @@ final class ProxyHandler: Sendable {
 
     func recordBreaker(_ upstream: Int, success: Bool) {
         guard breaker.enabled else { return }
-        let now = RequestLimiter.now()
         let threshold = UInt64(breaker.threshold)
+        let now = success ? 0 : RequestLimiter.now()  // a success needs no time
         segment.upstream(upstream).updateBreaker { state in
             ((), success ? state.recordingSuccess() : state.recordingFailure(now: now, threshold: threshold))
         }

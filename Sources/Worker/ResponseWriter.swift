@@ -92,12 +92,18 @@ final class ResponseWriter {
     func writeHead(status: Int, headers: HTTPHeaders, reservingBody bodyCapacity: Int = 0) {
         guard var out = startHead(status: status, hasLength: headers.contains(name: "content-length"), reservingBody: bodyCapacity)
         else { return }
-        for (name, value) in headers { out.writeHTTPHeader(name, value) }
-        finishHead(&out)
+        let reason = HTTPResponseStatus(statusCode: status).reasonPhrase
+        out.writeHead { head in
+            head.statusLine(status, version: version, reason: reason)
+            for (name, value) in headers { head.field(name, value) }
+            commonFields(&head)
+        }
+        pending = out
     }
 
-    /// The status line, with the bookkeeping of a head (framing, keep-alive); nil when the
-    /// client is gone. The caller adds its headers, then ``finishHead(_:)``.
+    /// The bookkeeping of a head (framing, keep-alive) and the buffer it goes into; nil
+    /// when the client is gone. The caller writes the status line, its own fields and
+    /// ``commonFields(_:)`` into it, and leaves it in `pending`.
     private func startHead(status: Int, hasLength: Bool, reservingBody bodyCapacity: Int) -> ByteBuffer? {
         precondition(!headSent, "response head written twice")
         if connection.isDraining { keepAlive = false }
@@ -113,23 +119,20 @@ final class ResponseWriter {
         self.status = status
         headSent = true
         guard !clientGone else { return nil }
-        var out = context.channel.allocator.buffer(capacity: 256 + min(bodyCapacity, Self.copyLimit + 16))
-        out.writeHTTPStatusLine(status: status, version: version)
-        return out
+        return context.channel.allocator.buffer(capacity: 256 + min(bodyCapacity, Self.copyLimit + 16))
     }
 
-    /// The headers every response carries, the blank line, and the head queued.
-    private func finishHead(_ out: inout ByteBuffer) {
-        out.writeHTTPHeader("x-request-id", requestID)
-        for (name, value) in extraHeaders { out.writeHTTPHeader(name, value) }
+    /// The fields every response carries, and the blank line that ends the head.
+    private func commonFields(_ head: inout HeadBytes) {
+        head.field("x-request-id", requestID)
+        for (name, value) in extraHeaders { head.field(name, value) }
         if !keepAlive {
-            out.writeStaticString("connection: close\r\n")
+            head.append("connection: close\r\n")
         } else if version.major == 1 && version.minor == 0 {
-            out.writeStaticString("connection: keep-alive\r\n")
+            head.append("connection: keep-alive\r\n")
         }
-        if chunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
-        out.writeStaticString("\r\n")
-        pending = out
+        if chunked { head.append("transfer-encoding: chunked\r\n") }
+        head.append("\r\n")
     }
 
     /// Queues body bytes (sent at the next ``flush()``). A `HEAD` request gets the headers
@@ -178,13 +181,10 @@ final class ResponseWriter {
     static let copyLimit = 16 * 1024
 
     private static func writeChunkSize(_ size: Int, to out: inout ByteBuffer) {
-        var shift = max(4, (Int.bitWidth - size.leadingZeroBitCount + 3) / 4 * 4)
-        while shift > 0 {
-            shift -= 4
-            let digit = UInt8((size >> shift) & 0xF)
-            out.writeInteger(digit < 10 ? 0x30 + digit : 0x57 + digit)  // 0-9, a-f
+        out.writeHead { head in
+            head.append(hex: size)
+            head.append("\r\n")
         }
-        out.writeStaticString("\r\n")
     }
 
     /// Sends what was queued.
@@ -232,11 +232,17 @@ final class ResponseWriter {
     /// the gateway's JSON go this way.
     func send(status: Int, contentType: String, body: ByteBuffer) {
         if var out = startHead(status: status, hasLength: true, reservingBody: body.readableBytes) {
-            out.writeHTTPHeader("content-type", contentType)
-            out.writeStaticString("content-length: ")
-            out.writeString(String(body.readableBytes))
-            out.writeStaticString("\r\n")
-            finishHead(&out)
+            let reason = HTTPResponseStatus(statusCode: status).reasonPhrase
+            let length = body.readableBytes
+            out.writeHead { head in
+                head.statusLine(status, version: version, reason: reason)
+                head.field("content-type", contentType)
+                head.append("content-length: ")
+                head.append(decimal: length)
+                head.append("\r\n")
+                commonFields(&head)
+            }
+            pending = out
         }
         write(body)
         end()
@@ -267,27 +273,5 @@ final class ResponseWriter {
         context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
             if !clientGone { body() }
         }
-    }
-}
-
-/// The lines of an HTTP/1.1 head, as the gateway writes them (responses and upstream
-/// requests). Names and values are the gateway's own or came through `HTTP1Parser`
-/// (token names, no control characters in values), so they hold no CR or LF.
-extension ByteBuffer {
-    /// `HTTP/1.1 200 OK` and its line end (`HTTP/1.0` for an HTTP/1.0 client).
-    mutating func writeHTTPStatusLine(status: Int, version: HTTPVersion) {
-        writeStaticString(version.major == 1 && version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        writeString(String(status))
-        writeInteger(UInt8(ascii: " "))
-        writeString(HTTPResponseStatus(statusCode: status).reasonPhrase)
-        writeStaticString("\r\n")
-    }
-
-    /// `name: value` and its line end.
-    mutating func writeHTTPHeader(_ name: String, _ value: String) {
-        writeString(name)
-        writeStaticString(": ")
-        writeString(value)
-        writeStaticString("\r\n")
     }
 }

@@ -146,7 +146,9 @@ final class UpstreamPool {
             connection.close()
             return
         }
-        connection.idleSince = eventLoop.now
+        // Released from the read that ended its response: that read's time, without
+        // asking the clock again.
+        connection.idleSince = connection.lastActivity
         idle.append(connection)
         if sweeper == nil { scheduleSweep() }
     }
@@ -227,7 +229,9 @@ final class UpstreamConnection: ChannelDuplexHandler {
     private var skippingInformational = false
     private var paused = false
     private var readPending = false
-    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
+    /// The last read from the upstream, request sent or resume: the upstream timeout counts
+    /// from it.
+    private(set) var lastActivity = NIODeadline.uptimeNanoseconds(0)
     private var timer: Scheduled<Void>?
     private var closeReason: String?
     private var parser = HTTP1Parser<HTTPResponseHead>()
@@ -266,17 +270,19 @@ final class UpstreamConnection: ChannelDuplexHandler {
     static func encode(_ request: UpstreamRequest, body: ByteBuffer, allocator: ByteBufferAllocator) -> (ByteBuffer, ByteBuffer?) {
         let copyBody = body.readableBytes <= copyLimit
         var out = allocator.buffer(capacity: 512 + (copyBody ? body.readableBytes : 0))
-        out.writeStaticString("POST ")
-        out.writeString(request.pathPrefix)
-        out.writeString(request.route)
-        out.writeStaticString(" HTTP/1.1\r\n")
-        out.writeHTTPHeader("host", request.host)
-        out.writeStaticString("content-type: application/json\r\ncontent-length: ")
-        out.writeString(String(body.readableBytes))
-        out.writeStaticString(request.acceptsEventStream ? "\r\naccept: text/event-stream\r\n" : "\r\naccept: application/json\r\n")
-        out.writeHTTPHeader("x-request-id", request.requestID)
-        if let authorization = request.authorization { out.writeHTTPHeader("authorization", authorization) }
-        out.writeStaticString("\r\n")
+        out.writeHead { head in
+            head.append("POST ")
+            head.append(request.pathPrefix)
+            head.append(request.route)
+            head.append(" HTTP/1.1\r\n")
+            head.field("host", request.host)
+            head.append("content-type: application/json\r\ncontent-length: ")
+            head.append(decimal: body.readableBytes)
+            head.append(request.acceptsEventStream ? "\r\naccept: text/event-stream\r\n" : "\r\naccept: application/json\r\n")
+            head.field("x-request-id", request.requestID)
+            if let authorization = request.authorization { head.field("authorization", authorization) }
+            head.append("\r\n")
+        }
         guard copyBody else { return (out, body) }
         out.writeImmutableBuffer(body)
         return (out, nil)
