@@ -1,3 +1,5 @@
+#define _GNU_SOURCE  // memfd_create, memmem
+
 #include "CGatewayShims.h"
 
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -139,4 +142,8 @@ int gw_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
 
 int gw_futex_wake_all(uint32_t *word) {
     return (int)syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+const void *gw_memmem(const void *haystack, size_t haystack_length, const void *needle, size_t needle_length) {
+    return memmem(haystack, haystack_length, needle, needle_length);
 }

@@ -32,14 +32,14 @@ public enum Route: String, Sendable, CaseIterable {
 
     /// Matches a request path (query string and a trailing slash ignored).
     public init(path: String) {
-        // Byte-wise: it runs on every request.
-        let utf8 = path.utf8
-        var end = utf8.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? utf8.endIndex
-        if utf8.distance(from: utf8.startIndex, to: end) > 1, utf8[utf8.index(before: end)] == UInt8(ascii: "/") {
-            end = utf8.index(before: end)
+        // Byte-wise over the path's contiguous UTF-8: it runs on every request.
+        var path = path
+        self = path.withUTF8 { bytes in
+            var end = bytes.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? bytes.count
+            if end > 1, bytes[end - 1] == UInt8(ascii: "/") { end -= 1 }
+            let p = UnsafeBufferPointer(rebasing: bytes[..<end])
+            return Self.paths.first { $0.1.count == p.count && p.elementsEqual($0.1) }?.0 ?? .other
         }
-        let p = utf8[..<end]
-        self = Self.paths.first { p.elementsEqual($0.1) }?.0 ?? .other
     }
 
     /// Every route but ``other`` with its path's bytes.

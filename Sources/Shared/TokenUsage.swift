@@ -1,3 +1,9 @@
+import CGatewayShims
+
+#if canImport(Glibc)
+    @preconcurrency import Glibc
+#endif
+
 /// `usage` of an OpenAI response or stream chunk.
 public struct TokenUsage: Sendable, Equatable {
     public var prompt: Int
@@ -52,17 +58,22 @@ public struct TokenUsage: Sendable, Equatable {
         func skipWhitespace() {
             while i < end, raw[i] == 0x20 || raw[i] == 0x0A || raw[i] == 0x0D || raw[i] == 0x09 { i += 1 }
         }
-        /// From an opening quote to just past the closing one.
+        /// From an opening quote to just past the closing one: `memchr` finds each quote
+        /// (answers are mostly text), and a quote after an odd run of backslashes is
+        /// escaped. The run stops at the opening quote at the latest.
         func skipString() -> Bool {
+            guard let base = raw.baseAddress else { return false }
             i += 1
             while i < end {
-                switch raw[i] {
-                case UInt8(ascii: "\\"): i += 2
-                case UInt8(ascii: "\""):
-                    i += 1
-                    return true
-                default: i += 1
+                guard let found = memchr(base + i, Int32(UInt8(ascii: "\"")), end - i) else {
+                    i = end
+                    return false
                 }
+                let quote = base.distance(to: UnsafeRawPointer(found))
+                var backslashes = 0
+                while raw[quote - 1 - backslashes] == UInt8(ascii: "\\") { backslashes += 1 }
+                i = quote + 1
+                if backslashes % 2 == 0 { return true }
             }
             return false
         }
@@ -140,26 +151,10 @@ public struct TokenUsage: Sendable, Equatable {
         haystack.withUnsafeBytes { contains($0, needle) }
     }
 
-    /// Whether `needle` occurs in `haystack`. It runs over every non-streamed answer: the
-    /// first four bytes are compared as one word at each position, the rest only there.
+    /// Whether `needle` occurs in `haystack` (glibc's `memmem`). It runs over every non-streamed
+    /// answer and every read of a stream.
     static func contains(_ haystack: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
-        guard !needle.isEmpty, haystack.count >= needle.count else { return false }
-        return needle.withUnsafeBytes { needle in
-            let last = haystack.count - needle.count
-            guard needle.count >= 4 else {
-                return (0...last).contains { i in (0..<needle.count).allSatisfy { haystack[i + $0] == needle[$0] } }
-            }
-            let head = needle.loadUnaligned(as: UInt32.self)
-            var i = 0
-            while i <= last {
-                if haystack.loadUnaligned(fromByteOffset: i, as: UInt32.self) == head {
-                    var j = 4
-                    while j < needle.count && haystack[i + j] == needle[j] { j += 1 }
-                    if j == needle.count { return true }
-                }
-                i += 1
-            }
-            return false
-        }
+        guard !needle.isEmpty, haystack.count >= needle.count, let base = haystack.baseAddress else { return false }
+        return needle.withUnsafeBytes { needle in gw_memmem(base, haystack.count, needle.baseAddress, needle.count) != nil }
     }
 }

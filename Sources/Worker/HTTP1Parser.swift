@@ -380,7 +380,8 @@ struct HTTP1Parser<Head: HTTP1Head> {
 
 /// `HTTP/1.0` or `HTTP/1.1` at the start of `bytes`; other versions are refused.
 private func parseVersion(_ bytes: UnsafeRawBufferPointer) throws(HTTP1ParseError) -> HTTPVersion {
-    guard bytes.count == 8, bytes.starts(with: "HTTP/1.".utf8) else { throw .malformed("not HTTP/1.x") }
+    let prefix: StaticString = "HTTP/1."
+    guard bytes.count == 8, (0..<7).allSatisfy({ bytes[$0] == prefix.utf8Start[$0] }) else { throw .malformed("not HTTP/1.x") }
     switch bytes[7] {
     case UInt8(ascii: "1"): return .http1_1
     case UInt8(ascii: "0"): return .http1_0
@@ -485,18 +486,22 @@ extension HTTPHeaders {
     var connectionKeepAlive: Bool? {
         var keepAlive: Bool?
         for (name, value) in self where name.utf8.count == 10 && name.utf8.elementsEqual("connection".utf8, by: { $0 | 0x20 == $1 }) {
-            let utf8 = value.utf8
-            var start = utf8.startIndex
-            while start < utf8.endIndex {
-                let end = utf8[start...].firstIndex(of: UInt8(ascii: ",")) ?? utf8.endIndex
-                let token = utf8[start..<end]
-                start = end < utf8.endIndex ? utf8.index(after: end) : end
-                if token.isToken("close") {
-                    return false
-                } else if token.isToken("keep-alive") {
-                    keepAlive = true
+            var value = value
+            let says: Bool? = value.withUTF8 { bytes in
+                var says: Bool?
+                var start = 0
+                while start < bytes.count {
+                    var end = start
+                    while end < bytes.count && bytes[end] != UInt8(ascii: ",") { end += 1 }
+                    let token = UnsafeBufferPointer(rebasing: bytes[start..<end])
+                    start = end + 1
+                    if token.isToken("close") { return false }
+                    if token.isToken("keep-alive") { says = true }
                 }
+                return says
             }
+            if says == false { return false }
+            if says == true { keepAlive = true }
         }
         return keepAlive
     }

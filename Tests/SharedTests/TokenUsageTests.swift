@@ -47,7 +47,7 @@ import Testing
         #expect(find(#"["usage",{"usage":{"prompt_tokens":1}}]"#) == nil, "not an object")
     }
 
-    /// The word-at-a-time search finds what a plain search finds, at every offset, for
+    /// The search finds what a plain search finds, at every offset, for
     /// needles shorter and longer than a word, planted whole or all but their last byte.
     @Test func theSearchAgreesWithAPlainOne() {
         var random = SplitMix64(seed: 7)
@@ -70,6 +70,31 @@ import Testing
             }
             #expect(TokenUsage.contains(Array("xx".utf8) + needle, needle))
             #expect(!TokenUsage.contains(Array(needle.dropLast()) + [UInt8(ascii: "x")], needle))
+        }
+    }
+
+    /// Strings holding runs of backslashes before quotes, and text that spells a usage
+    /// member: the usage found is the top-level one, as a validating scanner sees it.
+    @Test func escapedQuotesAndBackslashRunsAreSkippedLikeAValidatingScannerSkipsThem() throws {
+        var random = SplitMix64(seed: 11)
+        // JSON string content: escaped backslashes and quotes in runs, text, and an escaped
+        // copy of a usage member.
+        let pieces = [#"\\"#, #"\""#, #"\\\""#, #"\\\\"#, "a", " ", "é", "{", "]", #"\"usage\":{\"prompt_tokens\":99}"#, #"\n"#]
+        for _ in 0..<2000 {
+            let text = (0..<Int(random.next() % 12)).map { _ in pieces[Int(random.next() % UInt64(pieces.count))] }.joined()
+            let prompt = Int(random.next() % 1000)
+            let completion = Int(random.next() % 1000)
+            let body =
+                #"{"choices":[{"message":{"content":""# + text + #""},"finish_reason":"stop"}],"#
+                + #""note":""# + text + #"","usage":{"prompt_tokens":\#(prompt),"completion_tokens":\#(completion)}}"#
+            let bytes = Array(body.utf8)
+            // The document is valid JSON, and its one top-level usage is the last member.
+            let members = try bytes.withUnsafeBytes { try JSONScanner.objectMembers($0) }
+            #expect(members.map(\.key) == ["choices", "note", "usage"], "\(body)")
+            #expect(TokenUsage.find(in: bytes) == TokenUsage(prompt: prompt, completion: completion), "\(body)")
+            // Cut before its usage member, the document has none.
+            let cut = Array(bytes[..<(bytes.count - 60 - Int(random.next() % 20))])
+            #expect(TokenUsage.find(in: cut) == nil, "\(String(decoding: cut, as: UTF8.self))")
         }
     }
 }

@@ -76,4 +76,8 @@ int gw_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
 /// FUTEX_WAKE of every process and thread sleeping on `word`.
 int gw_futex_wake_all(uint32_t *word);
 
+/// glibc's `memmem` (a GNU extension the Swift Glibc module does not show): where `needle`
+/// first occurs in `haystack`, or NULL.
+const void *gw_memmem(const void *haystack, size_t haystack_length, const void *needle, size_t needle_length);
+
 #endif
