@@ -43,11 +43,8 @@ struct HeadBytes {
             count += text.utf8.count
             return
         }
-        let copied: Void? = text.utf8.withContiguousStorageIfAvailable { copy($0.baseAddress, $0.count) }
-        if copied == nil {
-            var text = text
-            text.withUTF8 { copy($0.baseAddress, $0.count) }
-        }
+        var text = text  // a native string's UTF-8 is contiguous: no copy
+        text.withUTF8 { copy($0.baseAddress, $0.count) }
     }
 
     mutating func append(byte: UInt8) {
@@ -98,14 +95,6 @@ struct HeadBytes {
         append(decimal: status)
         append(byte: UInt8(ascii: " "))
         append(reason)
-        append("\r\n")
-    }
-
-    /// `name: value` and its line end.
-    mutating func field(_ name: StaticString, _ value: String) {
-        append(name)
-        append(": ")
-        append(value)
         append("\r\n")
     }
 
