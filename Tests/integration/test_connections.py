@@ -83,7 +83,10 @@ def test_connections_the_upstream_closed_are_not_a_client_error(gateway_factory,
 def test_a_slow_streaming_client_slows_the_upstream(gateway_factory, fake_vllm):
     """Backpressure: while the client reads nothing, the gateway stops reading the upstream
     stream, so the upstream's writes stall instead of the gateway buffering the stream."""
-    events = 40000
+    # Far more than the kernel buffers between the fake, the gateway and the client hold
+    # (the upstream stalls after about 34,000 events of ~80 bytes here, 43,000 with both
+    # cores loaded): 40,000 was too close and failed once in CI.
+    events = 160000
     fake_vllm.set_stream(events=events, delay=0)
     gw = gateway_factory(upstream=fake_vllm, workers=1)
     body = json.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
