@@ -23,6 +23,7 @@ final class GatewayConnection: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+    typealias RequestPart = HTTPPart<RequestHead, ByteBuffer>
 
     private let handler: RequestHandler
     private let registry: ConnectionRegistry
@@ -35,17 +36,17 @@ final class GatewayConnection: ChannelDuplexHandler {
 
     private enum State {
         case idle
-        case readingBody(HTTPRequestHead, ByteBuffer, MonotonicInstant)
+        case readingBody(RequestHead, ByteBuffer, MonotonicInstant)
         /// The answer went out before the whole body arrived (413): ignore the rest.
         case discarding
-        case responding(ResponseWriter, HTTPRequestHead, Route, MonotonicInstant)
+        case responding(ResponseWriter, RequestHead, Route, MonotonicInstant)
     }
 
     private var state = State.idle
-    private var parser = HTTP1Parser<HTTPRequestHead>()
+    private var parser = HTTP1Parser<RequestHead>()
     private var context: ChannelHandlerContext?
     /// Parts of pipelined requests that arrived during a response.
-    private var pipelined = CircularBuffer<HTTPServerRequestPart>()
+    private var pipelined = CircularBuffer<RequestPart>()
     private var pipelinedBytes = 0
     private var readHeld = false
     /// The `Authorization` header this connection last authenticated with (a keep-alive
@@ -113,7 +114,7 @@ final class GatewayConnection: ChannelDuplexHandler {
     }
 
     /// One parsed part: served now, or queued behind the response under way.
-    private func received(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    private func received(_ part: RequestPart, context: ChannelHandlerContext) {
         switch part {
         case .head:
             requestsInFlight += 1
@@ -165,7 +166,7 @@ final class GatewayConnection: ChannelDuplexHandler {
         }
     }
 
-    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    private func handle(_ part: RequestPart, context: ChannelHandlerContext) {
         if case .body(var chunk) = part, case .readingBody = state {
             appendBody(&chunk, context: context)
             return
@@ -175,12 +176,12 @@ final class GatewayConnection: ChannelDuplexHandler {
             if let registryEntry { registry.requestStarted(registryEntry) }
             let start = MonotonicInstant.now()
             // The parser checked it: one content-length, digits only (none when chunked).
-            let expected = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
+            let expected = head.contentLength
             if expected > maxBodyBytes {
                 refuseTooLarge(head: head, start: start, context: context)
                 return
             }
-            if head.version != .http1_0, head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+            if head.version != .http1_0, head.expectsContinue {
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
             }
             state = .readingBody(head, context.channel.allocator.buffer(capacity: expected), start)
@@ -297,15 +298,15 @@ final class GatewayConnection: ChannelDuplexHandler {
         }
     }
 
-    private func makeWriter(head: HTTPRequestHead, context: ChannelHandlerContext) -> ResponseWriter {
+    private func makeWriter(head: RequestHead, context: ChannelHandlerContext) -> ResponseWriter {
         ResponseWriter(
-            connection: self, context: context, requestID: RequestID.make(from: head.headers), keepAlive: head.keepsConnectionAlive,
+            connection: self, context: context, requestID: RequestID.make(given: head.requestID), keepAlive: head.keepsConnectionAlive,
             version: head.version, isHead: head.method == .HEAD)
     }
 
     /// 413 as soon as the body is known to be too large, without reading the rest; the
     /// connection closes after it.
-    private func refuseTooLarge(head: HTTPRequestHead, start: MonotonicInstant, context: ChannelHandlerContext) {
+    private func refuseTooLarge(head: RequestHead, start: MonotonicInstant, context: ChannelHandlerContext) {
         let writer = makeWriter(head: head, context: context)
         writer.forceClose()
         state = .responding(writer, head, Route(path: head.uri), start)
@@ -324,8 +325,9 @@ enum RequestID {
     }()
     static let counter = ManagedAtomic<UInt64>(0)
 
-    static func make(from headers: HTTPHeaders) -> String {
-        if let given = headers.first(name: "x-request-id"), (1...64).contains(given.utf8.count),
+    /// - Parameter given: the request's first `x-request-id` field, if any.
+    static func make(given: String?) -> String {
+        if let given, (1...64).contains(given.utf8.count),
             given.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D || $0 == 0x5F })
         {
             return given

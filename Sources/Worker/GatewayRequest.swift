@@ -4,7 +4,7 @@ import Shared
 
 /// A request whose body has been read (within the size limit).
 struct GatewayRequest {
-    let head: HTTPRequestHead
+    let head: RequestHead
     /// The matched route template.
     let route: Route
     let body: ByteBuffer

@@ -27,16 +27,6 @@ enum HTTP1Framing: Equatable {
     case untilClose
 }
 
-/// What differs between a request and a response: the start line, and how the framing
-/// fields decide the body.
-protocol HTTP1Head: Equatable {
-    /// Builds the head from its start line (without CRLF) and its fields.
-    init(startLine: UnsafeRawBufferPointer, headers: HTTPHeaders) throws(HTTP1ParseError)
-    /// The body's framing, from the one `content-length` (already checked to be digits)
-    /// and the one `transfer-encoding` the head had, if any.
-    func framing(contentLength: Int?, transferEncoding: String?) throws(HTTP1ParseError) -> HTTP1Framing
-}
-
 /// An incremental HTTP/1.0 and 1.1 parser, for a connection's inbound bytes: ``feed(_:)``
 /// what the socket read, then take ``next()`` until it returns nil (more bytes needed).
 /// It yields NIO's `HTTPPart`s — a head, body slices (no copy), then the end — for every
@@ -220,52 +210,47 @@ struct HTTP1Parser<Head: HTTP1Head> {
 
     private static func parseHeadBlock(_ raw: UnsafeRawBufferPointer) throws(HTTP1ParseError) -> (Head, HTTP1Framing) {
         // `raw` is the start line and the field lines, each but the last ending in CRLF.
-        var lineStart = 0
-        var startLine: UnsafeRawBufferPointer?
-        var fields: [(String, String)] = []
-        fields.reserveCapacity(8)
-        var contentLength: String?
+        var lineEnd = 0
+        while lineEnd < raw.count, raw[lineEnd] != 0x0D { lineEnd += 1 }
+        var head = try Head(startLine: UnsafeRawBufferPointer(rebasing: raw[..<lineEnd]))
+        var lineStart = lineEnd + 2
+        var contentLength: UnsafeRawBufferPointer?
         var contentLengths = 0
-        var transferEncoding: String?
+        var transferEncoding: UnsafeRawBufferPointer?
         var transferEncodings = 0
         while lineStart < raw.count {
             var lineEnd = lineStart
             while lineEnd < raw.count, raw[lineEnd] != 0x0D { lineEnd += 1 }
-            let line = UnsafeRawBufferPointer(rebasing: raw[lineStart..<lineEnd])
+            let (name, value) = try parseField(UnsafeRawBufferPointer(rebasing: raw[lineStart..<lineEnd]))
             lineStart = lineEnd + 2
-            guard startLine != nil else {
-                startLine = line
-                continue
-            }
-            let (name, value) = try parseField(line)
-            fields.append((name, value))
-            if Self.isField(line, named: "content-length") {
+            if name.isName("content-length") {
                 contentLengths += 1
                 contentLength = value
-            } else if Self.isField(line, named: "transfer-encoding") {
+            } else if name.isName("transfer-encoding") {
                 transferEncodings += 1
                 transferEncoding = value
             }
+            head.add(name: name, value: value)
         }
-        guard let startLine else { throw .malformed("no start line") }
         guard contentLengths <= 1 else { throw .malformed("more than one content-length") }
         guard transferEncodings <= 1 else { throw .malformed("more than one transfer-encoding") }
         var length: Int?
         if let contentLength {
-            guard (1...18).contains(contentLength.utf8.count) else { throw .malformed("content-length is not a number") }
+            guard (1...18).contains(contentLength.count) else { throw .malformed("content-length is not a number") }
             var value = 0
-            for byte in contentLength.utf8 {
+            for byte in contentLength {
                 guard byte >= 0x30 && byte <= 0x39 else { throw .malformed("content-length is not a number") }
                 value = value * 10 + Int(byte - 0x30)
             }
             length = value
         }
-        let head = try Head(startLine: startLine, headers: HTTPHeaders(fields))
         return (head, try head.framing(contentLength: length, transferEncoding: transferEncoding))
     }
 
     /// `name ":" OWS value OWS`, the name a token, the value without control characters.
-    private static func parseField(_ line: UnsafeRawBufferPointer) throws(HTTP1ParseError) -> (String, String) {
+    private static func parseField(_ line: UnsafeRawBufferPointer) throws(HTTP1ParseError) -> (
+        name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer
+    ) {
         var colon = 0
         while colon < line.count, line[colon] != UInt8(ascii: ":") {
             guard isTokenByte(line[colon]) else {
@@ -283,32 +268,7 @@ struct HTTP1Parser<Head: HTTP1Head> {
             let byte = line[i]
             guard byte >= 0x20 || byte == 0x09, byte != 0x7F else { throw .malformed("control character in a field value") }
         }
-        let name = String(decoding: UnsafeRawBufferPointer(rebasing: line[..<colon]), as: UTF8.self)
-        let value = String(decoding: UnsafeRawBufferPointer(rebasing: line[start..<end]), as: UTF8.self)
-        return (name, value)
-    }
-
-    /// True if a field line's name is `name` (lowercase ASCII), in any case.
-    private static func isField(_ line: UnsafeRawBufferPointer, named name: StaticString) -> Bool {
-        let count = name.utf8CodeUnitCount
-        guard line.count > count, line[count] == UInt8(ascii: ":") else { return false }
-        let lower = name.utf8Start
-        for i in 0..<count where line[i] | 0x20 != lower[i] { return false }
-        return true
-    }
-
-    /// RFC 9110 `tchar`.
-    static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            true
-        default:
-            false
-        }
+        return (UnsafeRawBufferPointer(rebasing: line[..<colon]), UnsafeRawBufferPointer(rebasing: line[start..<end]))
     }
 
     // MARK: Chunked bodies
@@ -374,146 +334,4 @@ struct HTTP1Parser<Head: HTTP1Head> {
         scanned = 0
         return true
     }
-}
-
-// MARK: Start lines
-
-/// `HTTP/1.0` or `HTTP/1.1` at the start of `bytes`; other versions are refused.
-private func parseVersion(_ bytes: UnsafeRawBufferPointer) throws(HTTP1ParseError) -> HTTPVersion {
-    let prefix: StaticString = "HTTP/1."
-    guard bytes.count == 8, (0..<7).allSatisfy({ bytes[$0] == prefix.utf8Start[$0] }) else { throw .malformed("not HTTP/1.x") }
-    switch bytes[7] {
-    case UInt8(ascii: "1"): return .http1_1
-    case UInt8(ascii: "0"): return .http1_0
-    default: throw .malformed("HTTP version not supported")
-    }
-}
-
-extension HTTPRequestHead: HTTP1Head {
-    /// `method SP request-target SP HTTP-version`.
-    init(startLine line: UnsafeRawBufferPointer, headers: HTTPHeaders) throws(HTTP1ParseError) {
-        guard let firstSpace = line.firstIndex(of: 0x20), firstSpace > 0,
-            let lastSpace = line.lastIndex(of: 0x20), lastSpace > firstSpace + 1
-        else { throw .malformed("invalid request line") }
-        let method = UnsafeRawBufferPointer(rebasing: line[..<firstSpace])
-        let target = UnsafeRawBufferPointer(rebasing: line[(firstSpace + 1)..<lastSpace])
-        guard method.allSatisfy(HTTP1Parser<Self>.isTokenByte) else { throw .malformed("invalid method") }
-        // Visible ASCII only: no spaces, controls or raw non-ASCII in the target; and one of
-        // RFC 9112's forms: origin (`/…`), absolute (`http://…`), asterisk, or authority
-        // (CONNECT only).
-        guard target.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw .malformed("invalid request target") }
-        let isConnect = method.elementsEqual("CONNECT".utf8)
-        guard
-            target[0] == UInt8(ascii: "/") || (target.count == 1 && target[0] == UInt8(ascii: "*")) || isConnect
-                || Self.isAbsoluteForm(target)
-        else { throw .malformed("invalid request target") }
-        let version = try parseVersion(UnsafeRawBufferPointer(rebasing: line[(lastSpace + 1)...]))
-        self.init(
-            version: version, method: HTTPMethod(rawValue: String(decoding: method, as: UTF8.self)),
-            uri: String(decoding: target, as: UTF8.self), headers: headers)
-    }
-
-    /// `http://` or `https://`, in any case.
-    private static func isAbsoluteForm(_ target: UnsafeRawBufferPointer) -> Bool {
-        for scheme in ["http://", "https://"] where target.count > scheme.utf8.count {
-            if zip(target, scheme.utf8).allSatisfy({ $0 | 0x20 == $1 | 0x20 }) { return true }
-        }
-        return false
-    }
-
-    func framing(contentLength: Int?, transferEncoding: String?) throws(HTTP1ParseError) -> HTTP1Framing {
-        if let transferEncoding {
-            // RFC 9112 §6.1: a 1.0 request with transfer-encoding has faulty framing, and
-            // one with content-length too is how requests are smuggled. Only a lone
-            // `chunked` is understood.
-            guard version == .http1_1 else { throw .malformed("transfer-encoding in an HTTP/1.0 request") }
-            guard contentLength == nil else { throw .malformed("both content-length and transfer-encoding") }
-            guard transferEncoding.utf8.isToken("chunked") else {
-                throw .malformed("transfer-encoding other than chunked")
-            }
-            return .chunked
-        }
-        if let contentLength, contentLength > 0 { return .length(contentLength) }
-        return .none
-    }
-}
-
-extension HTTPResponseHead: HTTP1Head {
-    /// `HTTP-version SP status-code [SP reason-phrase]`.
-    init(startLine line: UnsafeRawBufferPointer, headers: HTTPHeaders) throws(HTTP1ParseError) {
-        guard line.count >= 12, line[8] == 0x20, line[9...11].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-            line.count == 12 || line[12] == 0x20
-        else { throw .malformed("invalid status line") }
-        let version = try parseVersion(UnsafeRawBufferPointer(rebasing: line[..<8]))
-        let code = line[9...11].reduce(0) { $0 * 10 + Int($1 - 0x30) }
-        guard code >= 100 else { throw .malformed("invalid status code") }
-        self.init(version: version, status: HTTPResponseStatus(statusCode: code), headers: headers)
-    }
-
-    /// RFC 9112 §6.3 for a response to a request other than HEAD or CONNECT (the gateway
-    /// sends neither upstream).
-    func framing(contentLength: Int?, transferEncoding: String?) throws(HTTP1ParseError) -> HTTP1Framing {
-        let code = status.code
-        if code < 200 || code == 204 || code == 304 { return .none }
-        if let transferEncoding {
-            // Chunked only if it is the last coding applied.
-            let utf8 = transferEncoding.utf8
-            let last = utf8.lastIndex(of: UInt8(ascii: ",")).map { utf8.index(after: $0) } ?? utf8.startIndex
-            return utf8[last...].isToken("chunked") ? .chunked : .untilClose
-        }
-        if let contentLength { return contentLength > 0 ? .length(contentLength) : .none }
-        return .untilClose
-    }
-}
-
-extension BidirectionalCollection<UInt8> {
-    /// True if these bytes, without surrounding spaces and tabs, are `token` (lowercase
-    /// ASCII) in any case.
-    func isToken(_ token: StaticString) -> Bool {
-        var trimmed = self[...]
-        while let first = trimmed.first, first == 0x20 || first == 0x09 { trimmed = trimmed.dropFirst() }
-        while let last = trimmed.last, last == 0x20 || last == 0x09 { trimmed = trimmed.dropLast() }
-        let expected = UnsafeRawBufferPointer(start: token.utf8Start, count: token.utf8CodeUnitCount)
-        return trimmed.elementsEqual(expected, by: { $0 | 0x20 == $1 })
-    }
-}
-
-// MARK: Keep-alive
-
-extension HTTPHeaders {
-    /// What the `connection` fields say: `close` wins over `keep-alive`; nil if neither is
-    /// there. NIO's `isKeepAlive` decides the same but splits the fields into new strings.
-    var connectionKeepAlive: Bool? {
-        var keepAlive: Bool?
-        for (name, value) in self where name.utf8.count == 10 && name.utf8.elementsEqual("connection".utf8, by: { $0 | 0x20 == $1 }) {
-            var value = value
-            let says: Bool? = value.withUTF8 { bytes in
-                var says: Bool?
-                var start = 0
-                while start < bytes.count {
-                    var end = start
-                    while end < bytes.count && bytes[end] != UInt8(ascii: ",") { end += 1 }
-                    let token = UnsafeBufferPointer(rebasing: bytes[start..<end])
-                    start = end + 1
-                    if token.isToken("close") { return false }
-                    if token.isToken("keep-alive") { says = true }
-                }
-                return says
-            }
-            if says == false { return false }
-            if says == true { keepAlive = true }
-        }
-        return keepAlive
-    }
-}
-
-extension HTTPRequestHead {
-    /// Whether the connection stays open after this exchange: as the client asked, else
-    /// HTTP/1.1's default (open) or HTTP/1.0's (closed).
-    var keepsConnectionAlive: Bool { headers.connectionKeepAlive ?? (version == .http1_1) }
-}
-
-extension HTTPResponseHead {
-    /// Whether the connection stays open after this response (as for requests).
-    var keepsConnectionAlive: Bool { headers.connectionKeepAlive ?? (version == .http1_1) }
 }

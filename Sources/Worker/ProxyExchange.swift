@@ -180,10 +180,10 @@ final class ProxyExchange: UpstreamResponseHandling {
 
     // MARK: UpstreamResponseHandling
 
-    func upstreamHead(_ head: HTTPResponseHead) {
+    func upstreamHead(_ head: UpstreamResponseHead) {
         guard case .awaitingHead = phase, let attempt else { return }
         let upstream = proxy.registry.upstreams[attempt.upstream]
-        let status = Int(head.status.code)
+        let status = head.status
         if status >= 500 {
             proxy.recordBreaker(attempt.upstream, success: false)
             proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .error)
@@ -201,7 +201,7 @@ final class ProxyExchange: UpstreamResponseHandling {
             // not when a long stream ends.
             proxy.recordBreaker(attempt.upstream, success: true)
         }
-        let contentType = head.headers.first(name: "content-type")
+        let contentType = head.contentType
         let isEventStream = contentType.map { Self.isEventStream($0) } ?? false
         relay = RelayContext(
             clientModel: clientModel, upstreamModel: attempt.target.upstreamModel, modelLabel: attempt.target.name,

@@ -60,7 +60,7 @@ final class RequestHandler: Sendable {
         var identity: ClientIdentity?
         if request.route.requiresAuth {
             identity = authenticator.authenticate(
-                authorization: request.head.headers.first(name: "authorization"), remembering: &writer.rememberedCredential)
+                authorization: request.head.authorization, remembering: &writer.rememberedCredential)
             guard identity != nil else {
                 writer.send(error: .unauthorized())
                 return
@@ -109,7 +109,7 @@ final class RequestHandler: Sendable {
     }
 
     /// Counts the request and writes one structured access line (never headers, keys or bodies).
-    func finished(request head: HTTPRequestHead, route: Route, requestID: String, writer: ResponseWriter, start: MonotonicInstant) {
+    func finished(request head: RequestHead, route: Route, requestID: String, writer: ResponseWriter, start: MonotonicInstant) {
         let seconds = MonotonicInstant.now().seconds(since: start)
         metrics.request(route: route, method: Self.methodLabel(head.method), status: writer.status, seconds: seconds)
         accessLog?.record(

@@ -21,7 +21,7 @@ enum UpstreamFailure: Error, Equatable {
 /// What receives one upstream response. Every call comes on the worker's event loop, in
 /// order: `head`, `body`…, then exactly one of `end` or `failed`.
 protocol UpstreamResponseHandling: AnyObject {
-    func upstreamHead(_ head: HTTPResponseHead)
+    func upstreamHead(_ head: UpstreamResponseHead)
     func upstreamBody(_ buffer: ByteBuffer)
     /// A burst of reads is over: what was written to the client can be flushed now.
     func upstreamReadComplete()
@@ -234,7 +234,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     private(set) var lastActivity = NIODeadline.uptimeNanoseconds(0)
     private var timer: Scheduled<Void>?
     private var closeReason: String?
-    private var parser = HTTP1Parser<HTTPResponseHead>()
+    private var parser = HTTP1Parser<UpstreamResponseHead>()
 
     init(pool: UpstreamPool) { self.pool = pool }
 
@@ -336,10 +336,10 @@ final class UpstreamConnection: ChannelDuplexHandler {
         }
     }
 
-    private func received(_ part: HTTPClientResponsePart, context: ChannelHandlerContext) {
+    private func received(_ part: HTTPPart<UpstreamResponseHead, ByteBuffer>, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
-            if head.status.code < 200 {
+            if head.status < 200 {
                 skippingInformational = true  // 100 Continue and friends: the real head follows
                 return
             }

@@ -98,8 +98,8 @@ import Testing
     }
 
     @Test func requestIDsAreTheClientsWhenPlainElseNewAndDistinct() {
-        #expect(RequestID.make(from: ["x-request-id": "abc-123_X"]) == "abc-123_X")
-        let made = (0..<3).map { _ in RequestID.make(from: ["x-request-id": "bad id\u{7}"]) }
+        #expect(RequestID.make(given: "abc-123_X") == "abc-123_X")
+        let made = (0..<3).map { _ in RequestID.make(given: "bad id\u{7}") }
         for id in made {
             #expect(id.range(of: "^req_[0-9a-f]{16}$", options: .regularExpression) != nil, "\(id)")
             #expect(id.hasPrefix("req_" + RequestID.prefix))

@@ -169,20 +169,68 @@ import Testing
         #expect(throws: HTTP1ParseError.self) { try parser.next() }
     }
 
-    /// The keep-alive decision, as NIO's `isKeepAlive` makes it.
+    /// The one head of `text` (a request, or a response when `Head` is one).
+    static func onlyHead<Head: HTTP1Head>(_ text: String, as: Head.Type) -> Head? {
+        var parser = HTTP1Parser<Head>()
+        parser.feed(ByteBuffer(string: text))
+        guard case .head(let head) = try? parser.next() else { return nil }
+        return head
+    }
+
+    /// The keep-alive decision of the gateway's heads, as NIO's `isKeepAlive` makes it.
     @Test(
         arguments: [
-            (HTTPVersion.http1_1, nil), (.http1_0, nil), (.http1_0, "keep-alive"), (.http1_0, "Keep-Alive"), (.http1_1, "close"),
-            (.http1_1, "CLOSE"), (.http1_1, "keep-alive, close"), (.http1_1, " upgrade ,\tclose "), (.http1_0, "foo,keep-alive"),
-            (.http1_1, "closed"), (.http1_0, "keep-alive-ish"), (.http1_1, ""), (.http1_0, ","),
-        ] as [(HTTPVersion, String?)])
-    func keepAliveIsDecidedAsNIODecidesIt(version: HTTPVersion, connection: String?) {
-        var headers: HTTPHeaders = ["host": "x"]
-        if let connection { headers.add(name: "Connection", value: connection) }
-        let request = HTTPRequestHead(version: version, method: .GET, uri: "/", headers: headers)
-        #expect(request.keepsConnectionAlive == request.isKeepAlive)
-        let response = HTTPResponseHead(version: version, status: .ok, headers: headers)
-        #expect(response.keepsConnectionAlive == response.isKeepAlive)
+            (HTTPVersion.http1_1, []), (.http1_0, []), (.http1_0, ["keep-alive"]), (.http1_0, ["Keep-Alive"]), (.http1_1, ["close"]),
+            (.http1_1, ["CLOSE"]), (.http1_1, ["keep-alive, close"]), (.http1_1, [" upgrade ,\tclose "]), (.http1_0, ["foo,keep-alive"]),
+            (.http1_1, ["closed"]), (.http1_0, ["keep-alive-ish"]), (.http1_1, [""]), (.http1_0, [","]),
+            (.http1_0, ["keep-alive", "close"]), (.http1_0, ["close", "keep-alive"]), (.http1_0, ["upgrade", "Keep-Alive"]),
+        ] as [(HTTPVersion, [String])])
+    func keepAliveIsDecidedAsNIODecidesIt(version: HTTPVersion, connection: [String]) throws {
+        let fields = "host: x\r\n" + connection.map { "Connection: \($0)\r\n" }.joined()
+        let request = try #require(Self.onlyHead("GET / \(version)\r\n\(fields)\r\n", as: RequestHead.self))
+        let fullRequest = try #require(Self.onlyHead("GET / \(version)\r\n\(fields)\r\n", as: HTTPRequestHead.self))
+        #expect(request.keepsConnectionAlive == fullRequest.isKeepAlive)
+        let response = try #require(Self.onlyHead("\(version) 200 OK\r\n\(fields)\r\n", as: UpstreamResponseHead.self))
+        let fullResponse = try #require(Self.onlyHead("\(version) 200 OK\r\n\(fields)\r\n", as: HTTPResponseHead.self))
+        #expect(response.keepsConnectionAlive == fullResponse.isKeepAlive)
+    }
+
+    /// The lean heads keep what the gateway reads, as the first field of its name says it
+    /// (in any case, with any whitespace around the value), and drop the rest.
+    @Test(arguments: [
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k1\r\nContent-Length: 0\r\n\r\n",
+        "POST /v1/embeddings?x=1 HTTP/1.1\r\nauthorization:Bearer k1 \r\nAUTHORIZATION: Bearer k2\r\nx-request-id: a\r\nX-Request-ID: b\r\n\r\n",
+        "GET /health HTTP/1.0\r\nExpect: 100-Continue\r\nexpect: nothing\r\nconnection: keep-alive\r\n\r\n",
+        "PUT / HTTP/1.1\r\nexpect: 200-ok\r\nExpect: 100-continue\r\nx-request-idx: no\r\nauthorizations: no\r\n\r\n",
+        "HEAD /v1/models HTTP/1.1\r\nx-stainless-os: Linux\r\nuser-agent: OpenAI/Python 1.54.0\r\ncontent-length: 007\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nAuthorization:\r\nX-Request-Id: \t\r\n\r\n",
+    ])
+    func leanRequestHeadsKeepWhatTheGatewayReads(_ text: String) throws {
+        let lean = try #require(Self.onlyHead(text, as: RequestHead.self))
+        let full = try #require(Self.onlyHead(text, as: HTTPRequestHead.self))
+        #expect(lean.method == full.method)
+        #expect(lean.uri == full.uri)
+        #expect(lean.version == full.version)
+        #expect(lean.authorization == full.headers.first(name: "authorization"))
+        #expect(lean.requestID == full.headers.first(name: "x-request-id"))
+        #expect(lean.expectsContinue == (full.headers.first(name: "expect")?.lowercased() == "100-continue"))
+        #expect(lean.contentLength == (full.headers.first(name: "content-length").flatMap { Int($0) } ?? 0))
+        #expect(lean.keepsConnectionAlive == full.isKeepAlive)
+    }
+
+    @Test(arguments: [
+        "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: application/json\r\ncontent-type: text/plain\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\nConnection: close\r\n\r\n",
+        "HTTP/1.0 503 Service Unavailable\r\nCONTENT-TYPE:  Text/Event-Stream \r\nconnection: keep-alive\r\n\r\n",
+        "HTTP/1.1 404\r\ndate: Sun, 22 Nov 2026 06:29:38 GMT\r\n\r\n",
+    ])
+    func leanResponseHeadsKeepWhatTheGatewayReads(_ text: String) throws {
+        let lean = try #require(Self.onlyHead(text, as: UpstreamResponseHead.self))
+        let full = try #require(Self.onlyHead(text, as: HTTPResponseHead.self))
+        #expect(lean.status == Int(full.status.code))
+        #expect(lean.version == full.version)
+        #expect(lean.contentType == full.headers.first(name: "content-type"))
+        #expect(lean.keepsConnectionAlive == full.isKeepAlive)
     }
 
     // MARK: Responses
