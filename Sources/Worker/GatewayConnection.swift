@@ -36,7 +36,8 @@ final class GatewayConnection: ChannelDuplexHandler {
 
     private enum State {
         case idle
-        case readingBody(RequestHead, ByteBuffer, MonotonicInstant)
+        /// The body so far: nil until a piece of it arrived.
+        case readingBody(RequestHead, ByteBuffer?, MonotonicInstant)
         /// The answer went out before the whole body arrived (413): ignore the rest.
         case discarding
         case responding(ResponseWriter, RequestHead, Route, MonotonicInstant)
@@ -176,20 +177,19 @@ final class GatewayConnection: ChannelDuplexHandler {
             if let registryEntry { registry.requestStarted(registryEntry) }
             let start = MonotonicInstant.now()
             // The parser checked it: one content-length, digits only (none when chunked).
-            let expected = head.contentLength
-            if expected > maxBodyBytes {
+            if head.contentLength > maxBodyBytes {
                 refuseTooLarge(head: head, start: start, context: context)
                 return
             }
             if head.version != .http1_0, head.expectsContinue {
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
             }
-            state = .readingBody(head, context.channel.allocator.buffer(capacity: expected), start)
+            state = .readingBody(head, nil, start)
         case (.end, .readingBody(let head, let body, let start)):
             let writer = makeWriter(head: head, context: context)
             let route = Route(path: head.uri)
             state = .responding(writer, head, route, start)
-            handler.handle(GatewayRequest(head: head, route: route, body: body, requestID: writer.requestID), writer: writer)
+            handler.handle(GatewayRequest(head: head, route: route, body: body ?? Self.noBody, requestID: writer.requestID), writer: writer)
         case (_, .discarding):
             break
         default:
@@ -198,17 +198,30 @@ final class GatewayConnection: ChannelDuplexHandler {
         }
     }
 
-    /// Appends a piece of the request body in place. Called outside the `switch` over
-    /// `(part, state)`: that tuple is a second reference to the buffer for as long as the
-    /// switch runs, which made every append copy the whole body so far.
+    /// The body of a request without one.
+    private static let noBody = ByteBuffer()
+
+    /// Takes a piece of the request body. A body that arrives whole in one read (the usual
+    /// case: head and body in one packet) is kept as the slice of that read it is, with no
+    /// buffer of its own and no copy; the pieces of a longer one are appended in place, to a
+    /// buffer of the announced length. Called outside the `switch` over `(part, state)`:
+    /// that tuple is a second reference to the buffer for as long as the switch runs, which
+    /// made every append copy the whole body so far.
     private func appendBody(_ chunk: inout ByteBuffer, context: ChannelHandlerContext) {
         guard case .readingBody(let head, var body, let start) = state else { return }
-        if body.readableBytes + chunk.readableBytes > maxBodyBytes {
+        if (body?.readableBytes ?? 0) + chunk.readableBytes > maxBodyBytes {
             refuseTooLarge(head: head, start: start, context: context)
             return
         }
         state = .idle  // `body` is the buffer's only reference while it grows
-        body.writeBuffer(&chunk)
+        if body == nil && chunk.readableBytes == head.contentLength {
+            body = chunk
+        } else {
+            var grown = body ?? context.channel.allocator.buffer(capacity: max(head.contentLength, chunk.readableBytes))
+            body = nil
+            grown.writeBuffer(&chunk)
+            body = grown
+        }
         state = .readingBody(head, body, start)
     }
 

@@ -34,7 +34,7 @@ final class ProxyExchange: UpstreamResponseHandling {
     private let clientModel: String
     private let identity: ClientIdentity
     private let writer: ResponseWriter
-    private let attempts: [ProxyHandler.Attempt]
+    private let attempts: ProxyHandler.AttemptPlan
 
     private var next = 0
     /// Why the last attempt failed; nil while none has (the error is built only if sent).
@@ -67,7 +67,7 @@ final class ProxyExchange: UpstreamResponseHandling {
 
     init(
         proxy: ProxyHandler, request: GatewayRequest, body: OpenAIRequestBody, clientModel: String, identity: ClientIdentity,
-        writer: ResponseWriter, attempts: [ProxyHandler.Attempt]
+        writer: ResponseWriter, attempts: ProxyHandler.AttemptPlan
     ) {
         self.proxy = proxy
         self.request = request
@@ -121,6 +121,11 @@ final class ProxyExchange: UpstreamResponseHandling {
         countedInFlight = attempt.upstream
         sent = .now()
         phase = .awaitingHead
+        // A kept-alive connection (the usual case) is taken at once, with no callback to allocate.
+        if !forceNew, let idle = pool.takeIdle() {
+            leased(idle, pool: pool, attempt: attempt, reused: true)
+            return
+        }
         pool.lease(forceNew: forceNew) { [self] result, reused in
             guard !cancelled else {
                 if case .success(let connection) = result { connection.abandon() }
@@ -128,12 +133,16 @@ final class ProxyExchange: UpstreamResponseHandling {
             }
             switch result {
             case .success(let connection):
-                self.connection = connection
-                connection.send(upstreamRequest(pool: pool), body: forwardedBody(attempt), to: self, reused: reused)
+                leased(connection, pool: pool, attempt: attempt, reused: reused)
             case .failure(let failure):
                 upstreamFailed(failure)
             }
         }
+    }
+
+    private func leased(_ connection: UpstreamConnection, pool: UpstreamPool, attempt: ProxyHandler.Attempt, reused: Bool) {
+        self.connection = connection
+        connection.send(upstreamRequest(pool: pool), body: forwardedBody(attempt), to: self, reused: reused)
     }
 
     private func upstreamRequest(pool: UpstreamPool) -> UpstreamRequest {

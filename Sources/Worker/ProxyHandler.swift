@@ -99,11 +99,30 @@ final class ProxyHandler: Sendable {
             .start()
     }
 
+    /// The upstreams to try, in order: one, usually, which takes no array.
+    struct AttemptPlan {
+        private let first: Attempt?
+        private let more: [Attempt]
+
+        init(_ attempts: [Attempt]) {
+            first = attempts.first
+            more = Array(attempts.dropFirst())
+        }
+
+        init(single: Attempt) {
+            first = single
+            more = []
+        }
+
+        var count: Int { first == nil ? 0 : 1 + more.count }
+        subscript(index: Int) -> Attempt { index == 0 ? first! : more[index - 1] }
+    }
+
     /// Upstreams for the target (healthy and closed-breaker ones by least in-flight, the
     /// rest last), then the same for each fallback model.
-    func plan(_ target: ModelRegistry.Target) -> [Attempt] {
+    func plan(_ target: ModelRegistry.Target) -> AttemptPlan {
         // One upstream and no fallback (the usual case): nothing to order.
-        if target.upstreams.count == 1 && target.fallbacks.isEmpty { return [Attempt(target: target, upstream: target.upstreams[0])] }
+        if target.upstreams.count == 1 && target.fallbacks.isEmpty { return AttemptPlan(single: Attempt(target: target, upstream: target.upstreams[0])) }
         var attempts: [Attempt] = []
         for candidate in [target] + target.fallbacks.compactMap({ registry.configuredTarget($0) }) {
             let ordered = candidate.upstreams.map { index -> (Int, Int, UInt64) in
@@ -113,7 +132,7 @@ final class ProxyHandler: Sendable {
             }.sorted { ($0.1, $0.2) < ($1.1, $1.2) }
             attempts += ordered.map { Attempt(target: candidate, upstream: $0.0) }
         }
-        return attempts
+        return AttemptPlan(attempts)
     }
 
     /// nil when the breaker lets the request through; else seconds until it may.

@@ -81,13 +81,20 @@ final class UpstreamPool {
     /// `forceNew` skips the idle ones (after one turned out stale).
     func lease(forceNew: Bool = false, _ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>, _ reused: Bool) -> Void) {
         eventLoop.preconditionInEventLoop()
-        while !forceNew, let connection = idle.popLast() {
-            if connection.isUsable {
-                completion(.success(connection), true)
-                return
-            }
+        if !forceNew, let connection = takeIdle() {
+            completion(.success(connection), true)
+            return
         }
         connect(completion)
+    }
+
+    /// The newest usable idle connection, if any: what ``lease(forceNew:_:)`` hands out
+    /// first, for a caller that wants to skip the callback.
+    func takeIdle() -> UpstreamConnection? {
+        while let connection = idle.popLast() {
+            if connection.isUsable { return connection }
+        }
+        return nil
     }
 
     private func connect(_ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>, _ reused: Bool) -> Void) {
