@@ -304,8 +304,7 @@ final class GatewayConnection: ChannelDuplexHandler {
                 channel.close(promise: nil)
             }
         } else {
-            if let rest { context.write(wrapOutboundOut(rest), promise: nil) }
-            context.flush()
+            if let rest { context.writeAndFlush(wrapOutboundOut(rest), promise: nil) } else { context.flush() }
             if requestsInFlight == 0 { timer.arm(timer.timeouts.idle, channel: context.channel) }
             if !pipelined.isEmpty { serveQueue(context: context) }
         }

@@ -189,6 +189,15 @@ struct HTTP1Parser<Head: HTTP1Head> {
             if emptyBlockAllowed, raw.count >= 2, raw[0] == 0x0D, raw[1] == 0x0A { return 2 }
             var i = from
             while i < raw.count {
+                // Eight bytes at a time while none of them is below 0x0E (no CR, no LF): the
+                // text of the lines. A word has such a byte iff this borrow trick sets a high bit.
+                while i + 8 <= raw.count {
+                    let word = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                    guard (word &- 0x0E0E_0E0E_0E0E_0E0E) & ~word & 0x8080_8080_8080_8080 == 0 else { break }
+                    i += 8
+                }
+                if i > limit { throw .headTooLarge }
+                guard i < raw.count else { break }
                 let byte = raw[i]
                 if byte == 0x0A {
                     guard i > 0, raw[i - 1] == 0x0D else { throw .malformed("bare LF") }

@@ -267,9 +267,13 @@ final class UpstreamConnection: ChannelDuplexHandler {
         lastActivity = pool.eventLoop.now
         if timer == nil { armTimer(in: pool.timeout) }  // one left from an earlier request fires early and re-arms
         let (head, rest) = Self.encode(request, body: body, allocator: context.channel.allocator)
-        context.write(wrapOutboundOut(head), promise: nil)
-        if let rest { context.write(wrapOutboundOut(rest), promise: nil) }
-        context.flush()
+        // writeAndFlush: one trip down the pipeline for the last write and the flush.
+        if let rest {
+            context.write(wrapOutboundOut(head), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(rest), promise: nil)
+        } else {
+            context.writeAndFlush(wrapOutboundOut(head), promise: nil)
+        }
     }
 
     /// A request as bytes: the head, with the body behind it up to ``copyLimit``; a larger

@@ -161,6 +161,18 @@ import Testing
         #expect(Self.request(longExtension, step: 7).last?.hasPrefix("error malformed") == true)
     }
 
+    /// The search for a head's end skips eight bytes at a time while none is a CR or an LF:
+    /// one wherever it falls in a word is still seen (and a bare one still refused).
+    @Test func crAndLFAreFoundAtEveryOffsetOfAWord() {
+        for length in 0..<24 {
+            let value = String(repeating: "v", count: length)
+            #expect(Self.request("GET / HTTP/1.1\r\nx: \(value)\r\n\r\n") == ["GET / HTTP/1.1 [x=\(value)]", "end"])
+            #expect(Self.request("GET / HTTP/1.1\r\nx: \(value)\nx: y\r\n\r\n") == ["error malformed HTTP: bare LF"])
+            #expect(Self.request("GET / HTTP/1.1\r\nx: \(value)\ry\r\n\r\n") == ["error malformed HTTP: bare CR"])
+            #expect(Self.request("GET / HTTP/1.1\r\nx: \(value)\r\n\r\n", step: 5) == ["GET / HTTP/1.1 [x=\(value)]", "end"])
+        }
+    }
+
     @Test func afterAnErrorEveryCallFails() {
         var parser = HTTP1Parser<HTTPRequestHead>()
         parser.feed(ByteBuffer(string: "GET / HTTP/9.9\r\n\r\n"))
