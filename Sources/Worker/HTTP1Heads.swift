@@ -13,8 +13,9 @@ protocol HTTP1Head: Equatable {
     /// One checked field: its name, and its value without surrounding whitespace.
     mutating func add(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)
     /// The body's framing, from the one `content-length` (already checked to be digits)
-    /// and the one `transfer-encoding` value the head had, if any.
-    func framing(contentLength: Int?, transferEncoding: UnsafeRawBufferPointer?) throws(HTTP1ParseError) -> HTTP1Framing
+    /// and the one `transfer-encoding` value the head had, if any. Called once, after the
+    /// fields: a head may keep the length.
+    mutating func framing(contentLength: Int?, transferEncoding: UnsafeRawBufferPointer?) throws(HTTP1ParseError) -> HTTP1Framing
 }
 
 /// A client's request head as the gateway reads it: the request line and the five fields it
@@ -33,7 +34,7 @@ final class RequestHead: HTTP1Head {
     /// The first `expect` field is `100-continue` (any case).
     private(set) var expectsContinue = false
     private var expectSeen = false
-    /// `content-length` (the parser lets a head through only with one, of digits), else 0.
+    /// `content-length` as the parser checked it (one, of digits), else 0.
     private(set) var contentLength = 0
     /// What the `connection` fields say; nil when none says `close` or `keep-alive`.
     private var connection: Bool?
@@ -66,8 +67,6 @@ final class RequestHead: HTTP1Head {
             if authorization == nil { authorization = String(decoding: value, as: UTF8.self) }
         case 12 where name.isName("x-request-id"):
             if requestID == nil { requestID = String(decoding: value, as: UTF8.self) }
-        case 14 where name.isName("content-length"):
-            contentLength = value.reduce(0) { $0 &* 10 &+ Int($1 &- 0x30) }
         case 10 where name.isName("connection"):
             connection = combineConnection(connection, value)
         case 6 where name.isName("expect"):
@@ -85,7 +84,8 @@ final class RequestHead: HTTP1Head {
     var keepsConnectionAlive: Bool { connection ?? (version == .http1_1) }
 
     func framing(contentLength: Int?, transferEncoding: UnsafeRawBufferPointer?) throws(HTTP1ParseError) -> HTTP1Framing {
-        try Self.framing(version: version, contentLength: contentLength, transferEncoding: transferEncoding)
+        self.contentLength = contentLength ?? 0
+        return try Self.framing(version: version, contentLength: contentLength, transferEncoding: transferEncoding)
     }
 
     static func framing(version: HTTPVersion, contentLength: Int?, transferEncoding: UnsafeRawBufferPointer?) throws(HTTP1ParseError)

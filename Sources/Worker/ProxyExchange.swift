@@ -19,7 +19,7 @@ struct RelayContext {
 }
 
 /// One proxied request on its way through the planned upstream attempts, driven by
-/// callbacks on the worker's event loop: the pool's lease, the upstream connection's
+/// callbacks on the worker's event loop: a new connection's connect, the upstream connection's
 /// reads, the client's writability and hang-up. No task, no lock: the client connection
 /// and the upstream connection share the loop.
 ///
@@ -121,19 +121,20 @@ final class ProxyExchange: UpstreamResponseHandling {
         countedInFlight = attempt.upstream
         sent = .now()
         phase = .awaitingHead
-        // A kept-alive connection (the usual case) is taken at once, with no callback to allocate.
+        // A kept-alive connection (the usual case) is taken at once; `forceNew` skips the
+        // idle ones (after one turned out stale).
         if !forceNew, let idle = pool.takeIdle() {
             leased(idle, pool: pool, attempt: attempt, reused: true)
             return
         }
-        pool.lease(forceNew: forceNew) { [self] result, reused in
+        pool.connect { [self] result in
             guard !cancelled else {
                 if case .success(let connection) = result { connection.abandon() }
                 return
             }
             switch result {
             case .success(let connection):
-                leased(connection, pool: pool, attempt: attempt, reused: reused)
+                leased(connection, pool: pool, attempt: attempt, reused: false)
             case .failure(let failure):
                 upstreamFailed(failure)
             }

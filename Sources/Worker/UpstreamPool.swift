@@ -76,28 +76,19 @@ final class UpstreamPool {
         self.serverHostname = isAddress ? nil : url.host
     }
 
-    /// A connection for one request: the newest idle one, else a new one. `reused` tells
-    /// the caller whether a ``UpstreamFailure/staleConnection`` may happen.
-    /// `forceNew` skips the idle ones (after one turned out stale).
-    func lease(forceNew: Bool = false, _ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>, _ reused: Bool) -> Void) {
-        eventLoop.preconditionInEventLoop()
-        if !forceNew, let connection = takeIdle() {
-            completion(.success(connection), true)
-            return
-        }
-        connect(completion)
-    }
-
-    /// The newest usable idle connection, if any: what ``lease(forceNew:_:)`` hands out
-    /// first, for a caller that wants to skip the callback.
+    /// A connection for one request, in two steps: the newest usable idle one, if any
+    /// (synchronous: no callback to allocate on the usual path; a reused connection may
+    /// turn out ``UpstreamFailure/staleConnection``), else ``connect(_:)``.
     func takeIdle() -> UpstreamConnection? {
+        eventLoop.preconditionInEventLoop()
         while let connection = idle.popLast() {
             if connection.isUsable { return connection }
         }
         return nil
     }
 
-    private func connect(_ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>, _ reused: Bool) -> Void) {
+    /// A new connection, handed to `completion` on the event loop.
+    func connect(_ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>) -> Void) {
         let tls = self.tls
         let serverHostname = self.serverHostname
         let connecting = ClientBootstrap(group: eventLoop)
@@ -117,13 +108,13 @@ final class UpstreamPool {
                 let connection = UpstreamConnection(pool: self)
                 do {
                     try channel.pipeline.syncOperations.addHandler(connection)
-                    completion(.success(connection), false)
+                    completion(.success(connection))
                 } catch {
                     channel.close(promise: nil)
-                    completion(.failure(.failed("\(error)")), false)
+                    completion(.failure(.failed("\(error)")))
                 }
             case .failure(let error):
-                completion(.failure(.unreachable(Self.describeConnectFailure(error))), false)
+                completion(.failure(.unreachable(Self.describeConnectFailure(error))))
             }
         }
     }
@@ -430,7 +421,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
 /// The worker's pools, one per upstream (none for the demo upstream).
 ///
 /// `@unchecked Sendable`: built once per worker and then used only on the worker's event
-/// loop (``UpstreamPool/lease(_:)`` checks it).
+/// loop (``UpstreamPool/takeIdle()`` checks it).
 final class UpstreamPools: @unchecked Sendable {
     private let pools: [UpstreamPool?]
     /// The worker's event loop, where every pool (and every client connection) lives.
