@@ -9,9 +9,12 @@ received, [DONE] not yet), which is how ``--streams 5000`` checks that the targe
 holds them all.
 
     sse_client.py --url http://127.0.0.1:8000 --streams 100 --rounds 5 [--key bench-key]
+    sse_client.py --merge A.json B.json ...
 
-Prints one JSON object on stdout. Exit code 0 when every stream completed (HTTP 200,
-the expected number of events, [DONE]), 1 otherwise.
+Prints one JSON object on stdout, with every stream's figures under "samples". Exit code
+0 when every stream completed (HTTP 200, the expected number of events, [DONE]), 1
+otherwise. ``--merge`` pools the samples of earlier outputs (rounds run at different
+times, interleaved with other targets by benchmarks/run) and prints the same summary.
 """
 from __future__ import annotations
 
@@ -186,30 +189,62 @@ async def main_async(args) -> Dict[str, Any]:
         connect_walls.append(r["connect_wall"])
         max_open = max(max_open, tracker.max_open)
     ok = [r for r in all_results if r["ok"]]
-    ttfe = [r["ttfe"] * 1000 for r in ok]
-    total = [r["total"] * 1000 for r in ok]
     errors: Dict[str, int] = {}
     for r in all_results:
         if not r["ok"]:
             why = r["error"] or (f"status {r['status']}" if r["status"] != 200 else "no [DONE]")
             errors[why] = errors.get(why, 0) + 1
-    events = sorted({r["events"] for r in ok})
-    chunks = [r["chunks"] for r in ok]
+    return summary(
+        url=args.url, streams=args.streams, rounds=args.rounds, failed=len(all_results) - len(ok), errors=errors,
+        events=sorted({r["events"] for r in ok}), ttfe=[r["ttfe"] * 1000 for r in ok], total=[r["total"] * 1000 for r in ok],
+        chunks=[r["chunks"] for r in ok], walls=walls, connect_walls=connect_walls, max_open=max_open)
+
+
+def summary(*, url: str, streams: int, rounds: int, failed: int, errors: Dict[str, int], events: List[int],
+            ttfe: List[float], total: List[float], chunks: List[int], walls: List[float], connect_walls: List[float],
+            max_open: int) -> Dict[str, Any]:
     return {
-        "url": args.url, "streams": args.streams, "rounds": args.rounds,
-        "completed": len(ok), "failed": len(all_results) - len(ok), "errors": errors,
+        "url": url, "streams": streams, "rounds": rounds,
+        "completed": len(ttfe), "failed": failed, "errors": errors,
         "events_per_stream": events,
         "ttfe_ms": {"p50": percentile(ttfe, 50), "p99": percentile(ttfe, 99), "max": max(ttfe) if ttfe else None},
         "total_ms": {"p50": percentile(total, 50), "p99": percentile(total, 99), "max": max(total) if total else None},
         "chunks_per_stream": {"p50": percentile(chunks, 50), "max": max(chunks) if chunks else None},
         "round_wall_s": walls, "connect_wall_s": connect_walls,
         "max_open_at_once": max_open,
+        "samples": {"ttfe_ms": ttfe, "total_ms": total, "chunks": chunks},
     }
+
+
+def merge(paths: List[str]) -> Dict[str, Any]:
+    """One summary of several outputs' streams (a file that is missing or not JSON counts as
+    one failed stream: the client crashed)."""
+    parts = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                parts.append(json.load(f))
+        except (OSError, ValueError):
+            parts.append({"failed": 1, "errors": {"client crashed": 1}})
+    errors: Dict[str, int] = {}
+    for part in parts:
+        for why, n in (part.get("errors") or {}).items():
+            errors[why] = errors.get(why, 0) + n
+    pooled = lambda key: [x for part in parts for x in (part.get("samples") or {}).get(key, [])]  # noqa: E731
+    return summary(
+        url=next((part["url"] for part in parts if "url" in part), ""), streams=max(part.get("streams", 0) for part in parts),
+        rounds=sum(part.get("rounds", 0) for part in parts), failed=sum(max(0, part.get("failed", 0)) for part in parts),
+        errors=errors, events=sorted({e for part in parts for e in part.get("events_per_stream", [])}),
+        ttfe=pooled("ttfe_ms"), total=pooled("total_ms"), chunks=pooled("chunks"),
+        walls=[w for part in parts for w in part.get("round_wall_s", [])],
+        connect_walls=[w for part in parts for w in part.get("connect_wall_s", [])],
+        max_open=max(part.get("max_open_at_once", 0) for part in parts))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--url", required=True, help="root URL of the target (no /v1)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="pool the streams of earlier outputs instead of running")
+    ap.add_argument("--url", help="root URL of the target (no /v1)")
     ap.add_argument("--streams", type=int, default=100, help="concurrent streams per round")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--key", default=None, help="bearer key to send")
@@ -218,11 +253,18 @@ def main() -> int:
                     help="connections being opened at once (all are open before the requests go)")
     ap.add_argument("--expect-events", type=int, default=0, help="fail streams with another event count")
     args = ap.parse_args()
+    if args.merge:
+        out = merge(args.merge)
+        print(json.dumps(out))
+        return 0 if out["failed"] == 0 else 1
+    if not args.url:
+        ap.error("--url is required (or --merge)")
     out = asyncio.run(main_async(args))
     if args.expect_events and out["events_per_stream"] not in ([], [args.expect_events]):
         out["errors"]["unexpected event count"] = out["completed"]
         out["failed"] += out["completed"]
         out["completed"] = 0
+        out["samples"] = {"ttfe_ms": [], "total_ms": [], "chunks": []}  # none counts when merged
     print(json.dumps(out))
     return 0 if out["failed"] == 0 else 1
 

@@ -62,10 +62,6 @@ struct DemoModel: Sendable {
             return
         }
 
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "text/event-stream; charset=utf-8")
-        headers.add(name: "cache-control", value: "no-cache")
-        headers.add(name: "x-accel-buffering", value: "no")
         let chunkObject = chat ? "chat.completion.chunk" : "text_completion"
         func event(_ choice: String, usage: String? = nil) -> ByteBuffer {
             let choices = choice.isEmpty ? "[]" : "[\(choice)]"
@@ -74,7 +70,7 @@ struct DemoModel: Sendable {
                 string: #"data: {"id":"\#(id)","object":"\#(chunkObject)","created":\#(created),"model":\#(JSON.quoted(model)),"choices":\#(choices)\#(tail)}"#
                     + "\n\n")
         }
-        writer.writeHead(status: 200, headers: headers)
+        writer.writeEventStreamHead()
         if chat { writer.write(event(#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#)) }
         let includeUsage = body.includeUsage
         func finishStream() {

@@ -3,6 +3,10 @@ import NIOCore
 import NIOHTTP1
 import Shared
 
+#if canImport(Glibc)
+    @preconcurrency import Glibc
+#endif
+
 /// What the relay of one upstream answer needs to know.
 struct RelayContext {
     var clientModel: String
@@ -222,11 +226,7 @@ final class ProxyExchange: UpstreamResponseHandling {
         if body.stream && (200..<300).contains(status) && isEventStream {
             phase = .streaming
             tools = relay?.toolParser.map { ToolCallStreamNormalizer(parser: $0) }
-            var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: "text/event-stream; charset=utf-8")
-            headers.add(name: "cache-control", value: "no-cache")
-            headers.add(name: "x-accel-buffering", value: "no")
-            writer.writeHead(status: 200, headers: headers)
+            writer.writeEventStreamHead()
             writer.onWritable = { [weak self] in self?.connection?.resumeReading() }
         } else {
             phase = .whole(status: status, contentType: contentType, body: nil)
@@ -399,14 +399,25 @@ final class ProxyExchange: UpstreamResponseHandling {
             guard raw.count >= 2, raw[raw.count - 1] == 0x0A, raw[raw.count - 2] == 0x0A, !TokenUsage.mentionsUsage(raw) else {
                 return nil
             }
-            var count = 0
-            var previous: UInt8 = 0
-            for byte in raw {
-                if byte == 0x0A && previous == 0x0A { count += 1 }
-                previous = byte == 0x0D ? previous : byte  // "\r\n\r\n" ends an event too
-            }
-            return count
+            return countBlankLines(raw)
         }
+    }
+
+    /// The line feeds whose previous byte other than CR is a line feed: the ends of the
+    /// events (`"\n\n"`, and `"\r\n\r\n"` too). `memchr` jumps from one line feed to the
+    /// next; only the bytes just before each are looked at.
+    static func countBlankLines(_ raw: UnsafeRawBufferPointer) -> Int {
+        guard let base = raw.baseAddress else { return 0 }
+        var count = 0
+        var i = 0
+        while i < raw.count, let found = memchr(base + i, 0x0A, raw.count - i) {
+            let lf = base.distance(to: UnsafeRawPointer(found))
+            var before = lf - 1
+            while before >= i, raw[before] == 0x0D { before -= 1 }
+            if before >= 0, raw[before] == 0x0A { count += 1 }
+            i = lf + 1
+        }
+        return count
     }
 
     /// The general path: split into events, rename `model`, account usage, drop the

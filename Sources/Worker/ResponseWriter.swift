@@ -101,6 +101,18 @@ final class ResponseWriter {
         pending = out
     }
 
+    /// The head of an event stream (200, chunked, not cached or buffered by proxies on the
+    /// way), written without building `HTTPHeaders`: relayed streams and the demo model's.
+    func writeEventStreamHead() {
+        guard var out = startHead(status: 200, hasLength: false, reservingBody: 0) else { return }
+        out.writeHead { head in
+            head.statusLine(200, version: version, reason: "OK")
+            head.append("content-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n")
+            commonFields(&head)
+        }
+        pending = out
+    }
+
     /// The bookkeeping of a head (framing, keep-alive) and the buffer it goes into; nil
     /// when the client is gone. The caller writes the status line, its own fields and
     /// ``commonFields(_:)`` into it, and leaves it in `pending`.
@@ -143,7 +155,13 @@ final class ResponseWriter {
         bodyBytes += buffer.readableBytes
         guard bodyAllowed, !clientGone, buffer.readableBytes > 0 else { return }
         if chunked && buffer.readableBytes <= Self.copyLimit {
-            var body = openChunk ?? context.channel.allocator.buffer(capacity: max(buffer.readableBytes, 1024))
+            guard var body = openChunk else {
+                // The first piece is kept as it is (a relayed stream's read, usually the only
+                // piece before the flush): it is copied once, behind its chunk size, when
+                // the chunk closes. A second piece makes it a buffer of its own (copy on write).
+                openChunk = buffer
+                return
+            }
             openChunk = nil  // uniquely referenced while appending
             body.writeImmutableBuffer(buffer)
             openChunk = body
