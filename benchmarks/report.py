@@ -146,8 +146,12 @@ def compare(run: str) -> int:
     out.append("")
 
     sse = {t: load(run, f"sse-{t}.json") for t in TARGETS}
+    gap = f", {p.get('stream_gap')} s quiet before each" if float(p.get("stream_gap") or 0) else ""
+    keepalive = (f"; upstream keep-alive {p.get('upstream_keepalive')} s in both proxies"
+                 if p.get("upstream_keepalive") is not None else "")
     out.append(f"## Streaming: {p.get('stream_rounds')} rounds of {p.get('stream_k')} concurrent streams "
-               f"({p.get('stream_events')} events + [DONE] each), times from request sent")
+               f"per target, interleaved{gap} ({p.get('stream_events')} events + [DONE] each), times from request "
+               f"sent{keepalive}")
     rows = []
     for t in TARGETS:
         s = sse[t]

@@ -37,6 +37,7 @@ extension GatewayConfiguration {
         "healthInterval": Setting(flag: nil, env: "UPSTREAM_HEALTH_INTERVAL", fileKey: "upstream_health_interval"),
         "connectTimeout": Setting(flag: nil, env: "UPSTREAM_CONNECT_TIMEOUT", fileKey: "upstream_connect_timeout"),
         "upstreamTimeout": Setting(flag: nil, env: "UPSTREAM_TIMEOUT", fileKey: "upstream_timeout"),
+        "upstreamKeepAlive": Setting(flag: nil, env: "UPSTREAM_KEEPALIVE_TIMEOUT", fileKey: "upstream_keepalive_timeout"),
     ]
 
     static let fileSectionKeys: Set<String> = ["upstreams", "models", "keys"]
@@ -79,6 +80,7 @@ extension GatewayConfiguration {
         if let r = resolved("healthInterval") { config.server.healthInterval = try seconds(r, in: 0.1...3600) }
         if let r = resolved("connectTimeout") { config.server.upstreamConnectTimeout = try seconds(r, in: 0.1...600) }
         if let r = resolved("upstreamTimeout") { config.server.upstreamTimeout = try seconds(r, in: 0.1...86_400) }
+        if let r = resolved("upstreamKeepAlive") { config.server.upstreamKeepAliveTimeout = try seconds(r, in: 0...3600) }
         if let r = resolved("maxBody") { config.server.maxRequestBodyBytes = try integer(r, in: 1...1 << 30) }
         if let r = resolved("bearerToken"), !r.value.isEmpty { config.auth.bearerToken = r.value }
         if let r = resolved("rpm") { config.limits.requestsPerMinute = try integer(r, in: 1...1_000_000_000) }

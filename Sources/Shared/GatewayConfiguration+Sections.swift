@@ -18,7 +18,7 @@ extension GatewayConfiguration {
             guard let entry = map[name] as? [String: Any] else {
                 throw ConfigurationError(key: entryKey, reason: "expected a mapping with url:")
             }
-            try rejectUnknown(entry, known: ["url", "health", "api_key_env", "connect_timeout", "timeout"], key: entryKey)
+            try rejectUnknown(entry, known: ["url", "health", "api_key_env", "connect_timeout", "timeout", "keepalive_timeout"], key: entryKey)
             guard let url = entry["url"] as? String, !url.isEmpty else {
                 throw ConfigurationError(key: "\(entryKey).url", reason: "required, e.g. http://127.0.0.1:18000")
             }
@@ -38,6 +38,9 @@ extension GatewayConfiguration {
             }
             if let value = entry["timeout"] {
                 upstream.timeout = try seconds(Resolved(value: "\(value)", key: "\(entryKey).timeout"), in: 0.1...86_400)
+            }
+            if let value = entry["keepalive_timeout"] {
+                upstream.keepAliveTimeout = try seconds(Resolved(value: "\(value)", key: "\(entryKey).keepalive_timeout"), in: 0...3600)
             }
             result.append(try validatedUpstream(upstream, key: "\(entryKey).url"))
         }

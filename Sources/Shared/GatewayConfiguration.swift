@@ -36,6 +36,10 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         /// `UPSTREAM_TIMEOUT`, seconds an upstream may take to send response headers
         /// (and between two body chunks) before the client gets 504.
         public var upstreamTimeout: Double = 300
+        /// `UPSTREAM_KEEPALIVE_TIMEOUT`, seconds an idle upstream connection is kept for the
+        /// next request; 0 = a new connection per request. Below vLLM's own 5 s
+        /// (`VLLM_HTTP_TIMEOUT_KEEP_ALIVE`), so the gateway, not the upstream, closes them.
+        public var upstreamKeepAliveTimeout: Double = 4
 
         public init() {}
     }
@@ -111,6 +115,8 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         public var connectTimeout: Double?
         /// Seconds to wait for response headers and between body chunks; nil = `UPSTREAM_TIMEOUT`.
         public var timeout: Double?
+        /// Seconds an idle connection is kept; nil = `UPSTREAM_KEEPALIVE_TIMEOUT`.
+        public var keepAliveTimeout: Double?
         /// Removed by a reload: kept only so the positions of the others (which index the
         /// shared segment: health, breaker, in-flight counts, metrics) stay put.
         public var retired = false

@@ -33,10 +33,10 @@ protocol UpstreamResponseHandling: AnyObject {
 ///
 /// Loop-bound: every method runs on `eventLoop` (the worker has one loop, and the client
 /// connections that use the pool run on it too). Idle connections are reused newest first
-/// and closed after ``idleTimeout`` — shorter than vLLM's (uvicorn's) own 5 s keep-alive
-/// timeout, so the gateway, not the upstream, normally closes them. One the upstream closed
-/// anyway (a race at reuse) fails with ``UpstreamFailure/staleConnection`` and the request is
-/// sent again on a fresh connection.
+/// and never after ``idleTimeout`` (`UPSTREAM_KEEPALIVE_TIMEOUT`, 4 s by default: shorter
+/// than vLLM's (uvicorn's) own 5 s keep-alive timeout, so the gateway, not the upstream,
+/// normally closes them). One the upstream closed anyway (a race at reuse) fails with
+/// ``UpstreamFailure/staleConnection`` and the request is sent again on a fresh connection.
 final class UpstreamPool {
     let url: UpstreamURL
     let eventLoop: any EventLoop
@@ -50,7 +50,10 @@ final class UpstreamPool {
     private let tls: NIOSSLContext?
     private let serverHostname: String?
 
-    static let idleTimeout: TimeAmount = .seconds(4)
+    /// How long an idle connection may wait for its next request; zero = none is kept.
+    let idleTimeout: TimeAmount
+    /// How often idle connections are looked at to close the expired ones.
+    private let sweepInterval: TimeAmount
     /// Idle connections kept at most (more are closed when returned).
     static let maxIdle = 1024
 
@@ -60,12 +63,15 @@ final class UpstreamPool {
 
     init(
         url: UpstreamURL, eventLoop: any EventLoop, connectTimeout: Double,
-        timeout: Double, authorization: String?, tls: NIOSSLContext?
+        timeout: Double, idleTimeout: Double, authorization: String?, tls: NIOSSLContext?
     ) {
         self.url = url
         self.eventLoop = eventLoop
         self.connectTimeout = .milliseconds(Int64(connectTimeout * 1000))
         self.timeout = .milliseconds(Int64(timeout * 1000))
+        self.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        // Closed within a quarter of the limit past it (at most a second).
+        self.sweepInterval = .milliseconds(max(10, min(1000, Int64(idleTimeout * 250))))
         self.authorization = authorization
         let defaultPort = url.scheme == "https" ? 443 : 80
         let host = url.host.contains(":") ? "[\(url.host)]" : url.host
@@ -78,9 +84,17 @@ final class UpstreamPool {
 
     /// A connection for one request, in two steps: the newest usable idle one, if any
     /// (synchronous: no callback to allocate on the usual path; a reused connection may
-    /// turn out ``UpstreamFailure/staleConnection``), else ``connect(_:)``.
+    /// turn out ``UpstreamFailure/staleConnection``), else ``connect(_:)``. One idle for
+    /// ``idleTimeout`` or longer is not handed out even if the sweep has not closed it yet:
+    /// the upstream may be closing it.
     func takeIdle() -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
+        guard let newest = idle.last else { return nil }
+        if eventLoop.now - newest.idleSince >= idleTimeout {
+            // The newest is expired, so are all the others.
+            closeIdle(count: idle.count)
+            return nil
+        }
         while let connection = idle.popLast() {
             if connection.isUsable { return connection }
         }
@@ -140,7 +154,7 @@ final class UpstreamPool {
 
     /// Takes back a connection whose response ended with keep-alive.
     func release(_ connection: UpstreamConnection) {
-        guard idle.count < Self.maxIdle else {
+        guard idle.count < Self.maxIdle, idleTimeout.nanoseconds > 0 else {
             connection.close()
             return
         }
@@ -156,9 +170,9 @@ final class UpstreamPool {
         if let position = idle.lastIndex(where: { $0 === connection }) { idle.remove(at: position) }
     }
 
-    /// Sweeps once a second while connections are idle.
+    /// Sweeps every ``sweepInterval`` while connections are idle.
     private func scheduleSweep() {
-        sweeper = eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [self] in
+        sweeper = eventLoop.assumeIsolated().scheduleTask(in: sweepInterval) { [self] in
             sweep()
             if idle.isEmpty { sweeper = nil } else { scheduleSweep() }
         }
@@ -166,12 +180,17 @@ final class UpstreamPool {
 
     /// Closes connections idle for ``idleTimeout`` (the oldest are at the front).
     private func sweep() {
-        let cutoff = eventLoop.now - Self.idleTimeout
+        let now = eventLoop.now
         var expired = 0
-        while expired < idle.count, idle[expired].idleSince < cutoff { expired += 1 }
-        guard expired > 0 else { return }
-        let closing = idle[..<expired]
-        idle.removeFirst(expired)
+        while expired < idle.count, now - idle[expired].idleSince >= idleTimeout { expired += 1 }
+        closeIdle(count: expired)
+    }
+
+    /// Closes the `count` oldest idle connections.
+    private func closeIdle(count: Int) {
+        guard count > 0 else { return }
+        let closing = idle[..<count]
+        idle.removeFirst(count)
         for connection in closing { connection.close() }
     }
 
@@ -437,7 +456,9 @@ final class UpstreamPools: @unchecked Sendable {
             return UpstreamPool(
                 url: url, eventLoop: eventLoop,
                 connectTimeout: upstream.connectTimeout ?? configuration.server.upstreamConnectTimeout,
-                timeout: upstream.timeout ?? configuration.server.upstreamTimeout, authorization: key, tls: tls)
+                timeout: upstream.timeout ?? configuration.server.upstreamTimeout,
+                idleTimeout: upstream.keepAliveTimeout ?? configuration.server.upstreamKeepAliveTimeout,
+                authorization: key, tls: tls)
         }
     }
 

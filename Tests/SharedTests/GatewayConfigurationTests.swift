@@ -62,6 +62,18 @@ import Testing
         #expect(error { try load(flags: ["upstream": "http://x/v1"]) }?.reason.contains("without /v1") == true)
     }
 
+    @Test func upstreamKeepAliveIsSetGloballyOrPerUpstream() throws {
+        #expect(try load().server.upstreamKeepAliveTimeout == 4)
+        #expect(try load(env: ["UPSTREAM_KEEPALIVE_TIMEOUT": "60"]).server.upstreamKeepAliveTimeout == 60)
+        #expect(try load(file: "upstream_keepalive_timeout: 0\n").server.upstreamKeepAliveTimeout == 0)
+        let file = "upstreams:\n  a: { url: http://127.0.0.1:1, keepalive_timeout: 1.5 }\n  b: { url: http://127.0.0.1:2 }\n"
+        #expect(try load(file: file).upstreams.map(\.keepAliveTimeout) == [1.5, nil])
+        #expect(error { try load(env: ["UPSTREAM_KEEPALIVE_TIMEOUT": "-1"]) }?.key == "UPSTREAM_KEEPALIVE_TIMEOUT")
+        #expect(error { try load(env: ["UPSTREAM_KEEPALIVE_TIMEOUT": "3601"]) }?.key == "UPSTREAM_KEEPALIVE_TIMEOUT")
+        let bad = "upstreams:\n  a: { url: http://127.0.0.1:1, keepalive_timeout: soon }\n"
+        #expect(error { try load(file: bad) }?.key == "gw.yaml: upstreams.a.keepalive_timeout")
+    }
+
     @Test func nonLoopbackBindNeedsAuth() throws {
         #expect(error { try load(flags: ["bind": "0.0.0.0:8000"]) }?.key == "BEARER_TOKEN")
         #expect(try load(flags: ["bind": "0.0.0.0:8000"], env: ["BEARER_TOKEN": "s3cret"]).auth.isEnabled)

@@ -66,6 +66,33 @@ def test_upstream_connections_are_kept_alive_and_reused(gateway_factory, fake_vl
     assert opened <= 3, f"{opened} upstream connections for 50 sequential requests"
 
 
+def test_the_upstream_keepalive_limit_is_the_operators(gateway_factory, fake_vllm):
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    # UPSTREAM_KEEPALIVE_TIMEOUT=0: no connection is kept, each request opens its own.
+    gw = gateway_factory(upstream=fake_vllm, workers=1, env={"UPSTREAM_KEEPALIVE_TIMEOUT": "0"})
+    before = fake_vllm.counters()["connections_seen"]
+    for _ in range(10):
+        assert gw.post("/v1/chat/completions", chat).status == 200
+    assert fake_vllm.counters()["connections_seen"] - before >= 10
+    gw.stop()
+
+    # Per upstream (keepalive_timeout: 0.3): kept for requests that come back to back, not
+    # for ones 0.6 s apart, although the upstream itself would keep them 5 s.
+    config = (f"upstreams:\n  short: {{ url: {fake_vllm.url}, keepalive_timeout: 0.3 }}\n"
+              f"models:\n  {MODEL}: {{ upstreams: [short] }}\n")
+    gw = gateway_factory(config=config, workers=1)
+    before = fake_vllm.counters()["connections_seen"]
+    for _ in range(20):
+        assert gw.post("/v1/chat/completions", chat).status == 200
+    opened = fake_vllm.counters()["connections_seen"] - before
+    assert opened <= 3, f"{opened} upstream connections for 20 requests back to back"
+    before = fake_vllm.counters()["connections_seen"]
+    for _ in range(5):
+        time.sleep(0.6)
+        assert gw.post("/v1/chat/completions", chat).status == 200
+    assert fake_vllm.counters()["connections_seen"] - before >= 5
+
+
 def test_connections_the_upstream_closed_are_not_a_client_error(gateway_factory, fake_vllm_factory):
     # The upstream drops idle keep-alive connections after 0.2 s; requests come at about
     # that interval, so some find their pooled connection closed, or closing as they reuse it.
