@@ -61,8 +61,9 @@ public struct ModelRegistry: Sendable {
             name: clientName, upstreamModel: clientName, upstreams: discoveryUpstreams, toolParser: "none", fallbacks: [], configured: false)
         if upstreams[index].isDemo { return clientName == Self.demoModelName ? target : nil }
         let status = segment.upstream(index)
-        let listed = status.modelList(contains: clientName)
-        // Before the first successful discovery, let the upstream decide.
+        // The list unreadable (the supervisor stopped in the middle of writing it), or
+        // nothing discovered yet: let the upstream decide.
+        guard let listed = status.modelList(contains: clientName) else { return target }
         if listed.isEmpty && status.health != .up { return target }
         return listed.contains ? target : nil
     }
@@ -89,7 +90,8 @@ public struct ModelRegistry: Sendable {
             switch status.health {
             case .unknown: return "upstream \(upstream.name) not checked yet"
             case .down: return "upstream \(upstream.name) is down"
-            case .up: return status.models.isEmpty ? "upstream \(upstream.name) serves no model" : nil
+            // Read without copying the list; unreadable for the moment counts as served.
+            case .up: return status.modelList(contains: "")?.isEmpty == true ? "upstream \(upstream.name) serves no model" : nil
             }
         }
         for name in configuredNames {

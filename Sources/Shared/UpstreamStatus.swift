@@ -1,9 +1,15 @@
 import Atomics
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// An upstream's block in the shared segment: the health the supervisor last saw and the
 /// models it serves (from its `/v1/models`). Written only by the supervisor's poller, read
 /// by every worker without locks: the models text is published under a sequence counter
-/// (a seqlock), and a reader that races a write simply reads again.
+/// (a seqlock), only when it changed, and a reader that races a write reads again. A
+/// reader never waits for long: a supervisor preempted (or stopped) in the middle of a
+/// write leaves the list unreadable, which callers treat as "not known", not as empty.
 public struct UpstreamStatus: Sendable {
     /// What the last health check found.
     public enum Health: UInt64, Sendable {
@@ -36,6 +42,8 @@ public struct UpstreamStatus: Sendable {
     }
 
     /// Publishes the served model names (supervisor only). Names that do not fit are dropped.
+    /// The same list as before is not written again, so the workers' readers meet a write
+    /// only when the upstream's models change, not at every health check.
     public func publishModels(_ names: [String]) {
         var text: [UInt8] = []
         for name in names {
@@ -44,6 +52,8 @@ public struct UpstreamStatus: Sendable {
             if !text.isEmpty { text.append(0x0A) }
             text.append(contentsOf: bytes)
         }
+        // The only writer reads its own last write: never torn.
+        if readModelList({ $0.elementsEqual(text) }) == true { return }
         let sequence = field(.modelsSequence)
         sequence.wrappingIncrement(ordering: .acquiringAndReleasing)  // odd: writing
         let base = segment.base + offset + SegmentLayout.upstreamModelsOffset
@@ -54,8 +64,9 @@ public struct UpstreamStatus: Sendable {
 
     /// Whether the published model list is empty, and whether it has `name`: read in
     /// place, without copying the list (this runs on every request when the models are
-    /// discovered rather than configured).
-    public func modelList(contains name: String) -> (isEmpty: Bool, contains: Bool) {
+    /// discovered rather than configured). Nil when the list could not be read: the
+    /// supervisor is in the middle of writing it.
+    public func modelList(contains name: String) -> (isEmpty: Bool, contains: Bool)? {
         var name = name
         return name.withUTF8 { wanted in
             readModelList { text in
@@ -67,7 +78,7 @@ public struct UpstreamStatus: Sendable {
                     start = end + 1
                 }
                 return (text.isEmpty, found)
-            } ?? (true, false)
+            }
         }
     }
 
@@ -78,18 +89,29 @@ public struct UpstreamStatus: Sendable {
 
     /// `read` over the published list (names separated by LF), retried until no
     /// ``publishModels(_:)`` ran meanwhile (sequence lock: odd while writing); nil if the
-    /// list kept changing. What `read` returns from a torn read is thrown away.
+    /// list stayed unreadable. What `read` returns from a torn read is thrown away.
+    ///
+    /// A write takes microseconds, unless the supervisor is preempted in the middle of it
+    /// (on a busy machine, for a scheduler slice or more): after a short spin the reader
+    /// yields its CPU, which lets a writer waiting for that CPU finish, and gives up after
+    /// ``readAttempts`` tries.
     private func readModelList<T>(_ read: (UnsafeRawBufferPointer) -> T) -> T? {
         let sequence = field(.modelsSequence)
-        for _ in 0..<1000 {
+        for attempt in 0..<Self.readAttempts {
             let before = sequence.load(ordering: .acquiring)
-            if before & 1 == 1 { continue }
-            let length = min(Int(field(.modelsLength).load(ordering: .acquiring)), SegmentLayout.upstreamModelsCapacity)
-            let result = read(UnsafeRawBufferPointer(start: segment.base + offset + SegmentLayout.upstreamModelsOffset, count: length))
-            if sequence.load(ordering: .acquiring) == before { return result }
+            if before & 1 == 0 {
+                let length = min(Int(field(.modelsLength).load(ordering: .acquiring)), SegmentLayout.upstreamModelsCapacity)
+                let result = read(UnsafeRawBufferPointer(start: segment.base + offset + SegmentLayout.upstreamModelsOffset, count: length))
+                if sequence.load(ordering: .acquiring) == before { return result }
+            }
+            if attempt >= Self.spinAttempts { sched_yield() }
         }
         return nil
     }
+
+    /// Reads tried before giving up, the first ``spinAttempts`` without yielding.
+    static let readAttempts = 320
+    static let spinAttempts = 64
 }
 
 extension SharedSegment {

@@ -37,16 +37,51 @@ import Testing
     @Test func aModelIsLookedUpInPlaceAsTheListSaysIt() throws {
         let segment = try SharedSegment.create(supervisorPID: 1)
         let status = segment.upstream(0)
-        #expect(status.modelList(contains: "m") == (isEmpty: true, contains: false))
+        #expect(try #require(status.modelList(contains: "m")) == (isEmpty: true, contains: false))
         status.publishModels(["Qwen/Qwen2.5-7B-Instruct-AWQ", "m", "model-b"])
         for name in ["Qwen/Qwen2.5-7B-Instruct-AWQ", "m", "model-b"] {
-            #expect(status.modelList(contains: name) == (isEmpty: false, contains: true), "\(name)")
+            #expect(try #require(status.modelList(contains: name)) == (isEmpty: false, contains: true), "\(name)")
         }
         for name in ["", "M", "model", "model-bb", "Qwen/Qwen2.5-7B-Instruct-AWQ\nm", "odel-b", "ß"] {
-            #expect(status.modelList(contains: name) == (isEmpty: false, contains: false), "\(name)")
+            #expect(try #require(status.modelList(contains: name)) == (isEmpty: false, contains: false), "\(name)")
         }
         status.publishModels([])
-        #expect(status.modelList(contains: "m") == (isEmpty: true, contains: false))
+        #expect(try #require(status.modelList(contains: "m")) == (isEmpty: true, contains: false))
+    }
+
+    @Test func theSameListIsNotWrittenAgain() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        let status = segment.upstream(0)
+        let sequence = segment.atomic(at: status.offset + SegmentLayout.Upstream.modelsSequence.rawValue)
+        status.publishModels(["a", "b"])
+        let written = sequence.load(ordering: .relaxed)
+        status.publishModels(["a", "b"])  // every health check publishes what it found
+        #expect(sequence.load(ordering: .relaxed) == written)
+        status.publishModels(["a"])
+        #expect(sequence.load(ordering: .relaxed) == written + 2)
+        #expect(status.models == ["a"])
+    }
+
+    /// A supervisor stopped in the middle of a write (preempted on a loaded machine, or
+    /// SIGSTOPped) leaves the sequence odd: the list cannot be read, and a discovered model
+    /// is then sent for the upstream to judge, not refused with 404 (nor /ready failed).
+    @Test func anUnreadableListLetsTheUpstreamDecide() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        let status = segment.upstream(0)
+        status.publishModels(["m"])
+        status.health = .up
+        let registry = ModelRegistry(configuration: GatewayConfiguration())
+        #expect(registry.resolve("m", segment: segment) != nil)
+        #expect(registry.resolve("n", segment: segment) == nil)
+        let sequence = segment.atomic(at: status.offset + SegmentLayout.Upstream.modelsSequence.rawValue)
+        sequence.wrappingIncrement(ordering: .releasing)  // odd: "writing"
+        #expect(status.modelList(contains: "m") == nil)
+        #expect(registry.resolve("m", segment: segment)?.upstreamModel == "m")
+        #expect(registry.resolve("n", segment: segment) != nil)
+        #expect(registry.notReadyReason(segment: segment) == nil)
+        sequence.wrappingIncrement(ordering: .releasing)  // even again: the write never finished, the old list stands
+        #expect(registry.resolve("n", segment: segment) == nil)
+        #expect(registry.resolve("m", segment: segment) != nil)
     }
 
     @Test func attachRefusesAnotherLayout() throws {
