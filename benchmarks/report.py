@@ -169,7 +169,8 @@ def compare(run: str) -> int:
     out.append("")
     serial = {t: load(run, f"sse-{t}-serial.json") for t in TARGETS}
     if any(serial.values()):
-        out.append(f"## Streaming, one at a time: {p.get('serial_streams')} single streams in sequence "
+        out.append(f"## Streaming, one at a time: {p.get('serial_streams')} single streams in "
+                   f"{min(int(p.get('stream_rounds') or 1), int(p.get('serial_streams') or 1))} interleaved blocks "
                    "(no client-side queuing), times from request sent")
         rows = []
         for t in TARGETS:

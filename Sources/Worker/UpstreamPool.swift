@@ -49,6 +49,10 @@ final class UpstreamPool {
     let hostHeader: String
     private let tls: NIOSSLContext?
     private let serverHostname: String?
+    /// The upstream's address when its URL names an IP literal (vLLM on 127.0.0.1): a
+    /// connect goes straight to it, without NIO's name resolution and Happy Eyeballs race
+    /// (a blocking `getaddrinfo` per address family on the event loop, and their timers).
+    private let address: SocketAddress?
 
     /// How long an idle connection may wait for its next request; zero = none is kept.
     let idleTimeout: TimeAmount
@@ -80,6 +84,7 @@ final class UpstreamPool {
         // SNI takes a name, never an address literal.
         let isAddress = url.host.contains(":") || url.host.allSatisfy { $0.isNumber || $0 == "." }
         self.serverHostname = isAddress ? nil : url.host
+        self.address = try? SocketAddress(ipAddress: url.host, port: url.port)
     }
 
     /// A connection for one request, in two steps: the newest usable idle one, if any
@@ -105,7 +110,7 @@ final class UpstreamPool {
     func connect(_ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>) -> Void) {
         let tls = self.tls
         let serverHostname = self.serverHostname
-        let connecting = ClientBootstrap(group: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -115,7 +120,7 @@ final class UpstreamPool {
                     }
                 }
             }
-            .connect(host: url.host, port: url.port)
+        let connecting = address.map { bootstrap.connect(to: $0) } ?? bootstrap.connect(host: url.host, port: url.port)
         connecting.assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):

@@ -131,6 +131,8 @@ def test_fallback_to_second_upstream_when_first_refuses(gateway_factory, fake_vl
     for _ in range(3):
         assert client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}]).choices
     assert b.requests_seen("/v1/chat/completions") == 3
+    # a's address is an IP literal, connected to without name resolution: the refusal is still named
+    assert "connection refused" in gw.log_text()
 
 
 def test_mid_stream_failure_ends_with_error_event_not_fallback(gateway_factory, fake_vllm_factory):
