@@ -126,8 +126,9 @@ final class ProxyExchange: UpstreamResponseHandling {
         sent = .now()
         phase = .awaitingHead
         // A kept-alive connection (the usual case) is taken at once; `forceNew` skips the
-        // idle ones (after one turned out stale).
-        if !forceNew, let idle = pool.takeIdle() {
+        // idle ones (after one turned out stale). `sent` and NIO's deadlines both read
+        // CLOCK_MONOTONIC: the pool's age check reuses this reading.
+        if !forceNew, let idle = pool.takeIdle(now: .uptimeNanoseconds(sent.nanoseconds)) {
             leased(idle, pool: pool, attempt: attempt, reused: true)
             return
         }

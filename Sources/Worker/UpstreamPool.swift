@@ -50,8 +50,8 @@ final class UpstreamPool {
     private let tls: NIOSSLContext?
     private let serverHostname: String?
     /// The upstream's address when its URL names an IP literal (vLLM on 127.0.0.1): a
-    /// connect goes straight to it, without NIO's name resolution and Happy Eyeballs race
-    /// (a blocking `getaddrinfo` per address family on the event loop, and their timers).
+    /// connect goes straight to it, without NIO's resolver and Happy Eyeballs connector
+    /// (`getaddrinfo` per address family on a dispatch queue and back, and their timers).
     private let address: SocketAddress?
 
     /// How long an idle connection may wait for its next request; zero = none is kept.
@@ -81,21 +81,22 @@ final class UpstreamPool {
         let host = url.host.contains(":") ? "[\(url.host)]" : url.host
         self.hostHeader = url.port == defaultPort ? host : "\(host):\(url.port)"
         self.tls = url.scheme == "https" ? tls : nil
+        let address = try? SocketAddress(ipAddress: url.host, port: url.port)
+        self.address = address
         // SNI takes a name, never an address literal.
-        let isAddress = url.host.contains(":") || url.host.allSatisfy { $0.isNumber || $0 == "." }
-        self.serverHostname = isAddress ? nil : url.host
-        self.address = try? SocketAddress(ipAddress: url.host, port: url.port)
+        self.serverHostname = address == nil ? url.host : nil
     }
 
     /// A connection for one request, in two steps: the newest usable idle one, if any
     /// (synchronous: no callback to allocate on the usual path; a reused connection may
     /// turn out ``UpstreamFailure/staleConnection``), else ``connect(_:)``. One idle for
     /// ``idleTimeout`` or longer is not handed out even if the sweep has not closed it yet:
-    /// the upstream may be closing it.
-    func takeIdle() -> UpstreamConnection? {
+    /// the upstream may be closing it. `now` is the caller's reading of the monotonic clock
+    /// (the request's send time), so the check costs no clock read of its own.
+    func takeIdle(now: NIODeadline) -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
         guard let newest = idle.last else { return nil }
-        if eventLoop.now - newest.idleSince >= idleTimeout {
+        if now - newest.idleSince >= idleTimeout {
             // The newest is expired, so are all the others.
             closeIdle(count: idle.count)
             return nil

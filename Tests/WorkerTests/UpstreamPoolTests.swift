@@ -48,13 +48,13 @@ import Testing
         let (connection, channel) = try connection(of: pool)
         try exchange(connection, on: channel)
         loop.advanceTime(by: .milliseconds(1900))
-        #expect(pool.takeIdle() === connection)
+        #expect(pool.takeIdle(now: loop.now) === connection)
         try exchange(connection, on: channel)  // idle again from 1.9 s: expires at 3.9 s
         loop.advanceTime(by: .milliseconds(1950))
         #expect(channel.isActive, "closed before its limit")
         loop.advanceTime(by: .milliseconds(600))  // the sweep at 4.0 s
         #expect(!channel.isActive, "still open a sweep after its limit")
-        #expect(pool.takeIdle() == nil)
+        #expect(pool.takeIdle(now: loop.now) == nil)
     }
 
     @Test func aConnectionPastTheLimitIsNotHandedOutBeforeTheSweepCloses() throws {
@@ -66,7 +66,7 @@ import Testing
         try exchange(second, on: secondChannel)  // idle from 0.3 s: expires at 2.3 s, swept at 2.5 s
         loop.advanceTime(by: .milliseconds(2050))  // 2.35 s: the older one is swept, the newer not yet
         #expect(!firstChannel.isActive && secondChannel.isActive)
-        #expect(pool.takeIdle() == nil, "a connection idle past the limit was handed out")
+        #expect(pool.takeIdle(now: loop.now) == nil, "a connection idle past the limit was handed out")
         #expect(!secondChannel.isActive)
     }
 
@@ -75,6 +75,6 @@ import Testing
         let (connection, channel) = try connection(of: pool)
         try exchange(connection, on: channel)
         #expect(!channel.isActive)
-        #expect(pool.takeIdle() == nil)
+        #expect(pool.takeIdle(now: loop.now) == nil)
     }
 }
