@@ -78,6 +78,20 @@ public struct CircuitBreakerState: Sendable, Equatable {
         }
     }
 
+    /// The half-open probe ended without an answer to judge by (its client left before the
+    /// upstream's head, or the gateway itself could not send it): open again with the
+    /// cooldown already over, so the next request becomes the probe at once instead of
+    /// every request waiting out the probe timeout.
+    public func releasingProbe() -> CircuitBreakerState? {
+        phase == .halfOpen ? CircuitBreakerState(phase: .open, failures: failures, since: 0) : nil
+    }
+
+    /// A health check passed: a half-open breaker closes (its probe may never report, and
+    /// the upstream answers); an open one waits out its cooldown as before.
+    public func closingAfterHealthyCheck() -> CircuitBreakerState? {
+        phase == .halfOpen ? CircuitBreakerState() : nil
+    }
+
     /// Opened by a failed health check.
     public func opening(now: UInt64) -> CircuitBreakerState {
         phase == .open ? self : CircuitBreakerState(phase: .open, failures: failures, since: now)

@@ -12,7 +12,19 @@ public struct GCRA: Sendable, Equatable {
     public init(rate: Int, periodMicros: UInt64 = 60_000_000) {
         let interval = max(1, periodMicros / UInt64(max(1, rate)))
         emissionInterval = interval
-        tolerance = interval * UInt64(max(0, rate - 1))
+        tolerance = Self.multiply(interval, UInt64(max(0, rate - 1)))
+    }
+
+    /// `a + b`, or `UInt64.max` when that overflows.
+    static func add(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        return overflow ? .max : sum
+    }
+
+    /// `a × b`, or `UInt64.max` when that overflows.
+    static func multiply(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        let (product, overflow) = a.multipliedReportingOverflow(by: b)
+        return overflow ? .max : product
     }
 
     /// The outcome of taking `cost` cells at `now` from a bucket whose TAT is `tat`.
@@ -24,10 +36,13 @@ public struct GCRA: Sendable, Equatable {
     }
 
     /// Takes `cost` cells (1 for a request) if the bucket holds them.
+    ///
+    /// Every sum and product saturates at `UInt64.max` instead of trapping: the inputs come
+    /// from outside (a cost an upstream reported, a rate from the configuration).
     public func take(tat: UInt64, now: UInt64, cost: UInt64 = 1) -> Decision {
         let start = max(tat, now)
-        let newTAT = start + emissionInterval * cost
-        let limit = now + tolerance + emissionInterval
+        let newTAT = Self.add(start, Self.multiply(emissionInterval, cost))
+        let limit = Self.add(Self.add(now, tolerance), emissionInterval)
         if newTAT > limit { return .deny(retryAfterMicros: newTAT - limit) }
         return .allow(newTAT: newTAT)
     }
@@ -40,12 +55,12 @@ public struct GCRA: Sendable, Equatable {
     }
 
     /// Charges `cost` cells unconditionally (the bucket may go into debt).
-    public func charge(tat: UInt64, now: UInt64, cost: UInt64) -> UInt64 { max(tat, now) + emissionInterval * cost }
+    public func charge(tat: UInt64, now: UInt64, cost: UInt64) -> UInt64 { Self.add(max(tat, now), Self.multiply(emissionInterval, cost)) }
 
     /// Whole cells left after the bucket's TAT reached `tat`.
     public func remaining(tat: UInt64, now: UInt64) -> Int {
         let ahead = tat > now ? tat - now : 0
-        let room = tolerance + emissionInterval
+        let room = Self.add(tolerance, emissionInterval)
         return ahead >= room ? 0 : Int((room - ahead) / emissionInterval)
     }
 

@@ -38,6 +38,8 @@ extension GatewayConfiguration {
         "connectTimeout": Setting(flag: nil, env: "UPSTREAM_CONNECT_TIMEOUT", fileKey: "upstream_connect_timeout"),
         "upstreamTimeout": Setting(flag: nil, env: "UPSTREAM_TIMEOUT", fileKey: "upstream_timeout"),
         "upstreamKeepAlive": Setting(flag: nil, env: "UPSTREAM_KEEPALIVE_TIMEOUT", fileKey: "upstream_keepalive_timeout"),
+        "maxTools": Setting(flag: nil, env: "MAX_TOOLS_PER_REQUEST", fileKey: "max_tools_per_request"),
+        "maxSSEEvent": Setting(flag: nil, env: "MAX_SSE_EVENT_BYTES", fileKey: "max_sse_event_bytes"),
     ]
 
     static let fileSectionKeys: Set<String> = ["upstreams", "models", "keys"]
@@ -82,6 +84,8 @@ extension GatewayConfiguration {
         if let r = resolved("upstreamTimeout") { config.server.upstreamTimeout = try seconds(r, in: 0.1...86_400) }
         if let r = resolved("upstreamKeepAlive") { config.server.upstreamKeepAliveTimeout = try seconds(r, in: 0...3600) }
         if let r = resolved("maxBody") { config.server.maxRequestBodyBytes = try integer(r, in: 1...1 << 30) }
+        if let r = resolved("maxTools") { config.server.maxToolsPerRequest = try integer(r, in: 1...4096) }
+        if let r = resolved("maxSSEEvent") { config.server.maxSSEEventBytes = try integer(r, in: 1024...1 << 30) }
         if let r = resolved("bearerToken"), !r.value.isEmpty { config.auth.bearerToken = r.value }
         if let r = resolved("rpm") { config.limits.requestsPerMinute = try integer(r, in: 1...1_000_000_000) }
         if let r = resolved("tpm") { config.limits.tokensPerMinute = try integer(r, in: 0...1_000_000_000) }

@@ -27,4 +27,34 @@ extension GatewayConfiguration {
         result.metricModels = previous.metricModels + self.models.map(\.name).filter { !previous.metricModels.contains($0) }
         return result
     }
+
+    /// How this configuration authenticates clients, in words for a log line.
+    public var authenticationMode: String {
+        let token = !(auth.bearerToken ?? "").isEmpty
+        switch (token, auth.keys.count) {
+        case (false, 0): return "off"
+        case (true, 0): return "BEARER_TOKEN"
+        case (false, let n): return "\(n) key(s) from the config file"
+        case (true, let n): return "BEARER_TOKEN and \(n) key(s) from the config file"
+        }
+    }
+
+    /// Checks a reload (this freshly loaded configuration) against the one running: a
+    /// reload never turns authentication off — a config file that lost its `keys:` (or an
+    /// empty file) is far likelier a mistake than a wish, and the price of taking it at its
+    /// word is an open gateway. Turning it off takes a restart.
+    /// - Returns: a line for the log when the authentication mode changes, else nil.
+    /// - Throws: ``ConfigurationError`` naming `keys` when authentication would go off.
+    public func checkingAuthentication(against running: GatewayConfiguration) throws -> String? {
+        if running.auth.isEnabled && !auth.isEnabled {
+            throw ConfigurationError(
+                key: configFile.map { "\($0): keys" } ?? "keys",
+                reason: "the reloaded configuration has no keys and no BEARER_TOKEN, which would turn authentication off "
+                    + "(it is \(running.authenticationMode) now); restart the gateway to run without authentication")
+        }
+        guard running.auth != auth else { return nil }
+        let before = running.authenticationMode
+        let after = authenticationMode
+        return before == after ? "reload: the client keys changed (\(after))" : "reload: authentication changes from \(before) to \(after)"
+    }
 }

@@ -40,6 +40,12 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         /// next request; 0 = a new connection per request. Below vLLM's own 5 s
         /// (`VLLM_HTTP_TIMEOUT_KEEP_ALIVE`), so the gateway, not the upstream, closes them.
         public var upstreamKeepAliveTimeout: Double = 4
+        /// `MAX_TOOLS_PER_REQUEST`: a chat request declaring more `tools` gets 400 before any
+        /// of them is decoded (OpenAI's own limit is 128).
+        public var maxToolsPerRequest = 128
+        /// `MAX_SSE_EVENT_BYTES`: the longest single event an upstream stream may send; a
+        /// longer one ends the stream with an error event (nothing unbounded is buffered).
+        public var maxSSEEventBytes = 16 << 20
 
         public init() {}
     }

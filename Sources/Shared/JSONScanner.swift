@@ -60,6 +60,42 @@ public struct JSONScanner {
         return members
     }
 
+    /// The number of elements of the JSON array at `range` of a document already validated
+    /// (by ``objectMembers(_:range:)``); nil when the value there is not an array. One pass
+    /// over the bytes: commas at the array's own depth, outside strings.
+    public static func arrayCount(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Int? {
+        guard !range.isEmpty, bytes[range.lowerBound] == UInt8(ascii: "[") else { return nil }
+        var depth = 0
+        var commas = 0
+        var sawValue = false
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let byte = bytes[i]
+            switch byte {
+            case UInt8(ascii: "\""):
+                if depth == 1 { sawValue = true }
+                i += 1
+                while i < range.upperBound, bytes[i] != UInt8(ascii: "\"") {
+                    i += bytes[i] == UInt8(ascii: "\\") ? 2 : 1
+                }
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                if depth == 1 { sawValue = true }
+                depth += 1
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                depth -= 1
+                if depth == 0 { return sawValue ? commas + 1 : 0 }
+            case UInt8(ascii: ","):
+                if depth == 1 { commas += 1 }
+            case 0x20, 0x09, 0x0A, 0x0D:
+                break
+            default:
+                if depth == 1 { sawValue = true }
+            }
+            i += 1
+        }
+        return nil
+    }
+
     /// Convenience over an array.
     public static func objectMembers(_ bytes: [UInt8]) throws -> [Member] {
         try bytes.withUnsafeBytes { try objectMembers($0) }

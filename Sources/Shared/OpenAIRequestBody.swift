@@ -8,7 +8,7 @@ public struct OpenAIRequestBody: Sendable {
     public let members: [JSONScanner.Member]
     /// `model`, decoded.
     public let model: String?
-    /// `stream: true`.
+    /// `stream: true` (any value but a boolean or null is refused).
     public let stream: Bool
     /// `stream_options.include_usage: true`.
     public let includeUsage: Bool
@@ -34,7 +34,12 @@ public struct OpenAIRequestBody: Sendable {
                     }
                     model = name
                 case "stream":
-                    stream = Self.isTrue(raw, member.value)
+                    // vLLM (pydantic, lax) streams for "true", 1, "yes"…: a value the gateway
+                    // would read differently is refused rather than guessed at.
+                    guard let flag = Self.boolean(raw, member.value) else {
+                        throw GatewayError.badRequest("'stream' must be a boolean (true or false).", param: "stream", code: "invalid_type")
+                    }
+                    stream = flag
                 case "stream_options":
                     if raw[member.value.lowerBound] == UInt8(ascii: "{"),
                         let inner = try? JSONScanner.objectMembers(raw, range: member.value),
@@ -73,6 +78,15 @@ public struct OpenAIRequestBody: Sendable {
             }
         }
         return JSONSplice.apply(replacements, to: bytes)
+    }
+
+    /// `true` or `false`; `null` reads as false; nil for anything else.
+    static func boolean(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool? {
+        switch (range.count, raw[range.lowerBound]) {
+        case (4, UInt8(ascii: "t")): true
+        case (5, UInt8(ascii: "f")), (4, UInt8(ascii: "n")): false
+        default: nil
+        }
     }
 
     static func isTrue(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool {

@@ -92,6 +92,12 @@ public struct PrometheusExposition: Sendable {
         sample(&out, "llm_gateway_workers", [], segment.workersRunning)
         header(&out, "llm_gateway_worker_restarts_total", "counter", "Workers replaced after dying.")
         sample(&out, "llm_gateway_worker_restarts_total", [], segment.workerRestartsTotal)
+        header(
+            &out, "llm_gateway_last_request_timestamp_seconds", "gauge",
+            "Unix time an API request last started or ended (the gateway's start before any).")
+        var stamp: [UInt8] = []
+        DecimalText.appendThousandths(Int(clamping: segment.lastRequestMillis), to: &stamp)
+        out += "llm_gateway_last_request_timestamp_seconds \(String(decoding: stamp, as: UTF8.self))\n"
         return out
     }
 

@@ -32,7 +32,9 @@ public struct RateLimitTable: Sendable {
     }
 
     static func tag(_ key: UInt64) -> UInt64 { (key >> 48) | 1 }  // never 0: 0 marks a never-used entry
-    static func pack(tag: UInt64, tat: UInt64) -> UInt64 { tag << 48 | (tat & tatMask) }
+    /// A TAT past what 48 bits hold (a saturated charge) is stored as the largest that fits:
+    /// masking it instead would wrap it into the past and wipe the debt.
+    static func pack(tag: UInt64, tat: UInt64) -> UInt64 { tag << 48 | min(tat, tatMask) }
 
     private func owner(_ index: Int) -> UnsafeAtomic<UInt64> { segment.atomic(at: offset + index * Self.entrySize) }
     private func state(_ index: Int) -> UnsafeAtomic<UInt64> { segment.atomic(at: offset + index * Self.entrySize + 8) }

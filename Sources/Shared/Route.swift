@@ -3,6 +3,8 @@ public enum Route: String, Sendable, CaseIterable {
     case health = "/health"
     case ready = "/ready"
     case metrics = "/metrics"
+    /// How long no API request was open, for an idle-shutdown guardrail (no key needed).
+    case idle = "/idle"
     case models = "/v1/models"
     case chatCompletions = "/v1/chat/completions"
     case completions = "/v1/completions"
@@ -16,7 +18,7 @@ public enum Route: String, Sendable, CaseIterable {
     /// The method each route answers.
     public var method: String {
         switch self {
-        case .health, .ready, .metrics, .models: "GET"
+        case .health, .ready, .metrics, .idle, .models: "GET"
         case .chatCompletions, .completions, .embeddings: "POST"
         case .other: ""
         }
@@ -26,7 +28,7 @@ public enum Route: String, Sendable, CaseIterable {
     public var requiresAuth: Bool {
         switch self {
         case .models, .chatCompletions, .completions, .embeddings: true
-        case .health, .ready, .metrics, .other: false
+        case .health, .ready, .metrics, .idle, .other: false
         }
     }
 

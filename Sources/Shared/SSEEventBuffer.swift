@@ -1,9 +1,19 @@
 /// Splits an SSE byte stream into whole events (terminated by a blank line), however the
 /// network cut it. Holds back only the bytes of the event not yet complete.
+///
+/// An event longer than ``maxEventBytes`` is not held: the buffer drops what it held and
+/// reports ``overflowed``, and the caller ends the stream (an upstream that never ends an
+/// event must not grow a worker without bound).
 public struct SSEEventBuffer: Sendable {
     private var pending: [UInt8] = []
+    /// The longest event held back.
+    public let maxEventBytes: Int
+    /// An incomplete event outgrew ``maxEventBytes`` (its bytes were dropped).
+    public private(set) var overflowed = false
 
-    public init() {}
+    public init(maxEventBytes: Int = 16 << 20) {
+        self.maxEventBytes = maxEventBytes
+    }
 
     /// Bytes held back (an incomplete event).
     public var pendingCount: Int { pending.count }
@@ -33,6 +43,10 @@ public struct SSEEventBuffer: Sendable {
             i += 1
         }
         if start > 0 { pending.removeFirst(start) }
+        if pending.count > maxEventBytes {
+            overflowed = true
+            pending = []
+        }
         return events
     }
 

@@ -16,13 +16,13 @@ public enum SegmentLayout {
     /// "LLMGWSEG" in ASCII.
     public static let magic: UInt64 = 0x4C4C_4D47_5753_4547
     /// Bumped on every incompatible layout change.
-    public static let version: UInt32 = 2
+    public static let version: UInt32 = 3
     /// Worker slots in the segment: the `--workers` upper bound.
     public static let maxWorkers = 128
 
     static let headerSize = 64
     static let globalOffset = 64
-    static let workerSlotsOffset = 256
+    static let workerSlotsOffset = 256  // the global fields end before it
     /// Upstreams the segment tracks (configured upstreams are numbered in order).
     public static let maxUpstreams = 16
     /// Bytes per worker slot (a multiple of the cache line to avoid false sharing).
@@ -63,6 +63,11 @@ public enum SegmentLayout {
         case acceptEpoch = 40
         /// Workers sleeping on ``acceptEpoch`` (the bump wakes them only when there are any).
         case acceptSleepers = 48
+        /// Wall-clock milliseconds when an API request last started or ended (version 3).
+        case lastRequestMillis = 56
+        /// One more than the highest worker slot ever used: metrics are summed over these
+        /// slots only, not all ``maxWorkers`` (version 3).
+        case slotsUsed = 64
     }
 
     // Worker slot fields (offsets from the slot's start), all UInt64 atomics.
@@ -73,6 +78,8 @@ public enum SegmentLayout {
         case generation = 24
         /// Connections the worker holds open (version 2).
         case connections = 32
+        /// API requests (key-checked routes) the worker is answering (version 3).
+        case openRequests = 40
     }
 
     // Upstream block fields (offsets from the block's start), all UInt64 atomics.

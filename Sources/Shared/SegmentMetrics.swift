@@ -32,7 +32,9 @@ extension SharedSegment {
     /// Every slot's counters summed, word by word.
     public func metricTotals() -> [UInt64] {
         var totals = [UInt64](repeating: 0, count: MetricsLayout.words)
-        for slot in 0..<SegmentLayout.maxWorkers {
+        // Only slots a worker ever had (an unauthenticated /metrics summed all 128 areas:
+        // 420 µs a scrape); a dead worker's counters stay in its slot, which stays counted.
+        for slot in 0..<slotsUsed {
             let area = metricsArea(slot: slot)
             for index in 0..<MetricsLayout.words {
                 let value = area.word(index).load(ordering: .relaxed)
@@ -52,6 +54,7 @@ public struct GatewayMetrics: Sendable {
 
     /// - Parameter models: configured model names in order (the first 32 get their own label).
     public init(segment: SharedSegment, slot: Int, models: [String]) {
+        segment.noteSlotUsed(slot)
         area = segment.metricsArea(slot: slot)
         var index: [String: Int] = [:]
         for (i, name) in models.prefix(MetricsLayout.maxModels).enumerated() { index[name] = i }

@@ -109,6 +109,43 @@ public final class SharedSegment: @unchecked Sendable {
         set { global(.workersRunning).store(newValue, ordering: .relaxed) }
     }
 
+    /// Wall-clock milliseconds since the epoch when an API request last started or ended
+    /// (0 = none yet): `llm_gateway_last_request_timestamp_seconds` and `/idle`.
+    public var lastRequestMillis: UInt64 { global(.lastRequestMillis).load(ordering: .relaxed) }
+
+    /// Records API activity at `millis` (the latest of all workers' wins).
+    public func noteRequest(atMillis millis: UInt64) {
+        let word = global(.lastRequestMillis)
+        var current = word.load(ordering: .relaxed)
+        while current < millis {
+            let (exchanged, original) = word.compareExchange(expected: current, desired: millis, ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
+    }
+
+    /// One more than the highest worker slot ever used (metrics are summed over these).
+    public var slotsUsed: Int { Int(min(global(.slotsUsed).load(ordering: .acquiring), UInt64(SegmentLayout.maxWorkers))) }
+
+    /// Counts `slot` as used (before a worker in it records anything).
+    public func noteSlotUsed(_ slot: Int) {
+        let word = global(.slotsUsed)
+        let wanted = UInt64(slot + 1)
+        var current = word.load(ordering: .relaxed)
+        while current < wanted {
+            let (exchanged, original) = word.compareExchange(expected: current, desired: wanted, ordering: .acquiringAndReleasing)
+            if exchanged { return }
+            current = original
+        }
+    }
+
+    /// API requests open in every worker (streams until their last byte).
+    public var openRequests: UInt64 {
+        var total: UInt64 = 0
+        for slot in 0..<SegmentLayout.maxWorkers { total &+= workerSlot(slot).openRequests }
+        return total
+    }
+
     /// The configuration generation (bumped by each reload).
     public var configGeneration: UInt64 {
         get { global(.configGeneration).load(ordering: .acquiring) }

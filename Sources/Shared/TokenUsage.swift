@@ -10,6 +10,17 @@ public struct TokenUsage: Sendable, Equatable {
     public var completion: Int
     public var total: Int { prompt + completion }
 
+    /// More tokens than any model's context holds in one answer (16 Mi): a count above it
+    /// is an upstream's bug or attack, and is charged and counted as this much.
+    public static let plausibleMaximum = 1 << 24
+
+    /// This usage with each count at most ``plausibleMaximum``, and whether one was above it.
+    public var clamped: (usage: TokenUsage, wasClamped: Bool) {
+        let limit = Self.plausibleMaximum
+        let usage = TokenUsage(prompt: min(prompt, limit), completion: min(completion, limit))
+        return (usage, usage != self)
+    }
+
     public init(prompt: Int, completion: Int) {
         self.prompt = prompt
         self.completion = completion

@@ -17,10 +17,21 @@ public enum ToolCallResponseNormalizer {
     /// valid; otherwise a 400 naming the offending `param` (e.g. `tools[0].function.name`).
     /// A model whose parser is `none` (or unknown) refuses `tools` with `param` `tools`.
     /// Only the tool members are decoded, never the whole body.
+    ///
+    /// More than `maxTools` tools is refused before any is decoded (the count is one pass
+    /// over the bytes), so the decode and the checks after it are bounded by the body cap
+    /// and this count, never by what a client packs into a body.
     public static func preflight(
-        body: OpenAIRequestBody, parserName: String, registry: ToolCallParserRegistry = .standard
+        body: OpenAIRequestBody, parserName: String, maxTools: Int = 128, registry: ToolCallParserRegistry = .standard
     ) -> GatewayError? {
         guard body.hasTools else { return nil }
+        if let tools = body.members.first(where: { $0.key == "tools" }),
+            let count = body.bytes.withUnsafeBytes({ JSONScanner.arrayCount($0, tools.value) }), count > maxTools
+        {
+            return .badRequest(
+                "Too many tools: \(count); at most \(maxTools) may be declared in one request (MAX_TOOLS_PER_REQUEST).",
+                param: "tools", code: "too_many_tools")
+        }
         var request: [String: Any] = [:]
         for member in body.members where toolMembers.contains(member.key) {
             guard let value = decodeValue(body.bytes[member.value]) else {

@@ -11,7 +11,8 @@ public struct WorkerPoolStateMachine: Sendable {
         public var heartbeatTimeout: Double = 10
         /// A worker that does not report ready within this is killed.
         public var bootTimeout: Double = 30
-        /// Graceful drain limit; stragglers are killed after it.
+        /// Graceful drain limit; stragglers are killed ``WorkerPoolStateMachine/killGrace``
+        /// after it (a worker ends its own open streams at the limit, with an error event).
         public var drainTimeout: Double = 30
         /// How long a fast stop (QUIT) waits before killing.
         public var fastStopTimeout: Double = 2
@@ -202,7 +203,7 @@ public struct WorkerPoolStateMachine: Sendable {
         if lifecycle == .exited || lifecycle == .idle { return }
         switch signal {
         case .terminate, .interrupt:
-            beginDrain(deadline: now.adding(seconds: configuration.drainTimeout), signal: .terminate, exitCode: 0, into: &actions)
+            beginDrain(deadline: now.adding(seconds: configuration.drainTimeout + Self.killGrace), signal: .terminate, exitCode: 0, into: &actions)
             actions.insert(.log(.info, "graceful drain: \(workers.count) workers finishing in-flight requests (up to \(configuration.drainTimeout) s)"), at: 0)
         case .quit:
             actions.append(.log(.info, "fast stop"))
@@ -235,6 +236,11 @@ public struct WorkerPoolStateMachine: Sendable {
             reconcile(now: now, into: &actions)
         }
     }
+
+    /// How long after the drain timeout a worker still running is killed: the worker cuts
+    /// its own open responses at the timeout (streams end with an error event and
+    /// `[DONE]`), and needs a moment to write them.
+    public static let killGrace = 1.0
 
     private mutating func beginDrain(deadline: MonotonicInstant, signal: WorkerSignal, exitCode: Int32, into actions: inout [Action]) {
         lifecycle = .draining(deadline: deadline, killed: false, exitCode: exitCode)
@@ -385,7 +391,7 @@ public struct WorkerPoolStateMachine: Sendable {
                 .sorted { workers[$0].slot > workers[$1].slot }
             for index in candidates.prefix(excess) {
                 workers[index].phase = .stopping(replace: false)
-                workers[index].retireDeadline = now.adding(seconds: configuration.drainTimeout)
+                workers[index].retireDeadline = now.adding(seconds: configuration.drainTimeout + Self.killGrace)
                 actions.append(.signal(pid: workers[index].pid, .terminate))
             }
         }
@@ -415,7 +421,7 @@ public struct WorkerPoolStateMachine: Sendable {
                 .min(by: { workers[$0].slot < workers[$1].slot })
         else { return }
         workers[index].phase = .stopping(replace: false)
-        workers[index].retireDeadline = now.adding(seconds: configuration.drainTimeout)
+        workers[index].retireDeadline = now.adding(seconds: configuration.drainTimeout + Self.killGrace)
         actions.append(.signal(pid: workers[index].pid, .terminate))
     }
 

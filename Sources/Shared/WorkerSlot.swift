@@ -54,6 +54,14 @@ public struct WorkerSlot: Sendable {
     public func connectionOpened() { field(.connections).wrappingIncrement(ordering: .relaxed) }
     public func connectionClosed() { field(.connections).wrappingDecrement(ordering: .relaxed) }
 
+    /// API requests (routes that take a key) the worker is answering: streams count until
+    /// their last byte. What `/idle` counts as activity.
+    public var openRequests: UInt64 { field(.openRequests).load(ordering: .relaxed) }
+
+    /// An API request began (paired with ``apiRequestEnded()``).
+    public func apiRequestStarted() { field(.openRequests).wrappingIncrement(ordering: .relaxed) }
+    public func apiRequestEnded() { field(.openRequests).wrappingDecrement(ordering: .relaxed) }
+
     private func inflight(_ upstream: Int) -> UnsafeAtomic<UInt64> {
         precondition((0..<SegmentLayout.maxUpstreams).contains(upstream), "upstream index out of range")
         return segment.atomic(at: offset + SegmentLayout.slotInflightOffset + upstream * 8)
@@ -70,8 +78,10 @@ public struct WorkerSlot: Sendable {
     /// in-flight and connection counters of a worker that died are dropped with it, so nothing it held
     /// skews balancing afterwards.
     public func reset(generation: UInt64, now: MonotonicInstant) {
+        segment.noteSlotUsed(index)
         for upstream in 0..<SegmentLayout.maxUpstreams { inflight(upstream).store(0, ordering: .relaxed) }
         field(.connections).store(0, ordering: .relaxed)
+        field(.openRequests).store(0, ordering: .relaxed)
         self.heartbeat = now
         self.generation = generation
         self.state = .booting
@@ -82,6 +92,7 @@ public struct WorkerSlot: Sendable {
     public func release() {
         for upstream in 0..<SegmentLayout.maxUpstreams { inflight(upstream).store(0, ordering: .relaxed) }
         field(.connections).store(0, ordering: .relaxed)
+        field(.openRequests).store(0, ordering: .relaxed)
         self.state = .empty
         self.pid = 0
     }

@@ -102,6 +102,10 @@ struct LLMGateway: ParsableCommand {
                 logger.warning("--user ignored: not started as root")
             }
             let segment = try SharedSegment.create()
+            // Idle since start-up until the first API request (`/idle`, the guardrail).
+            var started = timespec()
+            clock_gettime(CLOCK_REALTIME, &started)
+            segment.noteRequest(atMillis: UInt64(started.tv_sec) * 1000 + UInt64(started.tv_nsec) / 1_000_000)
             let segmentFD = Self.moveAbove(gw_dup_above(segment.fileDescriptor, 10))
             let configFD = try WorkerLauncher.configurationFile(configuration)
             let movedConfigFD = Self.moveAbove(configFD)
@@ -143,6 +147,9 @@ struct LLMGateway: ParsableCommand {
     /// need the socket or root (bind, user) cannot change without a restart.
     func reloadConfiguration(running: GatewayConfiguration, logger: Logger) throws -> GatewayConfiguration {
         let fresh = try loadConfiguration()
+        if let change = try fresh.checkingAuthentication(against: running) {
+            logger.warning("\(change)")
+        }
         if fresh.server.bind != running.server.bind {
             logger.warning("reload: bind address changes need a restart; keeping \(running.server.bind)")
         }

@@ -99,6 +99,10 @@ final class UpstreamHealthPoller: Sendable {
             // A failed health check opens the breaker at once for every worker.
             let now = MonotonicInstant.now().nanoseconds / 1000
             status.updateBreaker { ((), $0.opening(now: now)) }
+        } else if healthy && breakerEnabled {
+            // A half-open breaker whose probe never reports must not wait for the probe
+            // timeout (UPSTREAM_TIMEOUT) when the upstream plainly answers.
+            status.updateBreaker { ((), $0.closingAfterHealthyCheck()) }
         }
         status.health = healthy ? .up : .down
         status.failedChecks = healthy ? 0 : status.failedChecks + 1

@@ -96,7 +96,21 @@ final class ConnectionRegistry: Sendable {
     }
 }
 
+/// Sent through every connection's pipeline when the worker's drain timeout ends.
+struct DrainDeadlineReached {}
+
 extension ConnectionRegistry {
+    /// The drain timeout is over: each connection ends its response as it can (streams
+    /// with an error event and `[DONE]`) and closes; whatever is still open `grace` later
+    /// is closed.
+    func drainDeadlineReached(grace: TimeAmount = .milliseconds(500)) {
+        let channels = state.withLockedValue { $0.entries.values.map(\.channel) }
+        for channel in channels {
+            channel.pipeline.fireUserInboundEventTriggered(DrainDeadlineReached())
+            channel.eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
+        }
+    }
+
     /// Closes every connection now (a fast stop).
     func closeAll() {
         let channels = state.withLockedValue { $0.entries.values.map(\.channel) }

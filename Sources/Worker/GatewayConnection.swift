@@ -181,6 +181,13 @@ final class GatewayConnection: ChannelDuplexHandler {
                 refuseTooLarge(head: head, start: start, context: context)
                 return
             }
+            // Route, method and key are known from the head: a request refused for them is
+            // answered before its body is read (nothing is buffered for an unauthenticated
+            // client), and the connection closes instead of reading the body to skip it.
+            if head.hasBody, let refusal = handler.refusalBeforeBody(head, remembering: &rememberedCredential) {
+                refuse(head: head, start: start, with: refusal, context: context)
+                return
+            }
             if head.version != .http1_0, head.expectsContinue {
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
             }
@@ -261,6 +268,8 @@ final class GatewayConnection: ChannelDuplexHandler {
             let (gatewayError, status): (GatewayError, Int)
             if case .headTooLarge = error {
                 (gatewayError, status) = (.badRequest("Request line or headers too large.", code: "headers_too_large"), 431)
+            } else if case .versionNotSupported = error {
+                (gatewayError, status) = (.badRequest("HTTP version not supported; use HTTP/1.1.", code: "http_version_not_supported"), 505)
             } else {
                 (gatewayError, status) = (.badRequest("Malformed HTTP request.", code: "bad_http"), 400)
             }
@@ -280,6 +289,23 @@ final class GatewayConnection: ChannelDuplexHandler {
             state = .discarding
         }
         context.close(promise: nil)
+    }
+
+    /// The worker's drain timeout: the response under way is ended by its producer where
+    /// it can be (a stream gets an error event and `[DONE]`), then the connection closes.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is DrainDeadlineReached else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        if case .responding(let writer, _, _, _) = state, !writer.isComplete {
+            writer.drainDeadlineReached()
+        }
+        if case .responding(let writer, _, _, _) = state, !writer.isComplete {
+            context.close(promise: nil)  // nothing could end it: cut it off
+        } else if case .idle = state {
+            context.close(promise: nil)
+        }
     }
 
     /// A socket error (a reset): close; channelInactive cleans up.
@@ -319,10 +345,16 @@ final class GatewayConnection: ChannelDuplexHandler {
     /// 413 as soon as the body is known to be too large, without reading the rest; the
     /// connection closes after it.
     private func refuseTooLarge(head: RequestHead, start: MonotonicInstant, context: ChannelHandlerContext) {
+        refuse(head: head, start: start, with: .payloadTooLarge(limit: maxBodyBytes), context: context)
+    }
+
+    /// Answers `error` before the body is read, then closes the connection (the unread
+    /// body cannot be told from a next request).
+    private func refuse(head: RequestHead, start: MonotonicInstant, with error: GatewayError, context: ChannelHandlerContext) {
         let writer = makeWriter(head: head, context: context)
         writer.forceClose()
         state = .responding(writer, head, Route(path: head.uri), start)
-        writer.send(error: .payloadTooLarge(limit: maxBodyBytes))
+        writer.send(error: error)
         state = .discarding
     }
 }

@@ -89,7 +89,8 @@ enum GatewayWorker {
                 head: .milliseconds(Int64(configuration.server.headerTimeout * 1000)),
                 body: .milliseconds(Int64(configuration.server.bodyTimeout * 1000)),
                 idle: .milliseconds(Int64(configuration.server.keepAliveTimeout * 1000))),
-            maxConnections: configuration.server.maxConnectionsPerWorker, logger: logger)
+            maxConnections: configuration.server.maxConnectionsPerWorker,
+            drainTimeout: .milliseconds(Int64(configuration.server.drainTimeout * 1000)), logger: logger)
         let heartbeat = Heartbeat(group: group, slot: slot)
         let services = ServiceGroup(
             configuration: .init(

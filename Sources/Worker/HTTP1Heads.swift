@@ -19,16 +19,20 @@ protocol HTTP1Head: Equatable {
 }
 
 /// A client's request head as the gateway reads it: the request line and the five fields it
-/// acts on. The others (an SDK sends a dozen: `user-agent`, `x-stainless-…`, `accept`) are
+/// acts on (and whether `host` came once, as HTTP/1.1 requires). The others (an SDK sends a dozen: `user-agent`, `x-stainless-…`, `accept`) are
 /// checked by the parser and dropped. A class: the head travels through the connection's
 /// states and the request as one reference.
 final class RequestHead: HTTP1Head {
     let method: HTTPMethod
-    /// The request target as sent.
+    /// The request target in origin form: as sent, or the path and query of an
+    /// absolute-form target (`http://host/v1/models` → `/v1/models`), which RFC 9112
+    /// §3.2.2 has a server accept.
     let uri: String
     let version: HTTPVersion
-    /// The first `authorization` field.
+    /// The `authorization` field (a second one fails the head: which would count?).
     private(set) var authorization: String?
+    private var authorizations = 0
+    private var hosts = 0
     /// The first `x-request-id` field (``RequestID`` decides whether it is used).
     private(set) var requestID: String?
     /// The first `expect` field is `100-continue` (any case).
@@ -36,6 +40,11 @@ final class RequestHead: HTTP1Head {
     private var expectSeen = false
     /// `content-length` as the parser checked it (one, of digits), else 0.
     private(set) var contentLength = 0
+    /// `transfer-encoding: chunked`.
+    private(set) var isChunked = false
+
+    /// A body follows the head.
+    var hasBody: Bool { contentLength > 0 || isChunked }
     /// What the `connection` fields say; nil when none says `close` or `keep-alive`.
     private var connection: Bool?
 
@@ -58,13 +67,28 @@ final class RequestHead: HTTP1Head {
         else { throw .malformed("invalid request target") }
         self.version = try parseHTTPVersion(UnsafeRawBufferPointer(rebasing: line[(lastSpace + 1)...]))
         self.method = Self.method(method)
-        self.uri = String(decoding: target, as: UTF8.self)
+        self.uri = Self.originForm(target)
+    }
+
+    /// The path and query of an absolute-form target (`/` when it has no path); any other
+    /// target as it is.
+    static func originForm(_ target: UnsafeRawBufferPointer) -> String {
+        guard target.first != UInt8(ascii: "/"), isAbsoluteForm(target), let colon = target.firstIndex(of: UInt8(ascii: ":")) else {
+            return String(decoding: target, as: UTF8.self)
+        }
+        let rest = target[(colon + 3)...]
+        guard let slash = rest.firstIndex(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") }) else { return "/" }
+        if target[slash] == UInt8(ascii: "?") { return "/" + String(decoding: target[slash...], as: UTF8.self) }
+        return String(decoding: target[slash...], as: UTF8.self)
     }
 
     func add(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
         switch name.count {
         case 13 where name.isName("authorization"):
+            authorizations += 1
             if authorization == nil { authorization = String(decoding: value, as: UTF8.self) }
+        case 4 where name.isName("host"):
+            hosts += 1
         case 12 where name.isName("x-request-id"):
             if requestID == nil { requestID = String(decoding: value, as: UTF8.self) }
         case 10 where name.isName("connection"):
@@ -84,8 +108,13 @@ final class RequestHead: HTTP1Head {
     var keepsConnectionAlive: Bool { connection ?? (version == .http1_1) }
 
     func framing(contentLength: Int?, transferEncoding: UnsafeRawBufferPointer?) throws(HTTP1ParseError) -> HTTP1Framing {
+        // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host (HTTP/1.0 may have none).
+        guard hosts <= 1, hosts == 1 || version == .http1_0 else { throw .malformed(hosts == 0 ? "no Host field" : "more than one Host field") }
+        guard authorizations <= 1 else { throw .malformed("more than one Authorization field") }
         self.contentLength = contentLength ?? 0
-        return try Self.framing(version: version, contentLength: contentLength, transferEncoding: transferEncoding)
+        let framing = try Self.framing(version: version, contentLength: contentLength, transferEncoding: transferEncoding)
+        isChunked = framing == .chunked
+        return framing
     }
 
     static func framing(version: HTTPVersion, contentLength: Int?, transferEncoding: UnsafeRawBufferPointer?) throws(HTTP1ParseError)
@@ -134,6 +163,8 @@ struct UpstreamResponseHead: HTTP1Head {
     let version: HTTPVersion
     /// The first `content-type` field.
     private(set) var contentType: String?
+    /// `content-length` as the parser checked it, if the head had one.
+    private(set) var contentLength: Int?
     private var connection: Bool?
 
     /// `HTTP-version SP status-code [SP reason-phrase]`.
@@ -167,8 +198,9 @@ struct UpstreamResponseHead: HTTP1Head {
     /// HTTP/1.1's default (open) or HTTP/1.0's (closed).
     var keepsConnectionAlive: Bool { connection ?? (version == .http1_1) }
 
-    func framing(contentLength: Int?, transferEncoding: UnsafeRawBufferPointer?) throws(HTTP1ParseError) -> HTTP1Framing {
-        Self.framing(status: status, contentLength: contentLength, transferEncoding: transferEncoding)
+    mutating func framing(contentLength: Int?, transferEncoding: UnsafeRawBufferPointer?) throws(HTTP1ParseError) -> HTTP1Framing {
+        self.contentLength = contentLength
+        return Self.framing(status: status, contentLength: contentLength, transferEncoding: transferEncoding)
     }
 
     /// RFC 9112 §6.3 for a response to a request other than HEAD or CONNECT (the gateway
@@ -187,14 +219,18 @@ struct UpstreamResponseHead: HTTP1Head {
 
 // MARK: Shared pieces
 
-/// `HTTP/1.0` or `HTTP/1.1`, the whole of `bytes`; other versions are refused.
+/// `HTTP/1.0` or `HTTP/1.1`, the whole of `bytes`; another well-formed `HTTP/d.d` is
+/// ``HTTP1ParseError/versionNotSupported``, anything else malformed.
 func parseHTTPVersion(_ bytes: UnsafeRawBufferPointer) throws(HTTP1ParseError) -> HTTPVersion {
-    let prefix: StaticString = "HTTP/1."
-    guard bytes.count == 8, (0..<7).allSatisfy({ bytes[$0] == prefix.utf8Start[$0] }) else { throw .malformed("not HTTP/1.x") }
-    switch bytes[7] {
-    case UInt8(ascii: "1"): return .http1_1
-    case UInt8(ascii: "0"): return .http1_0
-    default: throw .malformed("HTTP version not supported")
+    let prefix: StaticString = "HTTP/"
+    let isDigit = { (byte: UInt8) in byte >= 0x30 && byte <= 0x39 }
+    guard bytes.count == 8, (0..<5).allSatisfy({ bytes[$0] == prefix.utf8Start[$0] }), isDigit(bytes[5]), bytes[6] == UInt8(ascii: "."),
+        isDigit(bytes[7])
+    else { throw .malformed("not HTTP/1.x") }
+    switch (bytes[5], bytes[7]) {
+    case (UInt8(ascii: "1"), UInt8(ascii: "1")): return .http1_1
+    case (UInt8(ascii: "1"), UInt8(ascii: "0")): return .http1_0
+    default: throw .versionNotSupported
     }
 }
 

@@ -16,7 +16,10 @@ import Shared
 /// Graceful shutdown (SIGTERM from the supervisor): stop accepting at once, close idle
 /// keep-alive connections, let in-flight requests and streams finish with
 /// `Connection: close` (see ``ConnectionRegistry``), then return when the last connection
-/// closed. Cancellation (SIGQUIT) closes everything at once.
+/// closed. At ``drainTimeout`` what is still open is ended (streams with an error event and
+/// `[DONE]`) and closed, so a worker always leaves: also one whose supervisor died (its
+/// parent-death signal is SIGTERM) with a hung upstream. Cancellation (SIGQUIT) closes
+/// everything at once.
 struct HTTPServer: Service {
     let listenerFD: Int32
     let group: MultiThreadedEventLoopGroup
@@ -25,6 +28,8 @@ struct HTTPServer: Service {
     let maxBodyBytes: Int
     let timeouts: ConnectionTimer.Timeouts
     let maxConnections: Int
+    /// `DRAIN_TIMEOUT`: how long a drain waits for open responses.
+    let drainTimeout: TimeAmount
     let logger: Logger
 
     func run() async throws {
@@ -69,6 +74,12 @@ struct HTTPServer: Service {
                 registry.beginDrain()
                 // The other workers take new connections from now on.
                 acceptor.stop()
+                eventLoop.scheduleTask(in: drainTimeout) {
+                    if registry.count > 0 {
+                        logger.warning("drain timeout: ending \(registry.count) open connection(s)")
+                        registry.drainDeadlineReached()
+                    }
+                }
             }
         } onCancel: {
             acceptor.stop()

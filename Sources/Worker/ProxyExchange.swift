@@ -31,7 +31,7 @@ struct RelayContext {
 /// connect failures, timeouts before the head, and 5xx heads (except on the last attempt,
 /// whose error answer is passed on). A streamed answer is relayed event by event; when
 /// the client cannot take more, reading from the upstream stops until it can.
-final class ProxyExchange: UpstreamResponseHandling {
+final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private let proxy: ProxyHandler
     private let request: GatewayRequest
     private let body: OpenAIRequestBody
@@ -51,19 +51,25 @@ final class ProxyExchange: UpstreamResponseHandling {
     private var sent = MonotonicInstant(nanoseconds: 0)
     private var retriedStaleConnection = false
     private var cancelled = false
+    /// The upstream whose half-open breaker let this attempt through as its one probe.
+    private var probing: Int?
 
     private enum Phase {
         case idle
         case awaitingHead
-        case whole(status: Int, contentType: String?, body: ByteBuffer?)
+        case whole(status: Int, contentType: String?)
         case streaming
         case done
     }
 
     private var phase = Phase.idle
+    /// A non-streamed answer as it arrives: kept outside ``phase`` so that appending to it
+    /// never copies what was already read (a second reference would make every append copy
+    /// the whole buffer), and sized from `content-length` when there is one.
+    private var wholeBody: ByteBuffer?
     private var relay: RelayContext?
     // Streaming state.
-    private var events = SSEEventBuffer()
+    private lazy var events = SSEEventBuffer(maxEventBytes: proxy.maxEventBytes)
     private var tools: ToolCallStreamNormalizer?
     private var firstEvent = true
     private var usageSeen = false
@@ -83,7 +89,7 @@ final class ProxyExchange: UpstreamResponseHandling {
     }
 
     func start() {
-        writer.onClientGone = { [self] in clientGone() }
+        writer.producer = self
         tryNextAttempt()
     }
 
@@ -101,11 +107,16 @@ final class ProxyExchange: UpstreamResponseHandling {
                 proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .success)
                 return
             }
-            if let retryAfter = proxy.admitThroughBreaker(attempt.upstream) {
+            switch proxy.admitThroughBreaker(attempt.upstream) {
+            case .reject(let retryAfter):
                 proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .rejected)
                 lastError = .unavailable(
                     "Upstream \(upstream.name) is failing; its circuit breaker is open.", retryAfterSeconds: retryAfter, code: "circuit_open")
                 continue
+            case .probe:
+                probing = attempt.upstream
+            case .allow:
+                break
             }
             guard let pool = proxy.upstreams[attempt.upstream] else { continue }
             self.attempt = attempt
@@ -164,6 +175,14 @@ final class ProxyExchange: UpstreamResponseHandling {
         return ByteBuffer(bytes: body.forwarding(model: attempt.target.upstreamModel, addIncludeUsage: body.stream))
     }
 
+    /// This attempt was the breaker's half-open probe and ends without an answer to judge
+    /// the upstream by: let the next request probe at once.
+    private func releaseProbe() {
+        guard let upstream = probing else { return }
+        probing = nil
+        proxy.releaseProbe(upstream)
+    }
+
     /// The attempt is over: it no longer counts as in flight on its upstream.
     private func endAttempt() {
         connection = nil
@@ -173,17 +192,50 @@ final class ProxyExchange: UpstreamResponseHandling {
         }
     }
 
-    private func clientGone() {
+    func clientGone() {
         cancelled = true
         connection?.abandon()
-        if case .streaming = phase {
+        switch phase {
+        case .streaming:
             chargeUnreportedStream()
             recordOutcome(healthy: true)
-        } else if case .whole(let status, _, _) = phase, status < 500 {
-            recordOutcome(healthy: true)
+        case .whole(let status, _):
+            if status < 500 { recordOutcome(healthy: true) }
+        case .idle, .awaitingHead:
+            // The upstream's answer will never be read: a probe must not hold the breaker
+            // half-open until the probe timeout.
+            releaseProbe()
+        case .done:
+            break
         }
         phase = .done
+        wholeBody = nil
         endAttempt()
+    }
+
+    /// The worker's drain timeout ended this request (SIGTERM, then `DRAIN_TIMEOUT`): a
+    /// stream ends the way SDKs understand (an error event, then `[DONE]`); a request
+    /// still waiting for its answer gets 503.
+    func drainDeadlineReached() {
+        guard !cancelled else { return }
+        cancelled = true
+        connection?.abandon()
+        let error = GatewayError.unavailable(
+            "The gateway is shutting down and its drain timeout ended this request.", retryAfterSeconds: 1, code: "shutting_down")
+        switch phase {
+        case .streaming:
+            phase = .done
+            endAttempt()
+            endStream(with: error, logged: "drain_timeout")
+        case .idle, .awaitingHead, .whole:
+            releaseProbe()
+            phase = .done
+            wholeBody = nil
+            endAttempt()
+            writer.send(error: error)
+        case .done:
+            break
+        }
     }
 
     /// Breaker and metrics for an answer that started (status below 500).
@@ -216,40 +268,62 @@ final class ProxyExchange: UpstreamResponseHandling {
             // not when a long stream ends.
             proxy.recordBreaker(attempt.upstream, success: true)
         }
+        probing = nil  // judged, either way
         let contentType = head.contentType
         let isEventStream = contentType.map { Self.isEventStream($0) } ?? false
+        let isSuccess = (200..<300).contains(status)
+        guard (isSuccess && isEventStream) || contentType.map(Self.isJSON) == true else {
+            // Only JSON (or, for a success, an event stream) is passed on: an upstream's
+            // HTML or text is never relayed under the gateway's name.
+            phase = .done
+            connection?.abandon()
+            endAttempt()
+            proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .error)
+            proxy.logger.warning(
+                "upstream answered with an unexpected content type",
+                metadata: [
+                    "request_id": "\(request.requestID)", "upstream": "\(upstream.name)", "status": "\(status)",
+                    "content_type": "\(Self.printable(contentType ?? "none"))",
+                ])
+            writer.send(error: .badGateway("Upstream \(upstream.name) answered \(status) with a content type this route does not return."))
+            return
+        }
         relay = RelayContext(
             clientModel: clientModel, upstreamModel: attempt.target.upstreamModel, modelLabel: attempt.target.name,
             upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
             clientWantsUsage: body.includeUsage, promptEstimate: body.bytes.count / 4,
             toolParser: request.route == .chatCompletions
                 ? ToolCallResponseNormalizer.responseParser(body: body, parserName: attempt.target.toolParser) : nil)
-        if body.stream && (200..<300).contains(status) && isEventStream {
+        // An event stream is relayed as one whatever the request said: vLLM may read a
+        // `stream` value as true where the gateway did not (and its usage must be counted).
+        if isSuccess && isEventStream {
             phase = .streaming
             tools = relay?.toolParser.map { ToolCallStreamNormalizer(parser: $0) }
             writer.writeEventStreamHead()
             writer.onWritable = { [weak self] in self?.connection?.resumeReading() }
         } else {
-            phase = .whole(status: status, contentType: contentType, body: nil)
+            phase = .whole(status: status, contentType: contentType)
+            wholeBody = nil
+            if let length = head.contentLength, length <= ProxyHandler.maxResponseBytes {
+                wholeBody = writer.allocator.buffer(capacity: length)
+            }
         }
     }
 
     func upstreamBody(_ buffer: ByteBuffer) {
         switch phase {
-        case .whole(let status, let contentType, let collected):
-            var collected = collected
-            if collected == nil {
-                collected = buffer
+        case .whole:
+            if wholeBody == nil {
+                wholeBody = buffer  // the usual small answer: one read, kept as it is
             } else {
                 var buffer = buffer
-                phase = .idle  // drop the reference while appending, so the buffer is not copied
-                collected!.writeBuffer(&buffer)
+                wholeBody!.writeBuffer(&buffer)  // in place: `wholeBody` is the only reference
             }
-            phase = .whole(status: status, contentType: contentType, body: collected)
-            if collected!.readableBytes > ProxyHandler.maxResponseBytes {
+            if wholeBody!.readableBytes > ProxyHandler.maxResponseBytes {
                 connection?.abandon()
                 endAttempt()
                 phase = .done
+                wholeBody = nil
                 writer.send(error: .badGateway("Upstream \(relay?.upstream ?? "") sent an answer larger than \(ProxyHandler.maxResponseBytes) bytes."))
                 recordOutcome(healthy: false)
             }
@@ -266,10 +340,12 @@ final class ProxyExchange: UpstreamResponseHandling {
 
     func upstreamEnd() {
         switch phase {
-        case .whole(let status, let contentType, let collected):
+        case .whole(let status, let contentType):
             phase = .done
             endAttempt()
-            sendWhole(status: status, contentType: contentType, body: collected ?? ByteBuffer())
+            let collected = wholeBody ?? ByteBuffer()
+            wholeBody = nil
+            sendWhole(status: status, contentType: contentType, body: collected)
             if status < 500 { recordOutcome(healthy: true) }
         case .streaming:
             phase = .done
@@ -280,7 +356,11 @@ final class ProxyExchange: UpstreamResponseHandling {
             chargeUnreportedStream()
             writer.end()
             recordOutcome(healthy: true)
-        default:
+        case .awaitingHead:
+            // An answer ended that never had a head for this request (the tail of a stray
+            // answer on a reused connection): the client must still get one.
+            upstreamFailed(.failed("an answer ended before its head"))
+        case .idle, .done:
             endAttempt()
         }
     }
@@ -296,6 +376,21 @@ final class ProxyExchange: UpstreamResponseHandling {
                 send(to: pool, forceNew: true)
                 return
             }
+            if case .localResources(let why) = failure {
+                // This host ran out of descriptors or ports: nothing the upstream did, so
+                // neither its breaker nor its metrics hear of it, and no other upstream
+                // would fare better.
+                releaseProbe()
+                proxy.logger.error(
+                    "upstream request not sent: the gateway is out of local resources",
+                    metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)", "error": "\(why)"])
+                phase = .done
+                writer.send(
+                    error: .unavailable(
+                        "The gateway is out of local resources (\(why)); try again shortly.", retryAfterSeconds: 1, code: "gateway_overloaded"))
+                return
+            }
+            probing = nil  // judged: a failure
             proxy.recordBreaker(attempt.upstream, success: false)
             proxy.logger.warning(
                 "upstream request failed",
@@ -307,13 +402,14 @@ final class ProxyExchange: UpstreamResponseHandling {
             case .timeout:
                 proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .timeout)
                 lastError = .gatewayTimeout("Upstream \(upstream.name) did not answer in time.")
-            case .failed, .staleConnection:
+            case .failed, .staleConnection, .localResources:
                 proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .error)
                 lastError = .badGateway("Upstream \(upstream.name) failed before answering.")
             }
             tryNextAttempt()
-        case .whole(let status, _, _):
+        case .whole(let status, _):
             phase = .done
+            wholeBody = nil
             endAttempt()
             writer.send(error: .badGateway("Upstream \(upstream.name) broke off its answer."))
             if status < 500 { recordOutcome(healthy: false) }
@@ -323,12 +419,7 @@ final class ProxyExchange: UpstreamResponseHandling {
             // The upstream broke off mid-stream: end the stream in a way SDKs understand.
             proxy.logger.warning(
                 "upstream stream failed", metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)", "error": "\(failure)"])
-            let error = GatewayError.badGateway("Upstream \(upstream.name) broke off the stream.")
-            writer.logFields.error = "upstream_stream_error"
-            for piece in tools?.finish() ?? [] { writer.write(ByteBuffer(bytes: piece)) }
-            writer.write(ByteBuffer(string: "data: \(error.jsonBody)\n\ndata: [DONE]\n\n"))
-            chargeUnreportedStream()
-            writer.end()
+            endStream(with: .badGateway("Upstream \(upstream.name) broke off the stream."), logged: "upstream_stream_error")
             recordOutcome(healthy: false)
         case .idle, .done:
             endAttempt()
@@ -336,6 +427,21 @@ final class ProxyExchange: UpstreamResponseHandling {
     }
 
     // MARK: Relaying
+
+    /// `application/json` or an `application/…+json` type (any case, parameters or not).
+    static func isJSON(_ contentType: String) -> Bool {
+        if contentType == "application/json" { return true }  // vLLM's, from the head's literal
+        let type = contentType.utf8.prefix { $0 != UInt8(ascii: ";") }
+            .filter { $0 != 0x20 && $0 != 0x09 }
+            .map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+        let text = String(decoding: type, as: UTF8.self)
+        return text == "application/json" || (text.hasPrefix("application/") && text.hasSuffix("+json"))
+    }
+
+    /// At most 100 printable ASCII characters of a value an upstream chose, for a log line.
+    static func printable(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.prefix(100).map { (0x20..<0x7F).contains($0.value) ? $0 : "?" }))
+    }
 
     /// `text/event-stream` (any case, parameters or not), read without a lowercased copy.
     static func isEventStream(_ contentType: String) -> Bool {
@@ -424,7 +530,9 @@ final class ProxyExchange: UpstreamResponseHandling {
     /// The general path: split into events, rename `model`, account usage, drop the
     /// usage-only chunk the client did not ask for, normalise tool calls.
     private func relayEachEvent(_ buffer: ByteBuffer, relay: RelayContext) {
-        for event in events.append(buffer.readableBytesView) {
+        let completed = events.append(buffer.readableBytesView)
+        defer { if events.overflowed { eventTooLong(relay: relay) } }
+        for event in completed {
             if firstEvent {
                 firstEvent = false
                 proxy.metrics.timeToFirstToken(model: relay.modelLabel, seconds: MonotonicInstant.now().seconds(since: relay.sent))
@@ -443,6 +551,31 @@ final class ProxyExchange: UpstreamResponseHandling {
                 }
             }
         }
+    }
+
+    /// The upstream sent more than `MAX_SSE_EVENT_BYTES` without ending an event: stop
+    /// reading it and end the client's stream with an error event.
+    private func eventTooLong(relay: RelayContext) {
+        guard case .streaming = phase else { return }
+        phase = .done
+        connection?.abandon()
+        endAttempt()
+        proxy.logger.warning(
+            "upstream sent an event longer than the limit; stream ended",
+            metadata: ["request_id": "\(request.requestID)", "upstream": "\(relay.upstream)", "limit": "\(events.maxEventBytes)"])
+        endStream(
+            with: .badGateway("Upstream \(relay.upstream) sent an event longer than \(events.maxEventBytes) bytes."), logged: "upstream_event_too_long")
+        recordOutcome(healthy: false)
+    }
+
+    /// Ends a relayed stream early the way SDKs understand: tool-call text held back, then
+    /// an error event and `data: [DONE]`; what was streamed is charged if no usage came.
+    private func endStream(with error: GatewayError, logged: String) {
+        writer.logFields.error = logged
+        for piece in tools?.finish() ?? [] { writer.write(ByteBuffer(bytes: piece)) }
+        writer.write(ByteBuffer(string: "data: \(error.jsonBody)\n\ndata: [DONE]\n\n"))
+        chargeUnreportedStream()
+        writer.end()
     }
 
     /// A stream that ended without usage (the client hung up, the upstream broke off) is

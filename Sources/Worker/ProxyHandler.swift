@@ -22,12 +22,16 @@ final class ProxyHandler: Sendable {
     let metrics: GatewayMetrics
     let breaker: GatewayConfiguration.CircuitBreaker
     let upstreamTimeout: Double
+    /// `MAX_TOOLS_PER_REQUEST`.
+    let maxTools: Int
+    /// `MAX_SSE_EVENT_BYTES`.
+    let maxEventBytes: Int
     let logger: Logger
 
     init(
         registry: ModelRegistry, upstreams: UpstreamPools, segment: SharedSegment, slot: WorkerSlot, demo: DemoModel,
         limiter: RequestLimiter, metrics: GatewayMetrics, breaker: GatewayConfiguration.CircuitBreaker, upstreamTimeout: Double,
-        logger: Logger
+        maxTools: Int = 128, maxEventBytes: Int = 16 << 20, logger: Logger
     ) {
         self.registry = registry
         self.upstreams = upstreams
@@ -38,6 +42,8 @@ final class ProxyHandler: Sendable {
         self.metrics = metrics
         self.breaker = breaker
         self.upstreamTimeout = upstreamTimeout
+        self.maxTools = maxTools
+        self.maxEventBytes = maxEventBytes
         self.logger = logger
     }
 
@@ -75,7 +81,7 @@ final class ProxyHandler: Sendable {
         }
         writer.logFields.model = target.configured ? target.name : "other"
         if request.route == .chatCompletions, target.configured,
-            let refusal = ToolCallResponseNormalizer.preflight(body: body, parserName: target.toolParser)
+            let refusal = ToolCallResponseNormalizer.preflight(body: body, parserName: target.toolParser, maxTools: maxTools)
         {
             writer.send(error: refusal)
             return
@@ -95,8 +101,11 @@ final class ProxyHandler: Sendable {
             return
         }
 
-        ProxyExchange(proxy: self, request: request, body: body, clientModel: modelName, identity: identity, writer: writer, attempts: plan(target))
-            .start()
+        ProxyExchange(
+            proxy: self, request: request, body: body, clientModel: modelName, identity: identity, writer: writer,
+            attempts: plan(target, for: identity)
+        )
+        .start()
     }
 
     /// The upstreams to try, in order: one, usually, which takes no array.
@@ -119,12 +128,14 @@ final class ProxyHandler: Sendable {
     }
 
     /// Upstreams for the target (healthy and closed-breaker ones by least in-flight, the
-    /// rest last), then the same for each fallback model.
-    func plan(_ target: ModelRegistry.Target) -> AttemptPlan {
+    /// rest last), then the same for each fallback model the key may use: a fallback is
+    /// another model, and a key scoped away from it is not served by it either.
+    func plan(_ target: ModelRegistry.Target, for identity: ClientIdentity) -> AttemptPlan {
         // One upstream and no fallback (the usual case): nothing to order.
         if target.upstreams.count == 1 && target.fallbacks.isEmpty { return AttemptPlan(single: Attempt(target: target, upstream: target.upstreams[0])) }
+        let fallbacks = target.fallbacks.filter { identity.models?.contains($0) ?? true }.compactMap { registry.configuredTarget($0) }
         var attempts: [Attempt] = []
-        for candidate in [target] + target.fallbacks.compactMap({ registry.configuredTarget($0) }) {
+        for candidate in [target] + fallbacks {
             let ordered = candidate.upstreams.map { index -> (Int, Int, UInt64) in
                 let status = segment.upstream(index)
                 let unwell = status.health == .down || status.breaker.phase != .closed
@@ -135,15 +146,32 @@ final class ProxyHandler: Sendable {
         return AttemptPlan(attempts)
     }
 
-    /// nil when the breaker lets the request through; else seconds until it may.
-    func admitThroughBreaker(_ upstream: Int) -> Int? {
-        guard breaker.enabled else { return nil }
+    /// What the upstream's breaker says of one more request.
+    enum BreakerAdmission {
+        case allow
+        /// Allowed as the half-open probe: its outcome (or ``releaseProbe(_:)``) must follow.
+        case probe
+        /// Refused; seconds until a retry may pass.
+        case reject(retryAfterSeconds: Int)
+    }
+
+    func admitThroughBreaker(_ upstream: Int) -> BreakerAdmission {
+        guard breaker.enabled else { return .allow }
         let now = RequestLimiter.now()
         let admission = segment.upstream(upstream).updateBreaker {
             $0.admit(now: now, cooldown: UInt64(breaker.cooldown * 1e6), probeTimeout: UInt64(upstreamTimeout * 1e6))
         }
-        if case .reject(let micros) = admission { return max(1, Int((micros + 999_999) / 1_000_000)) }
-        return nil
+        switch admission {
+        case .allow: return .allow
+        case .probe: return .probe
+        case .reject(let micros): return .reject(retryAfterSeconds: max(1, Int((micros + 999_999) / 1_000_000)))
+        }
+    }
+
+    /// The half-open probe ended unjudged: the next request may probe at once.
+    func releaseProbe(_ upstream: Int) {
+        guard breaker.enabled else { return }
+        segment.upstream(upstream).updateBreaker { ((), $0.releasingProbe()) }
     }
 
     func recordBreaker(_ upstream: Int, success: Bool) {
@@ -165,7 +193,15 @@ final class ProxyHandler: Sendable {
         return (Array("data: ".utf8) + JSONSplice.replacingModel(in: data, with: context.clientModel) + [0x0A, 0x0A], usage)
     }
 
-    func account(_ usage: TokenUsage, context: RelayContext, writer: ResponseWriter) {
+    func account(_ reported: TokenUsage, context: RelayContext, writer: ResponseWriter) {
+        let (usage, wasClamped) = reported.clamped
+        if wasClamped {
+            logger.warning(
+                "upstream reported implausible usage; counted as \(TokenUsage.plausibleMaximum) tokens at most",
+                metadata: [
+                    "upstream": "\(context.upstream)", "prompt_tokens": "\(reported.prompt)", "completion_tokens": "\(reported.completion)",
+                ])
+        }
         metrics.tokens(model: context.modelLabel, prompt: usage.prompt, completion: usage.completion)
         limiter.charge(context.identity, tokens: usage.total)
         writer.logFields.promptTokens = usage.prompt

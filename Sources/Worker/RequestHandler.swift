@@ -4,6 +4,10 @@ import NIOCore
 import NIOHTTP1
 import Shared
 
+#if canImport(Glibc)
+    @preconcurrency import Glibc
+#endif
+
 /// Turns a request into a response: route matching, then the route's handler. Built once
 /// per worker; holds no per-request state.
 final class RequestHandler: Sendable {
@@ -38,7 +42,8 @@ final class RequestHandler: Sendable {
         self.proxy = ProxyHandler(
             registry: registry, upstreams: upstreams, segment: segment, slot: slot, demo: DemoModel(),
             limiter: RequestLimiter(segment: segment), metrics: metrics, breaker: configuration.circuitBreaker,
-            upstreamTimeout: configuration.server.upstreamTimeout, logger: logger)
+            upstreamTimeout: configuration.server.upstreamTimeout, maxTools: configuration.server.maxToolsPerRequest,
+            maxEventBytes: configuration.server.maxSSEEventBytes, logger: logger)
         // LOG_LEVEL above info turns the access log off.
         let level = Logger(label: "llm-gateway.access").logLevel
         self.accessLog = level <= .info ? AccessLog(eventLoop: upstreams.eventLoop, fd: accessLogFD) : nil
@@ -66,12 +71,18 @@ final class RequestHandler: Sendable {
                 return
             }
             writer.logFields.key = identity?.name
+            // An API request: activity for /idle until its response ends.
+            writer.countedAsOpen = true
+            slot.apiRequestStarted()
+            segment.noteRequest(atMillis: Self.wallClockMillis())
         }
         switch request.route {
         case .health:
             writer.sendJSON(status: 200, #"{"status":"ok"}"#)
         case .ready:
             ready(writer: writer)
+        case .idle:
+            idle(writer: writer)
         case .metrics:
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: "text/plain; version=0.0.4; charset=utf-8")
@@ -83,6 +94,21 @@ final class RequestHandler: Sendable {
         case .other:
             writer.send(error: .routeNotFound(method: method, path: Self.printablePath(request.head.uri)))
         }
+    }
+
+    /// What ``handle(_:writer:)`` would refuse knowing only the head (unknown route, wrong
+    /// method, missing or wrong key), so the connection can answer before reading a body.
+    func refusalBeforeBody(_ head: RequestHead, remembering memo: inout RememberedCredential?) -> GatewayError? {
+        let route = Route(path: head.uri)
+        let method = head.method.rawValue
+        if route == .other { return .routeNotFound(method: method, path: Self.printablePath(head.uri)) }
+        guard method == route.method || (method == "HEAD" && route.method == "GET") else {
+            return .methodNotAllowed(method, allowed: [route.method])
+        }
+        if route.requiresAuth, authenticator.authenticate(authorization: head.authorization, remembering: &memo) == nil {
+            return .unauthorized()
+        }
+        return nil
     }
 
     private func proxied(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) {
@@ -100,6 +126,28 @@ final class RequestHandler: Sendable {
         }
     }
 
+    /// `{"idle_seconds":…,"open_streams":…}`: seconds since an API request last started or
+    /// ended (0 while one is open), and how many are open, over every worker.
+    private func idle(writer: ResponseWriter) {
+        let open = segment.openRequests
+        let now = Self.wallClockMillis()
+        let last = segment.lastRequestMillis
+        let idleMillis = open > 0 || last >= now ? 0 : Int(clamping: now - last)
+        var text: [UInt8] = Array(#"{"idle_seconds":"#.utf8)
+        DecimalText.appendThousandths(idleMillis, to: &text)
+        text += Array(#","open_streams":"#.utf8)
+        DecimalText.append(Int(clamping: open), to: &text)
+        text.append(UInt8(ascii: "}"))
+        writer.sendJSON(status: 200, String(decoding: text, as: UTF8.self))
+    }
+
+    /// Milliseconds since the Unix epoch (CLOCK_REALTIME).
+    static func wallClockMillis() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec) / 1_000_000
+    }
+
     private func models(for identity: ClientIdentity?, writer: ResponseWriter) {
         let names = registry.listedNames(segment: segment).filter { identity?.models?.contains($0) ?? true }
         let data = names.map { name in
@@ -110,6 +158,11 @@ final class RequestHandler: Sendable {
 
     /// Counts the request and writes one structured access line (never headers, keys or bodies).
     func finished(request head: RequestHead, route: Route, requestID: String, writer: ResponseWriter, start: MonotonicInstant) {
+        if writer.countedAsOpen {
+            writer.countedAsOpen = false
+            slot.apiRequestEnded()
+            segment.noteRequest(atMillis: Self.wallClockMillis())
+        }
         let seconds = MonotonicInstant.now().seconds(since: start)
         metrics.request(route: route, method: Self.methodLabel(head.method), status: writer.status, seconds: seconds)
         accessLog?.record(

@@ -29,6 +29,8 @@ final class ResponseWriter {
     var logFields = AccessFields()
     /// Headers every response to this request carries (`x-ratelimit-*`).
     var extraHeaders: [(String, String)] = []
+    /// The request counts as an open API request until its response ends (`/idle`).
+    var countedAsOpen = false
     /// The request was `HEAD`: no body may follow the headers.
     let isHead: Bool
     /// The head said `transfer-encoding: chunked`.
@@ -42,9 +44,10 @@ final class ResponseWriter {
     /// one per SSE event, and the client parses one chunk header for them).
     private var openChunk: ByteBuffer?
 
-    /// Called once if the client hangs up before the response is complete (cancels the
-    /// upstream request).
-    var onClientGone: (() -> Void)?
+    /// What produces this response over time (a proxied exchange), told once if the client
+    /// hangs up or the drain timeout comes before the response is complete. Held until the
+    /// response ends (a reference, not a closure: nothing to allocate per request).
+    var producer: (any ResponseProducer)?
     /// Called when the client can take data again after ``isWritable`` was false.
     var onWritable: (() -> Void)?
 
@@ -59,6 +62,9 @@ final class ResponseWriter {
 
     var eventLoop: any EventLoop { context.eventLoop }
 
+    /// The connection's allocator (for a body assembled in place).
+    var allocator: ByteBufferAllocator { context.channel.allocator }
+
     /// True while the client's socket takes data without queuing in the gateway.
     var isWritable: Bool { context.channel.isWritable }
 
@@ -71,6 +77,16 @@ final class ResponseWriter {
     /// Makes this the connection's last response.
     func forceClose() { keepAlive = false }
 
+    /// The worker's drain timeout is over: the connection closes after this response, and
+    /// its producer, if it said how, ends it now.
+    func drainDeadlineReached() {
+        guard !isComplete, !clientGone else { return }
+        keepAlive = false
+        let producer = self.producer
+        self.producer = nil
+        producer?.drainDeadlineReached()
+    }
+
     /// The client hung up: status 499 in logs and metrics (unless a head was already sent),
     /// and whoever produces the response stops.
     func clientClosed() {
@@ -79,10 +95,10 @@ final class ResponseWriter {
         keepAlive = false
         if !headSent { status = 499 }
         logFields.error = "client_closed_request"
-        let gone = onClientGone
-        onClientGone = nil
+        let producer = self.producer
+        self.producer = nil
         onWritable = nil
-        gone?()
+        producer?.clientGone()
     }
 
     /// Sends the status line and headers (not flushed); the body follows with ``write(_:)``.
@@ -231,7 +247,7 @@ final class ResponseWriter {
     func end() {
         guard !isComplete else { return }
         isComplete = true
-        onClientGone = nil
+        producer = nil
         onWritable = nil
         connection.responseEnded(self)
     }
@@ -292,4 +308,13 @@ final class ResponseWriter {
             if !clientGone { body() }
         }
     }
+}
+
+/// Something that writes a response over time on a ``ResponseWriter`` (a proxied exchange).
+protocol ResponseProducer: AnyObject {
+    /// The client hung up before the response was complete: stop (cancel the upstream).
+    func clientGone()
+    /// The worker's drain timeout came first: end the response as the client can read it
+    /// (a stream with an error event and `[DONE]`), or not at all (the connection closes).
+    func drainDeadlineReached()
 }

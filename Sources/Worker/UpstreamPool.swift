@@ -16,6 +16,9 @@ enum UpstreamFailure: Error, Equatable {
     /// as it was reused. Nothing reached the upstream's application; a fresh connection
     /// may send the request again.
     case staleConnection
+    /// The gateway itself ran out of something a connection needs (file descriptors,
+    /// socket buffers, local ports): not the upstream's fault, and never counted against it.
+    case localResources(String)
 }
 
 /// What receives one upstream response. Every call comes on the worker's event loop, in
@@ -134,9 +137,29 @@ final class UpstreamPool {
                     completion(.failure(.failed("\(error)")))
                 }
             case .failure(let error):
-                completion(.failure(.unreachable(Self.describeConnectFailure(error))))
+                completion(.failure(Self.failure(connecting: error)))
             }
         }
+    }
+
+    /// A failed connect as the exchange sees it: the upstream unreachable, or (EMFILE and
+    /// friends, from `socket()` or `connect()` on this host) the gateway out of resources.
+    static func failure(connecting error: any Error) -> UpstreamFailure {
+        if let errno = localResourceErrno(error) {
+            return .localResources(errno == EADDRNOTAVAIL ? "no free local port" : "errno \(errno): \(String(cString: strerror(errno)))")
+        }
+        return .unreachable(describeConnectFailure(error))
+    }
+
+    /// The errno of a connect failure caused by this host's limits, if it was one.
+    static func localResourceErrno(_ error: any Error) -> Int32? {
+        if let error = error as? NIOConnectionError {
+            return error.connectionErrors.lazy.compactMap { localResourceErrno($0.error) }.first
+        }
+        if let error = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL].contains(error.errnoCode) {
+            return error.errnoCode
+        }
+        return nil
     }
 
     /// Why a connect failed, in a few words (NIO's error types, not their text).
@@ -240,6 +263,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     /// Bodies up to this size are copied behind the head, so the request is one write.
     static let copyLimit = 16 * 1024
+    /// 1xx heads accepted before one answer's final head; more is a flood, and fails it.
+    static let maxInformational = 8
 
     private let pool: UpstreamPool
     private var context: ChannelHandlerContext?
@@ -247,9 +272,16 @@ final class UpstreamConnection: ChannelDuplexHandler {
     var idleSince = NIODeadline.uptimeNanoseconds(0)
 
     private var keepAlive = true
+    /// A byte of an answer arrived (then a close is no stale keep-alive connection).
     private var receivedAny = false
     private var reused = false
     private var skippingInformational = false
+    /// 1xx heads of the answer under way.
+    private var informational = 0
+    /// No final (≥ 200) head yet: the upstream timeout counts from ``requestSent``, not
+    /// from the last read, so a trickle of bytes or 1xx heads cannot extend it.
+    private var awaitingFinalHead = false
+    private var requestSent = NIODeadline.uptimeNanoseconds(0)
     private var paused = false
     private var readPending = false
     /// The last read from the upstream, request sent or resume: the upstream timeout counts
@@ -280,7 +312,10 @@ final class UpstreamConnection: ChannelDuplexHandler {
         keepAlive = true
         receivedAny = false
         skippingInformational = false
+        informational = 0
+        awaitingFinalHead = true
         lastActivity = pool.eventLoop.now
+        requestSent = lastActivity
         if timer == nil { armTimer(in: pool.timeout) }  // one left from an earlier request fires early and re-arms
         let (head, rest) = Self.encode(request, body: body, allocator: context.channel.allocator)
         // writeAndFlush: one trip down the pipeline for the last write and the flush.
@@ -354,23 +389,49 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastActivity = pool.eventLoop.now
+        guard receiver != nil || !parser.isIdle || !closeIfUnsolicited(context: context) else { return }
         parser.feed(unwrapInboundIn(data))
         do throws(HTTP1ParseError) {
-            while let part = try parser.next() { received(part, context: context) }
+            while context.channel.isActive, let part = try parser.next() { received(part, context: context) }
         } catch {
             closeReason = "\(error)"
             context.close(promise: nil)
         }
     }
 
+    /// Bytes with no request waiting for them (on an idle pooled connection, or after the
+    /// answer just read ended): the upstream is out of step with this connection, which is
+    /// closed and never reused. Returns true when it closed it.
+    private func closeIfUnsolicited(context: ChannelHandlerContext) -> Bool {
+        guard receiver == nil else { return false }
+        closeReason = "the upstream sent bytes no request asked for"
+        pool.closed(self)
+        close()
+        return true
+    }
+
     private func received(_ part: HTTPPart<UpstreamResponseHead, ByteBuffer>, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
-            if head.status < 200 {
-                skippingInformational = true  // 100 Continue and friends: the real head follows
+            if receiver == nil {
+                // A response to nothing: a stray answer behind the one that just ended.
+                _ = closeIfUnsolicited(context: context)
                 return
             }
             receivedAny = true
+            if head.status < 200 {
+                // 100 Continue and friends: the real head follows, within the same deadline.
+                informational += 1
+                guard informational <= Self.maxInformational else {
+                    closeReason = "more than \(Self.maxInformational) informational (1xx) answers"
+                    context.close(promise: nil)
+                    return
+                }
+                skippingInformational = true
+                return
+            }
+            awaitingFinalHead = false
+            lastActivity = pool.eventLoop.now
             keepAlive = head.keepsConnectionAlive
             receiver?.upstreamHead(head)
         case .body(let buffer):
@@ -383,7 +444,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
             let receiver = self.receiver
             self.receiver = nil
             resumeReading()  // an idle connection keeps reading, to notice the upstream closing it
-            if keepAlive && receiver != nil && context.channel.isActive {
+            // Bytes already behind the answer's end were asked for by nobody: not reused.
+            if keepAlive && receiver != nil && context.channel.isActive && parser.isIdle {
                 pool.release(self)  // back first: the response's end may start the client's next request
             } else {
                 close()
@@ -430,7 +492,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
                 // The client is slow, not the upstream: the timeout counts from the resume.
                 lastActivity = pool.eventLoop.now
             }
-            let quiet = pool.eventLoop.now - lastActivity
+            let quiet = pool.eventLoop.now - (awaitingFinalHead ? requestSent : lastActivity)
             if quiet < pool.timeout {
                 armTimer(in: pool.timeout - quiet)
                 return

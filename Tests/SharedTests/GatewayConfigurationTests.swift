@@ -157,6 +157,34 @@ import Testing
         let parsed = ConfigurationSources.parseDotEnv("# comment\nexport WORKERS=3\nBEARER_TOKEN=\"a b\"\nX='y'\n\nbad line\n")
         #expect(parsed == ["WORKERS": "3", "BEARER_TOKEN": "a b", "X": "y"])
     }
+
+    @Test func theToolAndEventCapsAreSettings() throws {
+        let defaults = try load()
+        #expect(defaults.server.maxToolsPerRequest == 128)
+        #expect(defaults.server.maxSSEEventBytes == 16 << 20)
+        let set = try load(env: ["MAX_TOOLS_PER_REQUEST": "64"], file: "max_sse_event_bytes: 65536\n")
+        #expect(set.server.maxToolsPerRequest == 64)
+        #expect(set.server.maxSSEEventBytes == 65536)
+        #expect(error { try load(env: ["MAX_TOOLS_PER_REQUEST": "0"]) }?.key == "MAX_TOOLS_PER_REQUEST")
+        #expect(error { try load(env: ["MAX_SSE_EVENT_BYTES": "10"]) }?.key == "MAX_SSE_EVENT_BYTES")
+    }
+
+    /// A reload never turns authentication off (issue 20, finding 4).
+    @Test func aReloadThatWouldTurnAuthenticationOffIsRefused() throws {
+        let keys = "keys:\n  - { name: alice, sha256: \(String(repeating: "a", count: 64)) }\n"
+        let running = try load(file: keys)
+        for fresh in [try load(file: ""), try load(file: "{}\n"), try load(file: "upstreams: { a: { url: http://127.0.0.1:18000 } }\n")] {
+            let refusal = error {
+                _ = try fresh.checkingAuthentication(against: running); return fresh
+            }
+            #expect(refusal?.key == "gw.yaml: keys")
+            #expect(refusal?.reason.contains("turn authentication off") == true)
+        }
+        #expect(try load(file: "{}\n").checkingAuthentication(against: load()) == nil, "off stays off")
+        let token = try load(env: ["BEARER_TOKEN": "t"], file: "{}\n")
+        #expect(try token.checkingAuthentication(against: running) == "reload: authentication changes from 1 key(s) from the config file to BEARER_TOKEN")
+        #expect(try running.checkingAuthentication(against: running) == nil)
+    }
 }
 
 @Suite struct ReloadPositionTests {

@@ -60,6 +60,18 @@ import Testing
             Issue.record("unexpected \(error)")
         }
     }
+
+    @Test func arraysAreCountedWithoutDecoding() throws {
+        let cases: [(String, Int?)] = [
+            ("[]", 0), ("[ ]", 0), ("[1]", 1), (#"[1,"a,b",[2,3],{"k":[4,5]}]"#, 4), (#"["\"]\",",2]"#, 2), (#"[[],{}]"#, 2),
+            (#"{"a":1}"#, nil), ("1", nil),
+        ]
+        for (json, expected) in cases {
+            let document = Array(#"{"v":"#.utf8) + Array(json.utf8) + [UInt8(ascii: "}")]
+            let member = try #require(try JSONScanner.objectMembers(document).first)
+            #expect(document.withUnsafeBytes { JSONScanner.arrayCount($0, member.value) } == expected, "\(json)")
+        }
+    }
 }
 
 @Suite struct SSEEventBufferTests {

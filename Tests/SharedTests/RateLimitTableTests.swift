@@ -38,6 +38,19 @@ import Testing
         }
         #expect(gcra.check(tat: tat, now: now) != nil)
     }
+
+    /// A usage an upstream reports is a number from outside: charging any of it saturates
+    /// instead of trapping (issue 20, finding 5: 2^64 / (60e6 / TPM) crashed the worker).
+    @Test(arguments: [UInt64.max, UInt64.max / 2, 1 << 60, 18_446_744_073_709_551])
+    func aHugeChargeSaturates(cost: UInt64) {
+        let gcra = GCRA(rate: 1000)
+        let now: UInt64 = 5_000_000_000
+        #expect(gcra.charge(tat: 0, now: now, cost: cost) >= now)
+        #expect(gcra.check(tat: gcra.charge(tat: 0, now: now, cost: cost), now: now) != nil)
+        #expect(gcra.take(tat: UInt64.max, now: now, cost: cost) != .allow(newTAT: 0))
+        #expect(gcra.remaining(tat: UInt64.max, now: now) == 0)
+        #expect(GCRA(rate: Int.max).tolerance > 0)
+    }
 }
 
 @Suite struct RateLimitTableTests {
@@ -145,5 +158,19 @@ import Testing
             if admission == .probe { probes += 1 }
         }
         #expect(probes == 1)
+    }
+
+    /// A saturated charge keeps the key in debt: the table stores the largest time 48 bits
+    /// hold instead of masking it (which wrapped it into the past and wiped the debt).
+    @Test func aSaturatedChargeKeepsTheKeyLimited() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        let table = RateLimitTable(segment: segment, offset: SegmentLayout.tokenLimitsOffset)
+        let gcra = GCRA(rate: 1000)
+        let now: UInt64 = 5_000_000_000
+        _ = table.charge(key: 42, gcra: gcra, now: now, cost: UInt64.max)
+        guard case .limited = table.check(key: 42, gcra: gcra, now: now + 3_600_000_000) else {
+            Issue.record("a key charged 2^64 tokens was admitted an hour later")
+            return
+        }
     }
 }

@@ -97,4 +97,15 @@ import Testing
             #expect(TokenUsage.find(in: cut) == nil, "\(String(decoding: cut, as: UTF8.self))")
         }
     }
+
+    /// Counts past any model's context are clamped (and the caller logs them).
+    @Test func implausibleCountsAreClamped() {
+        let (usage, clamped) = TokenUsage(prompt: 999_999_999_999_999_999, completion: 3).clamped
+        #expect(clamped)
+        #expect(usage == TokenUsage(prompt: TokenUsage.plausibleMaximum, completion: 3))
+        #expect(TokenUsage(prompt: 10, completion: 20).clamped == (TokenUsage(prompt: 10, completion: 20), false))
+        let found = TokenUsage.find(in: Array(#"{"usage":{"prompt_tokens":999999999999999999,"completion_tokens":18446744073709551615}}"#.utf8))
+        #expect(found == TokenUsage(prompt: 999_999_999_999_999_999, completion: 0), "20 digits is not a count")
+        #expect(found!.total > 0, "the sum of two 18-digit counts does not overflow")
+    }
 }

@@ -32,6 +32,22 @@ struct ToolCallResponseNormalizerTests {
         #expect(ToolCallResponseNormalizer.preflight(body: try request(toolChoice: #""none""#), parserName: "none") == nil)
     }
 
+    /// 20,000 tools in a 1 MiB body cost 1.2 s of event-loop time (a quadratic uniqueness
+    /// check after a full decode); now they are counted, not decoded (issue 20, finding 1).
+    @Test("more tools than the cap is a 400 naming tools, decided without decoding them")
+    func tooManyTools() throws {
+        let tools = (0..<20_000).map { #"{"type":"function","function":{"name":"f\#($0)","parameters":{"type":"object"}}}"# }
+        let many = try request(tools: "[" + tools.joined(separator: ",") + "]")
+        let refusal = ToolCallResponseNormalizer.preflight(body: many, parserName: "hermes", maxTools: 128)
+        #expect(refusal?.param == "tools")
+        #expect(refusal?.code == "too_many_tools")
+        #expect(refusal?.message.contains("20000") == true)
+        let atTheCap = try request(tools: "[" + tools.prefix(128).joined(separator: ",") + "]")
+        #expect(ToolCallResponseNormalizer.preflight(body: atTheCap, parserName: "hermes", maxTools: 128) == nil)
+        let duplicate = try request(tools: "[" + ([String](repeating: tools[0], count: 2)).joined(separator: ",") + "]")
+        #expect(ToolCallResponseNormalizer.preflight(body: duplicate, parserName: "hermes")?.param == "tools[1].function.name")
+    }
+
     @Test("a bad function name is a 400 naming tools[0].function.name")
     func preflightBadName() throws {
         let bad = try request(tools: #"[{"type":"function","function":{"name":"get weather!"}}]"#)

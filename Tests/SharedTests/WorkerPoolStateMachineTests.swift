@@ -168,7 +168,7 @@ extension [WorkerPoolStateMachine.Action] {
         _ = pool.makeAllReady()
         let pid = pool.machine.workerPIDs[0]
         pool.send(.signal(.terminate))
-        pool.clock.advance(2.9)
+        pool.clock.advance(2.9 + WorkerPoolStateMachine.killGrace)
         #expect(pool.tick().signals(.kill).isEmpty)
         pool.clock.advance(0.2)
         #expect(pool.tick().signals(.kill) == [pid])
@@ -204,7 +204,7 @@ extension [WorkerPoolStateMachine.Action] {
         _ = pool.makeAllReady()
         let retired = pool.send(.signal(.decrease)).signals(.terminate)
         #expect(retired.count == 1)
-        pool.clock.advance(4.9)
+        pool.clock.advance(4.9 + WorkerPoolStateMachine.killGrace)
         #expect(pool.tick().signals(.kill).isEmpty)
         pool.clock.advance(0.2)
         #expect(pool.tick().signals(.kill) == retired)

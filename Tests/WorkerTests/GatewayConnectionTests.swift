@@ -41,6 +41,35 @@ import Testing
         #expect(!f.channel.isActive)
     }
 
+    /// An unauthenticated client cannot make the worker hold its body (issue 20, finding 8):
+    /// the 401 leaves on the head alone and the connection closes.
+    @Test func aRequestWithoutTheKeyGets401BeforeItsBodyIsRead() throws {
+        let f = try ConnectionFixture(environment: ["BEARER_TOKEN": "secret"], maxBodyBytes: 4 << 20)
+        try f.channel.writeInbound(ByteBuffer(string: "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{"))
+        f.channel.embeddedEventLoop.run()
+        let text = try f.written()
+        #expect(statuses(text) == [401])
+        #expect(text.lowercased().contains("connection: close"))
+        #expect(!f.channel.isActive)
+    }
+
+    @Test func aRequestWithTheKeyHasItsBodyRead() throws {
+        let f = try ConnectionFixture(environment: ["BEARER_TOKEN": "secret"])
+        let body = #"{"model":"demo","messages":[{"role":"user","content":"hi"}]}"#
+        try f.channel.writeInbound(
+            ByteBuffer(string: ConnectionFixture.post("/v1/chat/completions", body, headers: "Host: x\r\nAuthorization: Bearer secret\r\n")))
+        f.channel.embeddedEventLoop.run()
+        #expect(statuses(try f.written()) == [200])
+    }
+
+    @Test func aBodyForAnUnknownRouteIsNotReadEither() throws {
+        let f = try makeFixture()
+        try f.channel.writeInbound(ByteBuffer(string: "POST /v1/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{"))
+        f.channel.embeddedEventLoop.run()
+        #expect(statuses(try f.written()) == [404])
+        #expect(!f.channel.isActive)
+    }
+
     @Test func headGetsTheHeadersOnly() throws {
         let f = try makeFixture()
         try f.channel.writeInbound(ByteBuffer(string: "HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"))

@@ -120,14 +120,11 @@ import Testing
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nBad Trailer\r\n\r\n",
         "GET /a b HTTP/1.1\r\n\r\n",
         "GET  / HTTP/1.1\r\n\r\n",
-        "GET / HTTP/1.2\r\n\r\n",
-        "GET / HTTP/2.0\r\n\r\n",
         "GET / http/1.1\r\n\r\n",
         "GET / HTTP/1.1 \r\n\r\n",
         "G(T / HTTP/1.1\r\n\r\n",
         "GET /\u{7f} HTTP/1.1\r\n\r\n",
         "GET /é HTTP/1.1\r\n\r\n",
-        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         "GET /\r\n\r\n",
         "GET v1/models HTTP/1.1\r\n\r\n",
         "GET ,/ HTTP/1.1\r\n\r\n",
@@ -211,11 +208,11 @@ import Testing
     /// (in any case, with any whitespace around the value), and drop the rest.
     @Test(arguments: [
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k1\r\nContent-Length: 0\r\n\r\n",
-        "POST /v1/embeddings?x=1 HTTP/1.1\r\nauthorization:Bearer k1 \r\nAUTHORIZATION: Bearer k2\r\nx-request-id: a\r\nX-Request-ID: b\r\n\r\n",
+        "POST /v1/embeddings?x=1 HTTP/1.1\r\nHOST: x\r\nauthorization:Bearer k1 \r\nx-request-id: a\r\nX-Request-ID: b\r\n\r\n",
         "GET /health HTTP/1.0\r\nExpect: 100-Continue\r\nexpect: nothing\r\nconnection: keep-alive\r\n\r\n",
-        "PUT / HTTP/1.1\r\nexpect: 200-ok\r\nExpect: 100-continue\r\nx-request-idx: no\r\nauthorizations: no\r\n\r\n",
-        "HEAD /v1/models HTTP/1.1\r\nx-stainless-os: Linux\r\nuser-agent: OpenAI/Python 1.54.0\r\ncontent-length: 007\r\n\r\n",
-        "OPTIONS * HTTP/1.1\r\nAuthorization:\r\nX-Request-Id: \t\r\n\r\n",
+        "PUT / HTTP/1.1\r\nexpect: 200-ok\r\nExpect: 100-continue\r\nx-request-idx: no\r\nauthorizations: no\r\nhost: x\r\n\r\n",
+        "HEAD /v1/models HTTP/1.1\r\nhost: x\r\nx-stainless-os: Linux\r\nuser-agent: OpenAI/Python 1.54.0\r\ncontent-length: 007\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization:\r\nX-Request-Id: \t\r\n\r\n",
     ])
     func leanRequestHeadsKeepWhatTheGatewayReads(_ text: String) throws {
         let lean = try #require(Self.onlyHead(text, as: RequestHead.self))
@@ -368,5 +365,39 @@ import Testing
         }
         // The mutations must leave enough requests both accept whole to mean something.
         #expect(agreedWhole > 300, "agreed on \(agreedWhole); refused here only \(refusedHereOnly)")
+    }
+
+    /// What a request head must hold to be served (issue 20, finding 14): one Host on
+    /// HTTP/1.1 (RFC 9112 §3.2), one Authorization (which would count?), and a version the
+    /// gateway speaks (another well-formed one is 505, not 400).
+    @Test(arguments: [
+        ("GET /health HTTP/1.1\r\n\r\n", "malformed HTTP: no Host field"),
+        ("GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "malformed HTTP: more than one Host field"),
+        (
+            "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n",
+            "malformed HTTP: more than one Authorization field"
+        ),
+        ("GET /health HTTP/1.2\r\nHost: x\r\n\r\n", "HTTP version not supported"),
+        ("GET /health HTTP/2.0\r\nHost: x\r\n\r\n", "HTTP version not supported"),
+        ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP version not supported"),
+        ("GET /health HTTP/1.x\r\nHost: x\r\n\r\n", "malformed HTTP: not HTTP/1.x"),
+    ])
+    func requestHeadsTheGatewayRefuses(text: String, error: String) {
+        #expect(Self.transcript(Array(text.utf8), as: RequestHead.self) == ["error \(error)"])
+    }
+
+    @Test func anHTTP10RequestNeedsNoHost() throws {
+        let head = try #require(Self.onlyHead("GET /health HTTP/1.0\r\n\r\n", as: RequestHead.self))
+        #expect(head.uri == "/health")
+    }
+
+    /// RFC 9112 §3.2.2: a server accepts the absolute form; it is routed by its path.
+    @Test(arguments: [
+        ("http://gateway.example/v1/models", "/v1/models"), ("HTTPS://x:8000/v1/chat/completions?a=1", "/v1/chat/completions?a=1"),
+        ("http://x", "/"), ("http://x?q", "/?q"), ("/v1/models", "/v1/models"), ("*", "*"),
+    ])
+    func anAbsoluteFormTargetIsRoutedByItsPath(target: String, uri: String) throws {
+        let head = try #require(Self.onlyHead("GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n", as: RequestHead.self))
+        #expect(head.uri == uri)
     }
 }

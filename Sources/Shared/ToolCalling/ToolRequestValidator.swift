@@ -51,9 +51,10 @@ public struct ToolRequestValidator: Sendable {
         guard !tools.isEmpty else { throw .invalidValue("tools", "expected at least one tool.") }
         guard supportsToolCalls else { throw .toolsNotSupported(parser: parserName) }
         var names: [String] = []
+        var seen = Set<String>(minimumCapacity: tools.count)
         for (index, tool) in tools.enumerated() {
             let name = try validateTool(tool, param: "tools[\(index)]")
-            guard !names.contains(name) else {
+            guard seen.insert(name).inserted else {
                 throw .invalidValue("tools[\(index)].function.name", "duplicate function name '\(name)'.")
             }
             names.append(name)
