@@ -101,7 +101,9 @@ def gateway_factory(gateway_binary_dir, tmp_path, request):
     for gw in started:
         gw.stop()
         log = gw.log_text()
-        if "*** Program crashed" in log or "Fatal error:" in log:
+        # Swift's own traps print "Fatal error:" (precondition) or "*** Swift runtime
+        # failure: …" (overflow, bounds) before the backtrace's "*** Program crashed".
+        if any(mark in log for mark in ("*** Program crashed", "Fatal error:", "*** Swift runtime failure")):
             crashed.append(gw)
         if _failed(request) or crashed:
             _dump(f"llm-gateway {gw.url} log ({gw.log_path})", log, 200 if crashed else 60)

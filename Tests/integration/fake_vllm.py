@@ -65,6 +65,15 @@ Token accounting (deterministic, so tests can predict usage): prompt_tokens is t
 of whitespace-separated words in the prompt (chat: all message text; minimum 1), unless
 the ``prompt_tokens`` config overrides it; completion_tokens is the number of tokens
 generated (stream events carrying text, plus 1 for the EOS when finish_reason is "stop").
+
+Misbehaviour switches (config keys, ``fv.config(...)``; added for issue 20, off by default):
+
+- ``force_sse: true``: chat and completions answer as a stream (``text/event-stream``,
+  with the usage chunk) whatever the request's ``stream`` said, as vLLM does for a
+  ``stream`` value its lax parsing reads as true ("true", 1, "yes", ...).
+- ``usage_override: {"prompt_tokens": N, ...}``: merged into every ``usage`` object the
+  fake writes (plain answers, the streamed usage chunk, continuous usage), e.g. absurd
+  counts such as 18446744073709551615 or 1e30 from a hostile upstream.
 """
 from __future__ import annotations
 
@@ -511,8 +520,20 @@ def build_apps(state: ServerState, log=print):
         return len(tokens) + (1 if finish == "stop" else 0)
 
     def usage(prompt: int, completion: int) -> Dict[str, Any]:
-        return {"prompt_tokens": prompt, "total_tokens": prompt + completion,
-                "completion_tokens": completion, "prompt_tokens_details": None}
+        u = {"prompt_tokens": prompt, "total_tokens": prompt + completion,
+             "completion_tokens": completion, "prompt_tokens_details": None}
+        override = state.config.get("usage_override")
+        if isinstance(override, dict):
+            u.update(override)
+        return u
+
+    def forced_stream(body: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """force_sse: the body to stream with (usage chunk included), else None."""
+        if not state.config.get("force_sse") or body.get("stream"):
+            return None
+        b = dict(body)
+        b["stream_options"] = {"include_usage": True}
+        return b
 
     def context_check(body: Dict[str, Any], prompt: int):
         max_len = int(state.config["max_model_len"])
@@ -732,6 +753,10 @@ def build_apps(state: ServerState, log=print):
         ctx.request_id = rid
         created = int(time.time())
         tokens, finish, tool_calls = plan_reply("chat", body, last_user_text(messages))
+        forced = forced_stream(body)
+        if forced is not None:
+            return await run_stream(request, ctx, "chat", forced, model, rid, created, tokens, finish,
+                                    tool_calls, prompt_n)
         if body.get("stream"):
             return await run_stream(request, ctx, "chat", body, model, rid, created, tokens, finish,
                                     tool_calls, prompt_n)
@@ -788,8 +813,8 @@ def build_apps(state: ServerState, log=print):
         created = int(time.time())
         tokens, finish, _ = plan_reply("completion", body, prompts[0])
         n = int(body.get("n") or 1) * len(prompts)
-        if body.get("stream"):
-            b = dict(body)
+        if body.get("stream") or forced_stream(body) is not None:
+            b = forced_stream(body) or dict(body)
             b["n"] = n
             return await run_stream(request, ctx, "completion", b, model, rid, created, tokens, finish,
                                     None, prompt_n)
@@ -1038,6 +1063,8 @@ async def serve(args) -> None:
         "chunk_chars": 0,
         "error_style": args.error_style,
         "prompt_tokens": None,
+        "force_sse": False,
+        "usage_override": None,
         "api_key": args.api_key,
         "health_status": 200,
         "health_mode": "ok",
