@@ -26,4 +26,36 @@ import Testing
         #expect(text.contains(#"llm_gateway_time_to_first_token_seconds_bucket{model="qwen",le="0.05"} 1"#))
         #expect(!text.contains("secret") && !text.contains("some_other_metric"))
     }
+
+    /// A scrape sums the areas of the slots a worker ever had, not all 128 (an
+    /// unauthenticated /metrics cost 420 µs); a dead worker's slot stays counted.
+    @Test func totalsCoverEverySlotEverUsedAndNoMore() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        #expect(segment.slotsUsed == 0)
+        GatewayMetrics(segment: segment, slot: 0, models: []).request(route: .health, method: "GET", status: 200, seconds: 0.001)
+        segment.workerSlot(6).reset(generation: 1, now: MonotonicInstant(nanoseconds: 1))
+        #expect(segment.slotsUsed == 7)
+        GatewayMetrics(segment: segment, slot: 6, models: []).request(route: .health, method: "GET", status: 200, seconds: 0.001)
+        segment.workerSlot(6).release()  // the worker died: its counts stay
+        GatewayMetrics(segment: segment, slot: 2, models: []).request(route: .health, method: "GET", status: 200, seconds: 0.001)
+        #expect(segment.slotsUsed == 7)
+        #expect(segment.metricTotals()[MetricsLayout.httpRequests(route: .health, method: "GET", status: 200)] == 3)
+    }
+
+    /// `/idle`'s inputs: the latest activity of any worker wins, and open requests add up.
+    @Test func activityIsTheLatestOfAnyWorker() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        segment.noteRequest(atMillis: 2_000)
+        segment.noteRequest(atMillis: 1_000)
+        #expect(segment.lastRequestMillis == 2_000)
+        segment.workerSlot(0).apiRequestStarted()
+        segment.workerSlot(3).apiRequestStarted()
+        segment.workerSlot(3).apiRequestStarted()
+        segment.workerSlot(3).apiRequestEnded()
+        #expect(segment.openRequests == 2)
+        segment.workerSlot(3).release()
+        #expect(segment.openRequests == 1, "a dead worker's open requests go with it")
+        let text = PrometheusExposition(models: [], upstreams: []).render(segment: segment)
+        #expect(text.contains("llm_gateway_last_request_timestamp_seconds 2.0\n"))
+    }
 }

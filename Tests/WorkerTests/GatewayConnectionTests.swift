@@ -70,6 +70,28 @@ import Testing
         #expect(!f.channel.isActive)
     }
 
+    /// `/idle` needs no key, counts an open stream as activity, and API requests (not
+    /// probes) reset it.
+    @Test func idleCountsOpenAPIRequestsOnly() throws {
+        let f = try ConnectionFixture(environment: ["BEARER_TOKEN": "secret"])
+        f.segment.noteRequest(atMillis: 1_000)  // long ago
+        try f.channel.writeInbound(ByteBuffer(string: "GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /idle HTTP/1.1\r\nHost: x\r\n\r\n"))
+        let idle = try f.written()
+        #expect(statuses(idle) == [200, 200])
+        #expect(idle.contains(#","open_streams":0}"#))
+        #expect(!idle.contains(#"{"idle_seconds":0.0,"#), "a health probe is not activity")
+        try f.channel.writeInbound(
+            ByteBuffer(
+                string: ConnectionFixture.post(
+                    "/v1/chat/completions", ConnectionFixture.streamBody, headers: "Host: x\r\nAuthorization: Bearer secret\r\n")))
+        _ = try f.written()
+        #expect(f.segment.openRequests == 1, "the stream is open")
+        f.channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        #expect(try f.written().contains("[DONE]"))
+        #expect(f.segment.openRequests == 0)
+        #expect(f.segment.lastRequestMillis > 1_000)
+    }
+
     @Test func headGetsTheHeadersOnly() throws {
         let f = try makeFixture()
         try f.channel.writeInbound(ByteBuffer(string: "HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"))
