@@ -32,12 +32,15 @@ public enum ToolCallResponseNormalizer {
                 "Too many tools: \(count); at most \(maxTools) may be declared in one request (MAX_TOOLS_PER_REQUEST).",
                 param: "tools", code: "too_many_tools")
         }
+        // The body was validated whole (`OpenAIRequestBody`): its members decode straight to
+        // Swift values, in one pass and without Foundation's objects, and only as deep as the
+        // checks look (`tools[i].function.parameters.properties`: each property's schema is
+        // checked to be an object or a boolean, not read).
         var request: [String: Any] = [:]
-        for member in body.members where toolMembers.contains(member.key) {
-            guard let value = decodeValue(body.bytes[member.value]) else {
-                return .badRequest("Invalid JSON in '\(member.key)'.", param: member.key, code: "invalid_json")
+        body.bytes.withUnsafeBytes { raw in
+            for member in body.members where toolMembers.contains(member.key) {
+                request[member.key] = JSONNativeDecoder.decode(raw, member.value, containerDepth: 4)
             }
-            request[member.key] = value
         }
         let parser = registry.parser(named: parserName) ?? NoToolCallParser()
         do {

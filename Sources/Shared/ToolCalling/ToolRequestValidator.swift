@@ -104,8 +104,12 @@ public struct ToolRequestValidator: Sendable {
             guard let properties = propertiesValue as? [String: Any] else {
                 throw .invalidType("\(param).properties", expected: "an object")
             }
-            for (key, property) in properties.sorted(by: { $0.key < $1.key })
-            where !(property is [String: Any]) && Self.bool(property) == nil {
+            // The first bad property by name (the same one every time), without sorting them all.
+            var firstBad: String?
+            for (key, property) in properties where !(property is [String: Any]) && Self.bool(property) == nil {
+                if firstBad.map({ key < $0 }) ?? true { firstBad = key }
+            }
+            if let key = firstBad {
                 throw .invalidType("\(param).properties.\(key)", expected: "a JSON Schema (object or boolean)")
             }
         }
@@ -153,9 +157,11 @@ public struct ToolRequestValidator: Sendable {
         return .function(name: name)
     }
 
-    /// `value` unless it is absent or JSON `null`.
+    /// `value` unless it is absent or JSON `null`. Compared by type: `value is NSNull` bridges
+    /// a Swift dictionary or array to Foundation, whole and at every level it is asked at
+    /// (670 ms of event loop for 770 KB of tool schemas).
     private static func present(_ value: Any?) -> Any? {
-        guard let value, !(value is NSNull) else { return nil }
+        guard let value, type(of: value) != NSNull.self else { return nil }
         return value
     }
 
