@@ -5,7 +5,7 @@
 public struct ToolCallIDGenerator: Sendable {
     private enum Source: Sendable {
         case system
-        case seeded(state: UInt64)
+        case seeded(SplitMix64)
         case custom(@Sendable (_ ordinal: Int) -> String)
     }
 
@@ -24,7 +24,7 @@ public struct ToolCallIDGenerator: Sendable {
 
     /// Reproducible ids from a seed, in the production format.
     public static func seeded(_ seed: UInt64) -> ToolCallIDGenerator {
-        ToolCallIDGenerator(source: .seeded(state: seed))
+        ToolCallIDGenerator(source: .seeded(SplitMix64(seed: seed)))
     }
 
     /// Ids made by `make`, which receives 0 for the first id, 1 for the next, and so on.
@@ -39,10 +39,9 @@ public struct ToolCallIDGenerator: Sendable {
         case .system:
             var generator = SystemRandomNumberGenerator()
             return Self.makeID(using: &generator)
-        case .seeded(let state):
-            var generator = SeededGenerator(state: state)
+        case .seeded(var generator):
             let id = Self.makeID(using: &generator)
-            source = .seeded(state: generator.state)
+            source = .seeded(generator)
             return id
         case .custom(let make):
             return make(ordinal)
@@ -55,18 +54,5 @@ public struct ToolCallIDGenerator: Sendable {
             bytes.append(alphabet[Int.random(in: 0..<alphabet.count, using: &generator)])
         }
         return String(decoding: bytes, as: UTF8.self)
-    }
-
-    /// SplitMix64; private so it cannot clash with other generators in the module.
-    private struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
     }
 }

@@ -1,3 +1,5 @@
+import Shared
+
 /// The supervisor's decisions about its worker processes, as a pure state machine: it
 /// takes events (start, a spawned or exited child, a signal, a periodic observation of the
 /// shared segment) with the current time and returns the actions to perform. It does no

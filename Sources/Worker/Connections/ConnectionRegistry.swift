@@ -96,9 +96,6 @@ final class ConnectionRegistry: Sendable {
     }
 }
 
-/// Sent through every connection's pipeline when the worker's drain timeout ends.
-struct DrainDeadlineReached {}
-
 extension ConnectionRegistry {
     /// The drain timeout is over: each connection ends its response as it can (streams
     /// with an error event and `[DONE]`) and closes; whatever is still open `grace` later

@@ -7,21 +7,6 @@ import Shared
     @preconcurrency import Glibc
 #endif
 
-/// What the relay of one upstream answer needs to know.
-struct RelayContext {
-    var clientModel: String
-    var upstreamModel: String
-    var modelLabel: String
-    var upstream: String
-    var upstreamIndex: Int
-    var identity: ClientIdentity
-    var sent: MonotonicInstant
-    var clientWantsUsage: Bool
-    /// Tokens charged for the prompt when an answer ends without `usage` (~4 bytes each).
-    var promptEstimate: Int
-    var toolParser: (any ToolCallParser)?
-}
-
 /// One proxied request on its way through the planned upstream attempts, driven by
 /// callbacks on the worker's event loop: a new connection's connect, the upstream connection's
 /// reads, the client's writability and hang-up. No task, no lock: the client connection

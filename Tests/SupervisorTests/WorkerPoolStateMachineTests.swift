@@ -1,7 +1,8 @@
 import GatewayTestKit
+import Shared
 import Testing
 
-@testable import Shared
+@testable import Supervisor
 
 /// Drives a ``WorkerPoolStateMachine`` the way the supervisor does, playing the executor:
 /// every spawn action gets a pid at once.

@@ -1,0 +1,17 @@
+/// What the gateway asks an upstream: always a `POST` of a JSON body over HTTP/1.1, so the
+/// head is written straight from these fields (no `HTTPHeaders` per request). Every value
+/// is the gateway's own (configuration, route templates, a checked request id), so none
+/// holds CR or LF.
+struct UpstreamRequest {
+    /// The upstream URL's path (`""` or `/something`, no trailing slash).
+    var pathPrefix: String
+    /// The route's path (`/v1/chat/completions`).
+    var route: String
+    /// `Host` header value.
+    var host: String
+    /// `accept: text/event-stream` (a streamed request) rather than `application/json`.
+    var acceptsEventStream: Bool
+    var requestID: String
+    /// A cloud fallback's `Authorization` (never logged).
+    var authorization: String?
+}
