@@ -2,12 +2,20 @@
 /// before a request is forwarded; the token bucket must not be in debt to admit one, and
 /// is charged with the tokens the upstream reports once the answer is complete.
 public struct RequestLimiter: Sendable {
-    let requests: RateLimitTable
-    let tokens: RateLimitTable
+    let requests: any LimitStore
+    let tokens: any LimitStore
 
+    /// Buckets in the shared segment (the one store today).
     public init(segment: SharedSegment) {
-        requests = RateLimitTable(segment: segment, offset: SegmentLayout.requestLimitsOffset)
-        tokens = RateLimitTable(segment: segment, offset: SegmentLayout.tokenLimitsOffset)
+        self.init(
+            requests: RateLimitTable(segment: segment, offset: SegmentLayout.requestLimitsOffset),
+            tokens: RateLimitTable(segment: segment, offset: SegmentLayout.tokenLimitsOffset))
+    }
+
+    /// Buckets in the given stores (one for requests, one for tokens).
+    public init(requests: any LimitStore, tokens: any LimitStore) {
+        self.requests = requests
+        self.tokens = tokens
     }
 
     /// The verdict plus the `x-ratelimit-*` headers every limited route returns.
@@ -26,7 +34,7 @@ public struct RequestLimiter: Sendable {
         var headers: [(String, String)] = []
         headers.reserveCapacity(6)
         let requestGCRA = GCRA(rate: identity.requestsPerMinute)
-        let requestOutcome = requests.take(key: identity.keyID, gcra: requestGCRA, now: now)
+        let requestOutcome = requests.take(key: identity.keyID, gcra: requestGCRA, now: now, cost: 1)
         headers.append(("x-ratelimit-limit-requests", String(identity.requestsPerMinute)))
         switch requestOutcome {
         case .allowed(let remaining, let reset):

@@ -22,6 +22,9 @@ final class ProxyHandler: Sendable {
     let metrics: GatewayMetrics
     let breaker: GatewayConfiguration.CircuitBreaker
     let upstreamTimeout: Double
+    /// Orders a model's upstreams (today least in-flight; the seam for routing by cache
+    /// and engine load).
+    let picker: any UpstreamPicker
     /// `MAX_TOOLS_PER_REQUEST`.
     let maxTools: Int
     /// `MAX_SSE_EVENT_BYTES`.
@@ -31,7 +34,7 @@ final class ProxyHandler: Sendable {
     init(
         registry: ModelRegistry, upstreams: UpstreamPools, segment: SharedSegment, slot: WorkerSlot, demo: DemoModel,
         limiter: RequestLimiter, metrics: GatewayMetrics, breaker: GatewayConfiguration.CircuitBreaker, upstreamTimeout: Double,
-        maxTools: Int = 128, maxEventBytes: Int = 16 << 20, logger: Logger
+        maxTools: Int = 128, maxEventBytes: Int = 16 << 20, picker: any UpstreamPicker = LeastLoadedPicker(), logger: Logger
     ) {
         self.registry = registry
         self.upstreams = upstreams
@@ -42,6 +45,7 @@ final class ProxyHandler: Sendable {
         self.metrics = metrics
         self.breaker = breaker
         self.upstreamTimeout = upstreamTimeout
+        self.picker = picker
         self.maxTools = maxTools
         self.maxEventBytes = maxEventBytes
         self.logger = logger
@@ -103,7 +107,7 @@ final class ProxyHandler: Sendable {
 
         ProxyExchange(
             proxy: self, request: request, body: body, clientModel: modelName, identity: identity, writer: writer,
-            attempts: plan(target, for: identity)
+            attempts: plan(target, for: identity, body: body.bytes)
         )
         .start()
     }
@@ -127,21 +131,19 @@ final class ProxyHandler: Sendable {
         subscript(index: Int) -> Attempt { index == 0 ? first! : more[index - 1] }
     }
 
-    /// Upstreams for the target (healthy and closed-breaker ones by least in-flight, the
-    /// rest last), then the same for each fallback model the key may use: a fallback is
-    /// another model, and a key scoped away from it is not served by it either.
-    func plan(_ target: ModelRegistry.Target, for identity: ClientIdentity) -> AttemptPlan {
+    /// Upstreams for the target in the ``picker``'s order, then the same for each fallback
+    /// model the key may use: a fallback is another model, and a key scoped away from it is
+    /// not served by it either. `body` is the request as the client sent it.
+    func plan(_ target: ModelRegistry.Target, for identity: ClientIdentity, body: [UInt8] = []) -> AttemptPlan {
         // One upstream and no fallback (the usual case): nothing to order.
         if target.upstreams.count == 1 && target.fallbacks.isEmpty { return AttemptPlan(single: Attempt(target: target, upstream: target.upstreams[0])) }
         let fallbacks = target.fallbacks.filter { identity.models?.contains($0) ?? true }.compactMap { registry.configuredTarget($0) }
         var attempts: [Attempt] = []
-        for candidate in [target] + fallbacks {
-            let ordered = candidate.upstreams.map { index -> (Int, Int, UInt64) in
-                let status = segment.upstream(index)
-                let unwell = status.health == .down || status.breaker.phase != .closed
-                return (index, unwell ? 1 : 0, segment.inflightRequests(upstream: index))
-            }.sorted { ($0.1, $0.2) < ($1.1, $1.2) }
-            attempts += ordered.map { Attempt(target: candidate, upstream: $0.0) }
+        body.withUnsafeBytes { prompt in
+            for candidate in [target] + fallbacks {
+                let ordered = picker.order(candidate.upstreams, prompt: prompt, load: segment.upstreamLoad)
+                attempts += ordered.map { Attempt(target: candidate, upstream: $0) }
+            }
         }
         return AttemptPlan(attempts)
     }
