@@ -19,7 +19,7 @@ import Testing
     @Test func aReadOfWholeEventsWithoutUsagePassesAsItIs() {
         #expect(count("data: {\"choices\":[]}\n\n") == 1)
         #expect(count("data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n") == 3)
-        #expect(count("data: {\"a\":1}\r\n\r\ndata: {\"b\":2}\n\n") == 2)
+        #expect(count("data: {\"a\":1}\r\n\r\ndata: {\"b\":2}\n\n") == nil, "a CR anywhere: the event-by-event path decides")
     }
 
     /// The byte-by-byte count `countBlankLines` replaced: a line feed whose last byte

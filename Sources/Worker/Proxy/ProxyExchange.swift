@@ -484,11 +484,14 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     }
 
     /// The number of events in `buffer` when it holds whole events only (it ends with a
-    /// blank line) and none of them mentions `"usage"`; else nil. The common read of a
-    /// stream: one or a few token chunks.
+    /// blank line), none of them mentions `"usage"` and no line ends in CR; else nil (the
+    /// event-by-event path, ``SSEEventBuffer``, decides). The common read of a stream: one
+    /// or a few token chunks, LF-terminated as vLLM sends them.
     static func wholeEventsWithoutUsage(_ buffer: ByteBuffer) -> Int? {
         buffer.withUnsafeReadableBytes { raw -> Int? in
-            guard raw.count >= 2, raw[raw.count - 1] == 0x0A, raw[raw.count - 2] == 0x0A, !TokenUsage.mentionsUsage(raw) else {
+            guard raw.count >= 2, raw[raw.count - 1] == 0x0A, raw[raw.count - 2] == 0x0A, memchr(raw.baseAddress!, 0x0D, raw.count) == nil,
+                !TokenUsage.mentionsUsage(raw)
+            else {
                 return nil
             }
             return countBlankLines(raw)
