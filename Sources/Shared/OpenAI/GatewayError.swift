@@ -131,5 +131,31 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         return out
     }
 
+    /// Anthropic's type for this error (`invalid_request_error`, `authentication_error`,
+    /// `permission_error`, `not_found_error`, `request_too_large`, `rate_limit_error`,
+    /// `api_error`, `overloaded_error`), as its status maps.
+    public var anthropicType: String {
+        switch kind {
+        case .badRequest, .methodNotAllowed: "invalid_request_error"
+        case .unauthorized: "authentication_error"
+        case .forbidden: "permission_error"
+        case .notFound: "not_found_error"
+        case .payloadTooLarge: "request_too_large"
+        case .rateLimited: "rate_limit_error"
+        case .unavailable: "overloaded_error"
+        case .badGateway, .gatewayTimeout, .internalError: "api_error"
+        }
+    }
+
+    /// The JSON body in Anthropic's shape: `{"type":"error","error":{"type":...,"message":...}}`.
+    public var anthropicBody: String {
+        var out = "{\"type\":\"error\",\"error\":{\"type\":"
+        JSON.appendQuoted(anthropicType, to: &out)
+        out += ",\"message\":"
+        JSON.appendQuoted(message, to: &out)
+        out += "}}"
+        return out
+    }
+
     public var description: String { "\(status) \(type): \(message)" }
 }

@@ -26,15 +26,27 @@ public struct TokenUsage: Sendable, Equatable {
         self.completion = completion
     }
 
+    /// Where an API family reports usage: the top-level `usage` object and its two counts,
+    /// keys with their quotes.
+    public struct Keys: Sendable, Equatable {
+        let prompt: [UInt8]
+        let completion: [UInt8]
+
+        /// `usage.prompt_tokens` / `usage.completion_tokens` (OpenAI's chat, completions, embeddings).
+        public static let openAI = Keys(prompt: Array(#""prompt_tokens""#.utf8), completion: Array(#""completion_tokens""#.utf8))
+        /// `usage.input_tokens` / `usage.output_tokens` (Anthropic Messages, OpenAI Responses).
+        public static let inputOutput = Keys(prompt: Array(#""input_tokens""#.utf8), completion: Array(#""output_tokens""#.utf8))
+    }
+
     /// The usage object in a JSON response or chunk, if any.
-    public static func find(in json: [UInt8]) -> TokenUsage? {
-        json.withUnsafeBytes { find(in: $0) }
+    public static func find(in json: [UInt8], keys: Keys = .openAI) -> TokenUsage? {
+        json.withUnsafeBytes { find(in: $0, keys: keys) }
     }
 
     /// The top-level `usage` object of the JSON object in `raw`, if any. The document is an
     /// upstream's answer and is not validated: members are skipped by their brackets and
     /// strings, and a count that is not a plain non-negative integer counts as 0.
-    public static func find(in raw: UnsafeRawBufferPointer) -> TokenUsage? {
+    public static func find(in raw: UnsafeRawBufferPointer, keys: Keys = .openAI) -> TokenUsage? {
         // Most stream chunks carry no usage: skip them without scanning.
         guard raw.count > 8, mentionsUsage(raw),
             let value = topLevelValue(of: usageKey, in: raw), raw[value.lowerBound] == UInt8(ascii: "{")
@@ -49,7 +61,7 @@ public struct TokenUsage: Sendable, Equatable {
             }
             return n
         }
-        return TokenUsage(prompt: count(promptKey), completion: count(completionKey))
+        return TokenUsage(prompt: count(keys.prompt), completion: count(keys.completion))
     }
 
     /// Whether `"usage"` (quotes included) occurs anywhere in `raw`: a quick test before
@@ -58,8 +70,6 @@ public struct TokenUsage: Sendable, Equatable {
 
     /// `"usage"`, quotes included.
     static let usageKey: [UInt8] = Array(#""usage""#.utf8)
-    static let promptKey: [UInt8] = Array(#""prompt_tokens""#.utf8)
-    static let completionKey: [UInt8] = Array(#""completion_tokens""#.utf8)
 
     /// The byte range of the value of the top-level member whose key is `quotedKey` (quotes
     /// included, no escapes), or nil when there is none or the object is cut short.

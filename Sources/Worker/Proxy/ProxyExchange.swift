@@ -278,7 +278,8 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
             upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
             clientWantsUsage: body.includeUsage, promptEstimate: body.bytes.count / 4,
             toolParser: request.route == .chatCompletions
-                ? ToolCallResponseNormalizer.responseParser(body: body, parserName: attempt.target.toolParser) : nil)
+                ? ToolCallResponseNormalizer.responseParser(body: body, parserName: attempt.target.toolParser) : nil,
+            family: request.route.family ?? .openAI)
         // An event stream is relayed as one whatever the request said: vLLM may read a
         // `stream` value as true where the gateway did not (and its usage must be counted).
         if isSuccess && isEventStream {
@@ -440,7 +441,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private func sendWhole(status: Int, contentType: String?, body buffer: ByteBuffer) {
         var out = buffer
         if (200..<300).contains(status), let relay {
-            if let usage = buffer.withUnsafeReadableBytes({ TokenUsage.find(in: $0) }) {
+            if let usage = buffer.withUnsafeReadableBytes({ TokenUsage.find(in: $0, keys: relay.family.usage) }) {
                 proxy.account(usage, context: relay, writer: writer)
             }
             if relay.clientModel != relay.upstreamModel || relay.toolParser != nil {
@@ -561,7 +562,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private func endStream(with error: GatewayError, logged: String) {
         writer.logFields.error = logged
         for piece in tools?.finish() ?? [] { writer.write(ByteBuffer(bytes: piece)) }
-        writer.write(ByteBuffer(string: "data: \(error.jsonBody)\n\ndata: [DONE]\n\n"))
+        writer.write(ByteBuffer(string: (request.route.family ?? .openAI).streamError(error)))
         chargeUnreportedStream()
         writer.end()
     }

@@ -189,7 +189,7 @@ final class ProxyHandler: Sendable {
     /// usage-only chunk dropped when only the gateway asked for it; plus its usage, if any.
     func transform(event: [UInt8], context: RelayContext) -> ([UInt8]?, TokenUsage?) {
         guard let data = SSEEventBuffer.data(of: event), data.first == UInt8(ascii: "{") else { return (event, nil) }
-        let usage = TokenUsage.find(in: data)
+        let usage = TokenUsage.find(in: data, keys: context.family.usage)
         if usage != nil && !context.clientWantsUsage && TokenUsage.isUsageOnlyChunk(data) { return (nil, usage) }
         guard context.clientModel != context.upstreamModel else { return (event, usage) }
         return (Array("data: ".utf8) + JSONSplice.replacingModel(in: data, with: context.clientModel) + [0x0A, 0x0A], usage)

@@ -13,4 +13,6 @@ struct RelayContext {
     /// Tokens charged for the prompt when an answer ends without `usage` (~4 bytes each).
     var promptEstimate: Int
     var toolParser: (any ToolCallParser)?
+    /// How this route's answers report usage and end their streams.
+    var family: APIFamily
 }
