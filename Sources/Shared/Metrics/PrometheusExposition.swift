@@ -20,7 +20,44 @@ public struct PrometheusExposition: Sendable {
 
     /// The exposition text.
     public func render(segment: SharedSegment) -> String {
-        let totals = segment.metricTotals()
+        render(totals: segment.metricTotals(), segment: segment)
+    }
+
+    /// A hash of everything the text reports except the `/metrics` route's own counters
+    /// (``ExpositionCache``): equal fingerprints, equal texts but for those.
+    public func fingerprint(totals: [UInt64], segment: SharedSegment) -> UInt64 {
+        var hasher = Hasher()
+        for (index, value) in totals.enumerated() where value != 0 && !Self.scrapeWords.contains(index) {
+            hasher.combine(index)
+            hasher.combine(value)
+        }
+        for u in upstreams.indices {
+            hasher.combine(segment.upstream(u).breaker.word)
+            hasher.combine(segment.upstream(u).health.rawValue)
+            hasher.combine(segment.inflightRequests(upstream: u))
+        }
+        hasher.combine(segment.workersRunning)
+        hasher.combine(segment.workerRestartsTotal)
+        hasher.combine(segment.lastRequestMillis)
+        return UInt64(bitPattern: Int64(hasher.finalize()))
+    }
+
+    /// The counters every scrape moves: `/metrics`' own requests and durations.
+    static let scrapeWords: Set<Int> = {
+        var words = Set(
+            MetricsLayout.methods.flatMap { method in
+                (0..<MetricsLayout.statusSlots).map { slot in
+                    MetricsLayout.httpRequests(
+                        route: .metrics, method: method, status: slot < MetricsLayout.statuses.count ? MetricsLayout.statuses[slot] : 0)
+                }
+            })
+        let base = MetricsLayout.httpDuration(route: .metrics)
+        words.formUnion(base..<(base + MetricsLayout.histogramWords))
+        return words
+    }()
+
+    /// The exposition text of `totals` (``SharedSegment/metricTotals()``) and the segment's gauges.
+    public func render(totals: [UInt64], segment: SharedSegment) -> String {
         var out = ""
         out.reserveCapacity(16 * 1024)
 

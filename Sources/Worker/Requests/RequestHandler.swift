@@ -18,7 +18,7 @@ final class RequestHandler: Sendable {
     let proxy: ProxyHandler
     let authenticator: Authenticator
     let metrics: GatewayMetrics
-    let exposition: PrometheusExposition
+    let exposition: ExpositionCache
     /// The worker's connections (drained on SIGTERM, counted in its slot).
     let connections: ConnectionRegistry
     private let accessLog: AccessLog?
@@ -38,7 +38,8 @@ final class RequestHandler: Sendable {
         self.registry = registry
         self.metrics = metrics
         self.authenticator = Authenticator(configuration: configuration)
-        self.exposition = PrometheusExposition(models: modelNames, upstreams: configuration.upstreams.map { ($0.name, $0.retired) })
+        self.exposition = ExpositionCache(
+            exposition: PrometheusExposition(models: modelNames, upstreams: configuration.upstreams.map { ($0.name, $0.retired) }))
         self.proxy = ProxyHandler(
             registry: registry, upstreams: upstreams, segment: segment, slot: slot, demo: DemoModel(),
             limiter: RequestLimiter(segment: segment), metrics: metrics, breaker: configuration.circuitBreaker,
@@ -86,7 +87,7 @@ final class RequestHandler: Sendable {
         case .metrics:
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: "text/plain; version=0.0.4; charset=utf-8")
-            writer.send(status: 200, headers: headers, body: ByteBuffer(string: exposition.render(segment: segment)))
+            writer.send(status: 200, headers: headers, body: ByteBuffer(string: exposition.text(segment: segment)))
         case .models:
             models(for: identity, writer: writer)
         case .chatCompletions, .completions, .embeddings:
