@@ -92,10 +92,10 @@ struct LLMGateway: ParsableCommand {
             let listener: ListeningSocket
             if let adopted = try ListeningSocket.adoptFromSystemd() {
                 // The same rule as for --bind: no auth only where no one else can connect.
-                if !configuration.auth.isEnabled, let address = BindAddress(parsing: adopted.localAddress), !address.isLoopback {
-                    Self.fail(
-                        "invalid configuration: BEARER_TOKEN: empty (auth off) is only allowed on a loopback address, and systemd passed a socket on \(adopted.localAddress)",
-                        code: 2)
+                if let address = BindAddress(parsing: adopted.localAddress),
+                    let refusal = configuration.authRefusal(listeningOn: address, describedAs: "systemd passed a socket on \(adopted.localAddress)")
+                {
+                    Self.fail("\(refusal)", code: 2)
                 }
                 listener = adopted
             } else {

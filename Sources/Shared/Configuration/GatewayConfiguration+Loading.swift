@@ -109,11 +109,8 @@ extension GatewayConfiguration {
         if file["keys"] != nil { config.auth.keys = try parseKeys(file["keys"], config: config, fileName: fileName) }
 
         config.metricModels = config.models.map(\.name)
-        if !config.auth.isEnabled && !config.server.bind.isLoopback {
-            throw ConfigurationError(
-                key: "BEARER_TOKEN",
-                reason: "empty (auth off) is only allowed on a loopback bind, and --bind is \(config.server.bind)"
-            )
+        if let refusal = config.authRefusal(listeningOn: config.server.bind, describedAs: "--bind is \(config.server.bind)") {
+            throw refusal
         }
         return config
     }
@@ -191,5 +188,15 @@ extension StringProtocol {
         while let c = s.first, c.isWhitespace { s = s.dropFirst() }
         while let c = s.last, c.isWhitespace { s = s.dropLast() }
         return String(s)
+    }
+}
+
+extension GatewayConfiguration {
+    /// The one rule for running without keys: only where no one else can connect. Nil when
+    /// `address` is fine; else the error naming `BEARER_TOKEN` (the bind from --bind, or the
+    /// socket systemd passed, as `description` says).
+    public func authRefusal(listeningOn address: BindAddress, describedAs description: String) -> ConfigurationError? {
+        guard !auth.isEnabled && !address.isLoopback else { return nil }
+        return ConfigurationError(key: "BEARER_TOKEN", reason: "empty (auth off) is only allowed on a loopback address, and \(description)")
     }
 }

@@ -1,7 +1,8 @@
 /// Parsing of the config file's `upstreams:`, `models:` and `keys:` sections.
 extension GatewayConfiguration {
     /// Tool-call parser families a model may name.
-    public static let toolParsers: Set<String> = ["hermes", "llama3_json", "mistral", "pythonic", "none"]
+    /// The `tool_parser` values a model may name: the registry's families, one list.
+    public static var toolParsers: Set<String> { Set(ToolCallParserRegistry.standard.names) }
 
     static func parseUpstreams(_ node: Any?, fileName: String) throws -> [Upstream] {
         let key = "\(fileName): upstreams"
