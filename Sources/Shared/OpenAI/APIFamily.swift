@@ -1,7 +1,7 @@
-/// How one API family speaks: where a request names its model, how an answer reports its
-/// usage, what an error looks like and how a stream ends. A route of a family is an entry
-/// in ``Route/family``, not a copy of the chat path: the proxy reads the model, charges the
-/// usage and shapes its errors by the route's family.
+/// How one API family speaks: how an answer reports its usage, what an error looks like
+/// and how a stream ends. A route of a family is an entry
+/// in ``Route/family``, not a copy of the chat path: the proxy charges the usage and shapes
+/// its errors by the route's family.
 ///
 /// Today's routes are all OpenAI's; vLLM's other APIs (Anthropic Messages, Responses) are
 /// families of their own: their usage counts are `input_tokens` / `output_tokens`, and
@@ -13,6 +13,14 @@ public struct APIFamily: Sendable, Equatable {
         case openAI
         /// `{"type":"error","error":{"type","message"}}`
         case anthropic
+
+        /// The body of `error` in this shape.
+        public func body(of error: GatewayError) -> String {
+            switch self {
+            case .openAI: error.jsonBody
+            case .anthropic: error.anthropicBody
+            }
+        }
     }
 
     /// How a stream says it is over.
@@ -25,35 +33,27 @@ public struct APIFamily: Sendable, Equatable {
 
     /// The family's name (logs, docs).
     public let name: String
-    /// The top-level member of a request body that names the model.
-    public let modelMember: String
     /// Where an answer (or a stream chunk) reports what it used.
     public let usage: TokenUsage.Keys
     public let errorShape: ErrorShape
     public let streamEnd: StreamEnd
 
-    public init(name: String, modelMember: String, usage: TokenUsage.Keys, errorShape: ErrorShape, streamEnd: StreamEnd) {
+    public init(name: String, usage: TokenUsage.Keys, errorShape: ErrorShape, streamEnd: StreamEnd) {
         self.name = name
-        self.modelMember = modelMember
         self.usage = usage
         self.errorShape = errorShape
         self.streamEnd = streamEnd
     }
 
     /// OpenAI's chat completions, completions and embeddings.
-    public static let openAI = APIFamily(name: "openai", modelMember: "model", usage: .openAI, errorShape: .openAI, streamEnd: .doneSentinel)
+    public static let openAI = APIFamily(name: "openai", usage: .openAI, errorShape: .openAI, streamEnd: .doneSentinel)
 
     /// Anthropic's Messages API (`/v1/messages`, as vLLM serves it).
     public static let anthropic = APIFamily(
-        name: "anthropic", modelMember: "model", usage: .inputOutput, errorShape: .anthropic, streamEnd: .lastEvent)
+        name: "anthropic", usage: .inputOutput, errorShape: .anthropic, streamEnd: .lastEvent)
 
     /// The body of `error` in this family's shape.
-    public func body(of error: GatewayError) -> String {
-        switch errorShape {
-        case .openAI: error.jsonBody
-        case .anthropic: error.anthropicBody
-        }
-    }
+    public func body(of error: GatewayError) -> String { errorShape.body(of: error) }
 
     /// The events that end a stream early with `error` (the upstream broke off, the drain
     /// timeout came) in this family's framing.

@@ -193,7 +193,7 @@ final class GatewayConnection: ChannelDuplexHandler {
             }
             state = .readingBody(head, nil, start)
         case (.end, .readingBody(let head, let body, let start)):
-            let route = Route(path: head.uri)
+            let route = head.route
             let writer = makeWriter(head: head, route: route, context: context)
             state = .responding(writer, head, route, start)
             handler.handle(GatewayRequest(head: head, route: route, body: body ?? Self.noBody, requestID: writer.requestID), writer: writer)
@@ -339,7 +339,8 @@ final class GatewayConnection: ChannelDuplexHandler {
     private func makeWriter(head: RequestHead, route: Route, context: ChannelHandlerContext) -> ResponseWriter {
         ResponseWriter(
             connection: self, context: context, requestID: RequestID.make(given: head.requestID), keepAlive: head.keepsConnectionAlive,
-            version: head.version, isHead: head.method == .HEAD, family: route.family)
+            version: head.version, isHead: head.method == .HEAD,
+            errorShape: route.family?.errorShape ?? .openAI)
     }
 
     /// 413 as soon as the body is known to be too large, without reading the rest; the
@@ -351,7 +352,7 @@ final class GatewayConnection: ChannelDuplexHandler {
     /// Answers `error` before the body is read, then closes the connection (the unread
     /// body cannot be told from a next request).
     private func refuse(head: RequestHead, start: MonotonicInstant, with error: GatewayError, context: ChannelHandlerContext) {
-        let route = Route(path: head.uri)
+        let route = head.route
         let writer = makeWriter(head: head, route: route, context: context)
         writer.forceClose()
         state = .responding(writer, head, route, start)

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import Shared
 
 /// What differs between a request and a response for ``HTTP1Parser``: the start line, the
 /// fields a head keeps, and how the framing fields decide the body.
@@ -28,6 +29,8 @@ final class RequestHead: HTTP1Head {
     /// absolute-form target (`http://host/v1/models` → `/v1/models`), which RFC 9112
     /// §3.2.2 has a server accept.
     let uri: String
+    /// The gateway route ``uri`` matches, found once per request.
+    let route: Route
     let version: HTTPVersion
     /// The `authorization` field (a second one fails the head: which would count?).
     private(set) var authorization: String?
@@ -68,6 +71,7 @@ final class RequestHead: HTTP1Head {
         self.version = try parseHTTPVersion(UnsafeRawBufferPointer(rebasing: line[(lastSpace + 1)...]))
         self.method = Self.method(method)
         self.uri = Self.originForm(target)
+        self.route = Route(path: uri)
     }
 
     /// The path and query of an absolute-form target (`/` when it has no path); any other

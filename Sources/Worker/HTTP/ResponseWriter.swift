@@ -33,9 +33,9 @@ final class ResponseWriter {
     var countedAsOpen = false
     /// The request was `HEAD`: no body may follow the headers.
     let isHead: Bool
-    /// The API family of the request's route: errors are written in its shape (OpenAI's for
-    /// the gateway's own routes).
-    let family: APIFamily?
+    /// How errors are written: the shape of the route's API family (OpenAI's for the
+    /// gateway's own routes).
+    let errorShape: APIFamily.ErrorShape
     /// The head said `transfer-encoding: chunked`.
     private var chunked = false
     /// Body bytes may follow the head (not for `HEAD`, 1xx, 204, 304).
@@ -56,7 +56,7 @@ final class ResponseWriter {
 
     init(
         connection: GatewayConnection, context: ChannelHandlerContext, requestID: String, keepAlive: Bool, version: HTTPVersion, isHead: Bool,
-        family: APIFamily? = nil
+        errorShape: APIFamily.ErrorShape = .openAI
     ) {
         self.connection = connection
         self.context = context
@@ -64,7 +64,7 @@ final class ResponseWriter {
         self.keepAlive = keepAlive
         self.version = version
         self.isHead = isHead
-        self.family = family
+        self.errorShape = errorShape
     }
 
     var eventLoop: any EventLoop { context.eventLoop }
@@ -305,7 +305,7 @@ final class ResponseWriter {
         var all = headers
         for (name, value) in error.headers { all.replaceOrAdd(name: name, value: value) }
         logFields.error = error.code ?? error.type
-        sendJSON(status: error.status, (family ?? .openAI).body(of: error), headers: all)
+        sendJSON(status: error.status, errorShape.body(of: error), headers: all)
     }
 
     /// Runs `body` on the connection's event loop after `delay` (the demo model's pacing),

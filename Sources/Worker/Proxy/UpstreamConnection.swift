@@ -140,7 +140,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastActivity = pool.eventLoop.now
-        guard receiver != nil || !parser.isIdle || !closeIfUnsolicited(context: context) else { return }
+        guard receiver != nil || !parser.isIdle || !closeIfUnsolicited() else { return }
         parser.feed(unwrapInboundIn(data))
         do throws(HTTP1ParseError) {
             while context.channel.isActive, let part = try parser.next() { received(part, context: context) }
@@ -153,7 +153,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     /// Bytes with no request waiting for them (on an idle pooled connection, or after the
     /// answer just read ended): the upstream is out of step with this connection, which is
     /// closed and never reused. Returns true when it closed it.
-    private func closeIfUnsolicited(context: ChannelHandlerContext) -> Bool {
+    private func closeIfUnsolicited() -> Bool {
         guard receiver == nil else { return false }
         closeReason = "the upstream sent bytes no request asked for"
         pool.closed(self)
@@ -166,7 +166,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
         case .head(let head):
             if receiver == nil {
                 // A response to nothing: a stray answer behind the one that just ended.
-                _ = closeIfUnsolicited(context: context)
+                _ = closeIfUnsolicited()
                 return
             }
             receivedAny = true

@@ -50,9 +50,6 @@ final class RequestHandler: Sendable {
         self.accessLog = level <= .info ? AccessLog(eventLoop: upstreams.eventLoop, fd: accessLogFD) : nil
     }
 
-    /// True while this worker or the whole gateway drains.
-    var isDraining: Bool { connections.isDraining || segment.isDraining }
-
     func handle(_ request: GatewayRequest, writer: ResponseWriter) {
         let method = request.head.method.rawValue
         if request.route == .other {
@@ -100,7 +97,7 @@ final class RequestHandler: Sendable {
     /// What ``handle(_:writer:)`` would refuse knowing only the head (unknown route, wrong
     /// method, missing or wrong key), so the connection can answer before reading a body.
     func refusalBeforeBody(_ head: RequestHead, remembering memo: inout RememberedCredential?) -> GatewayError? {
-        let route = Route(path: head.uri)
+        let route = head.route
         let method = head.method.rawValue
         if route == .other { return .routeNotFound(method: method, path: Self.printablePath(head.uri)) }
         guard method == route.method || (method == "HEAD" && route.method == "GET") else {
