@@ -25,33 +25,17 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private let writer: ResponseWriter
     private let attempts: ProxyHandler.AttemptPlan
 
-    private var next = 0
-    /// Why the last attempt failed; nil while none has (the error is built only if sent).
-    private var lastError: GatewayError?
+    private var state: ProxyExchangeStateMachine
     private var attempt: ProxyHandler.Attempt?
-    private var isLastAttempt = false
     private var connection: UpstreamConnection?
-    private var countedInFlight: Int?
     /// When the request left for the upstream (set by each attempt's send).
     private var sent = MonotonicInstant(nanoseconds: 0)
-    private var retriedStaleConnection = false
-    private var cancelled = false
-    /// The upstream whose half-open breaker let this attempt through as its one probe.
-    private var probing: Int?
 
-    private enum Phase {
-        case idle
-        case awaitingHead
-        case whole(status: Int, contentType: String?)
-        case streaming
-        case done
-    }
-
-    private var phase = Phase.idle
     /// A non-streamed answer as it arrives: kept outside ``phase`` so that appending to it
     /// never copies what was already read (a second reference would make every append copy
     /// the whole buffer), and sized from `content-length` when there is one.
     private var wholeBody: ByteBuffer?
+    private var wholeContentType: String?
     private var relay: RelayContext?
     // Streaming state.
     private lazy var events = SSEEventBuffer(maxEventBytes: proxy.maxEventBytes)
@@ -71,6 +55,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
         self.identity = identity
         self.writer = writer
         self.attempts = attempts
+        self.state = ProxyExchangeStateMachine(attemptCount: attempts.count)
     }
 
     func start() {
@@ -81,46 +66,48 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     // MARK: Attempts
 
     private func tryNextAttempt() {
-        while !cancelled && next < attempts.count {
-            let attempt = attempts[next]
-            next += 1
-            let upstream = proxy.registry.upstreams[attempt.upstream]
-            writer.logFields.upstream = upstream.name
-            if upstream.isDemo {
-                phase = .done
-                proxy.demo.respond(route: request.route, body: body, clientModel: clientModel, writer: writer)
-                proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .success)
+        while true {
+            switch state.nextAttempt() {
+            case .stop:
+                return
+            case .exhausted:
+                let error = state.lastFailure.map {
+                    ProxyExchangeStateMachine.error(for: $0.failure, upstream: proxy.registry.upstreams[attempts[$0.attempt].upstream].name)
+                }
+                writer.send(error: error ?? .unavailable("No upstream is available for model '\(clientModel)'.", retryAfterSeconds: 1))
+                return
+            case .attempt(let index):
+                let attempt = attempts[index]
+                self.attempt = attempt
+                let upstream = proxy.registry.upstreams[attempt.upstream]
+                writer.logFields.upstream = upstream.name
+                if upstream.isDemo {
+                    state.servedByDemo()
+                    proxy.demo.respond(route: request.route, body: body, clientModel: clientModel, writer: writer)
+                    proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .success)
+                    return
+                }
+                guard let pool = proxy.upstreams[attempt.upstream] else { continue }
+                switch proxy.admitThroughBreaker(attempt.upstream) {
+                case .reject(let retryAfter):
+                    proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .rejected)
+                    state.rejected(retryAfterSeconds: retryAfter)
+                    continue
+                case .probe:
+                    state.sending(probe: true)
+                case .allow:
+                    state.sending(probe: false)
+                }
+                send(to: pool, attempt: attempt, forceNew: false)
                 return
             }
-            switch proxy.admitThroughBreaker(attempt.upstream) {
-            case .reject(let retryAfter):
-                proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .rejected)
-                lastError = .unavailable(
-                    "Upstream \(upstream.name) is failing; its circuit breaker is open.", retryAfterSeconds: retryAfter, code: "circuit_open")
-                continue
-            case .probe:
-                probing = attempt.upstream
-            case .allow:
-                break
-            }
-            guard let pool = proxy.upstreams[attempt.upstream] else { continue }
-            self.attempt = attempt
-            isLastAttempt = next == attempts.count
-            retriedStaleConnection = false
-            send(to: pool, forceNew: false)
-            return
         }
-        guard !cancelled else { return }
-        phase = .done
-        writer.send(error: lastError ?? .unavailable("No upstream is available for model '\(clientModel)'.", retryAfterSeconds: 1))
     }
 
-    private func send(to pool: UpstreamPool, forceNew: Bool) {
-        guard let attempt else { return }
+    /// Sends the attempt's request (the state machine has said so: it counts in flight).
+    private func send(to pool: UpstreamPool, attempt: ProxyHandler.Attempt, forceNew: Bool) {
         proxy.slot.requestStarted(upstream: attempt.upstream)
-        countedInFlight = attempt.upstream
         sent = .now()
-        phase = .awaitingHead
         // A kept-alive connection (the usual case) is taken at once; `forceNew` skips the
         // idle ones (after one turned out stale). `sent` and NIO's deadlines both read
         // CLOCK_MONOTONIC: the pool's age check reuses this reading.
@@ -129,7 +116,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
             return
         }
         pool.connect { [self] result in
-            guard !cancelled else {
+            guard !state.cancelled else {
                 if case .success(let connection) = result { connection.abandon() }
                 return
             }
@@ -163,37 +150,33 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     /// This attempt was the breaker's half-open probe and ends without an answer to judge
     /// the upstream by: let the next request probe at once.
     private func releaseProbe() {
-        guard let upstream = probing else { return }
-        probing = nil
-        proxy.releaseProbe(upstream)
+        guard state.releasingProbe(), let attempt else { return }
+        proxy.releaseProbe(attempt.upstream)
     }
 
-    /// The attempt is over: it no longer counts as in flight on its upstream.
+    /// The attempt is over: its connection is let go, and it no longer counts as in flight
+    /// on its upstream.
     private func endAttempt() {
         connection = nil
-        if let upstream = countedInFlight {
-            countedInFlight = nil
-            proxy.slot.requestEnded(upstream: upstream)
-        }
+        if state.attemptEnded(), let attempt { proxy.slot.requestEnded(upstream: attempt.upstream) }
     }
 
     func clientGone() {
-        cancelled = true
+        let action = state.clientGone()
         connection?.abandon()
-        switch phase {
-        case .streaming:
+        switch action {
+        case .stream:
             chargeUnreportedStream()
             recordOutcome(healthy: true)
-        case .whole(let status, _):
+        case .whole(let status):
             if status < 500 { recordOutcome(healthy: true) }
-        case .idle, .awaitingHead:
+        case .awaitingAnswer:
             // The upstream's answer will never be read: a probe must not hold the breaker
             // half-open until the probe timeout.
             releaseProbe()
-        case .done:
+        case .none:
             break
         }
-        phase = .done
         wholeBody = nil
         endAttempt()
     }
@@ -202,23 +185,20 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     /// stream ends the way SDKs understand (an error event, then `[DONE]`); a request
     /// still waiting for its answer gets 503.
     func drainDeadlineReached() {
-        guard !cancelled else { return }
-        cancelled = true
+        let action = state.drainDeadlineReached()
+        guard action != .none else { return }
         connection?.abandon()
         let error = GatewayError.unavailable(
             "The gateway is shutting down and its drain timeout ended this request.", retryAfterSeconds: 1, code: "shutting_down")
-        switch phase {
-        case .streaming:
-            phase = .done
-            endAttempt()
+        endAttempt()
+        switch action {
+        case .endStream:
             endStream(with: error, logged: "drain_timeout")
-        case .idle, .awaitingHead, .whole:
+        case .answer:
             releaseProbe()
-            phase = .done
             wholeBody = nil
-            endAttempt()
             writer.send(error: error)
-        case .done:
+        case .none:
             break
         }
     }
@@ -233,34 +213,28 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     // MARK: UpstreamResponseHandling
 
     func upstreamHead(_ head: UpstreamResponseHead) {
-        guard case .awaitingHead = phase, let attempt else { return }
-        let upstream = proxy.registry.upstreams[attempt.upstream]
+        guard let attempt else { return }
         let status = head.status
-        if status >= 500 {
-            proxy.recordBreaker(attempt.upstream, success: false)
-            proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .error)
-            if !isLastAttempt {
-                proxy.logger.warning(
-                    "upstream answered \(status); trying the next", metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)"])
-                lastError = .badGateway("Upstream \(upstream.name) answered \(status).")
-                connection?.abandon()
-                endAttempt()
-                tryNextAttempt()
-                return
-            }
-        } else {
-            // The upstream answered: that is what a (half-open) breaker needs to know, now,
-            // not when a long stream ends.
-            proxy.recordBreaker(attempt.upstream, success: true)
-        }
-        probing = nil  // judged, either way
         let contentType = head.contentType
-        let isEventStream = contentType.map { Self.isEventStream($0) } ?? false
-        let isSuccess = (200..<300).contains(status)
-        guard (isSuccess && isEventStream) || contentType.map(Self.isJSON) == true else {
-            // Only JSON (or, for a success, an event stream) is passed on: an upstream's
-            // HTML or text is never relayed under the gateway's name.
-            phase = .done
+        let action = state.head(
+            status: status, isJSON: contentType.map(Self.isJSON) ?? false, isEventStream: contentType.map(Self.isEventStream) ?? false)
+        guard action != .ignore else { return }
+        let upstream = proxy.registry.upstreams[attempt.upstream]
+        // The upstream answered: that is what a (half-open) breaker needs to know, now, not
+        // when a long stream ends.
+        let healthy = ProxyExchangeStateMachine.breakerSuccess(status: status)
+        proxy.recordBreaker(attempt.upstream, success: healthy)
+        if !healthy { proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .error) }
+        switch action {
+        case .ignore:
+            return
+        case .failOver:
+            proxy.logger.warning(
+                "upstream answered \(status); trying the next", metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)"])
+            connection?.abandon()
+            endAttempt()
+            tryNextAttempt()
+        case .refuse:
             connection?.abandon()
             endAttempt()
             proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .error)
@@ -271,33 +245,33 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
                     "content_type": "\(Self.printable(contentType ?? "none"))",
                 ])
             writer.send(error: .badGateway("Upstream \(upstream.name) answered \(status) with a content type this route does not return."))
-            return
-        }
-        relay = RelayContext(
-            clientModel: clientModel, upstreamModel: attempt.target.upstreamModel, modelLabel: attempt.target.name,
-            upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
-            clientWantsUsage: body.includeUsage, promptEstimate: body.bytes.count / 4,
-            toolParser: request.route == .chatCompletions
-                ? ToolCallResponseNormalizer.responseParser(body: body, parserName: attempt.target.toolParser) : nil,
-            family: request.route.family ?? .openAI)
-        // An event stream is relayed as one whatever the request said: vLLM may read a
-        // `stream` value as true where the gateway did not (and its usage must be counted).
-        if isSuccess && isEventStream {
-            phase = .streaming
+        case .stream:
+            relay = relayContext(attempt: attempt, upstream: upstream)
             tools = relay?.toolParser.map { ToolCallStreamNormalizer(parser: $0) }
             writer.writeEventStreamHead()
             writer.onWritable = { [weak self] in self?.connection?.resumeReading() }
-        } else {
-            phase = .whole(status: status, contentType: contentType)
+        case .whole:
+            relay = relayContext(attempt: attempt, upstream: upstream)
             wholeBody = nil
+            wholeContentType = contentType
             if let length = head.contentLength, length <= ProxyHandler.maxResponseBytes {
                 wholeBody = writer.allocator.buffer(capacity: length)
             }
         }
     }
 
+    private func relayContext(attempt: ProxyHandler.Attempt, upstream: GatewayConfiguration.Upstream) -> RelayContext {
+        RelayContext(
+            clientModel: clientModel, upstreamModel: attempt.target.upstreamModel, modelLabel: attempt.target.name,
+            upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
+            clientWantsUsage: body.includeUsage, promptEstimate: body.bytes.count / 4,
+            toolParser: request.route == .chatCompletions
+                ? ToolCallResponseNormalizer.responseParser(body: body, parserName: attempt.target.toolParser) : nil,
+            family: request.route.family ?? .openAI)
+    }
+
     func upstreamBody(_ buffer: ByteBuffer) {
-        switch phase {
+        switch state.phase {
         case .whole:
             if wholeBody == nil {
                 wholeBody = buffer  // the usual small answer: one read, kept as it is
@@ -305,36 +279,33 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
                 var buffer = buffer
                 wholeBody!.writeBuffer(&buffer)  // in place: `wholeBody` is the only reference
             }
-            if wholeBody!.readableBytes > ProxyHandler.maxResponseBytes {
+            if wholeBody!.readableBytes > ProxyHandler.maxResponseBytes, state.relayAborted() {
                 connection?.abandon()
                 endAttempt()
-                phase = .done
                 wholeBody = nil
                 writer.send(error: .badGateway("Upstream \(relay?.upstream ?? "") sent an answer larger than \(ProxyHandler.maxResponseBytes) bytes."))
                 recordOutcome(healthy: false)
             }
         case .streaming:
             relayEvents(buffer)
-        default:
+        case .idle, .awaitingHead, .done:
             break
         }
     }
 
     func upstreamReadComplete() {
-        if case .streaming = phase { writer.flush() }
+        if case .streaming = state.phase { writer.flush() }
     }
 
     func upstreamEnd() {
-        switch phase {
-        case .whole(let status, let contentType):
-            phase = .done
+        switch state.ended() {
+        case .whole(let status):
             endAttempt()
             let collected = wholeBody ?? ByteBuffer()
             wholeBody = nil
-            sendWhole(status: status, contentType: contentType, body: collected)
+            sendWhole(status: status, contentType: wholeContentType, body: collected)
             if status < 500 { recordOutcome(healthy: true) }
-        case .streaming:
-            phase = .done
+        case .stream:
             endAttempt()
             for piece in tools?.finish() ?? [] { writer.write(ByteBuffer(bytes: piece)) }
             let rest = events.finish()
@@ -342,73 +313,49 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
             chargeUnreportedStream()
             writer.end()
             recordOutcome(healthy: true)
-        case .awaitingHead:
-            // An answer ended that never had a head for this request (the tail of a stray
-            // answer on a reused connection): the client must still get one.
+        case .noHead:
             upstreamFailed(.failed("an answer ended before its head"))
-        case .idle, .done:
+        case .ignore:
             endAttempt()
         }
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
-        guard !cancelled, let attempt else { return }
+        let action = state.failed(failure)
+        guard action != .ignore || !state.cancelled else { return }
+        endAttempt()
+        guard let attempt else { return }
         let upstream = proxy.registry.upstreams[attempt.upstream]
-        switch phase {
-        case .awaitingHead:
-            endAttempt()
-            if failure == .staleConnection, !retriedStaleConnection, let pool = proxy.upstreams[attempt.upstream] {
-                retriedStaleConnection = true
-                send(to: pool, forceNew: true)
-                return
-            }
-            if case .localResources(let why) = failure {
-                // This host ran out of descriptors or ports: nothing the upstream did, so
-                // neither its breaker nor its metrics hear of it, and no other upstream
-                // would fare better.
-                releaseProbe()
-                proxy.logger.error(
-                    "upstream request not sent: the gateway is out of local resources",
-                    metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)", "error": "\(why)"])
-                phase = .done
-                writer.send(
-                    error: .unavailable(
-                        "The gateway is out of local resources (\(why)); try again shortly.", retryAfterSeconds: 1, code: "gateway_overloaded"))
-                return
-            }
-            probing = nil  // judged: a failure
+        switch action {
+        case .ignore:
+            break
+        case .retryOnNewConnection:
+            state.resending()
+            if let pool = proxy.upstreams[attempt.upstream] { send(to: pool, attempt: attempt, forceNew: true) }
+        case .outOfLocalResources(let why):
+            releaseProbe()
+            proxy.logger.error(
+                "upstream request not sent: the gateway is out of local resources",
+                metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)", "error": "\(why)"])
+            writer.send(
+                error: .unavailable("The gateway is out of local resources (\(why)); try again shortly.", retryAfterSeconds: 1, code: "gateway_overloaded"))
+        case .failOver(let outcome):
             proxy.recordBreaker(attempt.upstream, success: false)
             proxy.logger.warning(
                 "upstream request failed",
                 metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)", "error": "\(failure)"])
-            switch failure {
-            case .unreachable(let why):
-                proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .unavailable)
-                lastError = .unavailable("Upstream \(upstream.name) is unreachable (\(why)).", retryAfterSeconds: 2)
-            case .timeout:
-                proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .timeout)
-                lastError = .gatewayTimeout("Upstream \(upstream.name) did not answer in time.")
-            case .failed, .staleConnection, .localResources:
-                proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .error)
-                lastError = .badGateway("Upstream \(upstream.name) failed before answering.")
-            }
+            proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: outcome)
             tryNextAttempt()
-        case .whole(let status, _):
-            phase = .done
+        case .brokeOffWhole(let countUnhealthy):
             wholeBody = nil
-            endAttempt()
             writer.send(error: .badGateway("Upstream \(upstream.name) broke off its answer."))
-            if status < 500 { recordOutcome(healthy: false) }
-        case .streaming:
-            phase = .done
-            endAttempt()
+            if countUnhealthy { recordOutcome(healthy: false) }
+        case .brokeOffStream:
             // The upstream broke off mid-stream: end the stream in a way SDKs understand.
             proxy.logger.warning(
                 "upstream stream failed", metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)", "error": "\(failure)"])
             endStream(with: .badGateway("Upstream \(upstream.name) broke off the stream."), logged: "upstream_stream_error")
             recordOutcome(healthy: false)
-        case .idle, .done:
-            endAttempt()
         }
     }
 
@@ -545,8 +492,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     /// The upstream sent more than `MAX_SSE_EVENT_BYTES` without ending an event: stop
     /// reading it and end the client's stream with an error event.
     private func eventTooLong(relay: RelayContext) {
-        guard case .streaming = phase else { return }
-        phase = .done
+        guard case .streaming = state.phase, state.relayAborted() else { return }
         connection?.abandon()
         endAttempt()
         proxy.logger.warning(

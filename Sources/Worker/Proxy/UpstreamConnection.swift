@@ -14,35 +14,20 @@ final class UpstreamConnection: ChannelDuplexHandler {
 
     /// Bodies up to this size are copied behind the head, so the request is one write.
     static let copyLimit = 16 * 1024
-    /// 1xx heads accepted before one answer's final head; more is a flood, and fails it.
-    static let maxInformational = 8
 
     private let pool: UpstreamPool
     private var context: ChannelHandlerContext?
+    /// Who waits for the answer under way (nil when none does: ``state`` says the same).
     private var receiver: (any UpstreamResponseHandling)?
     var idleSince = NIODeadline.uptimeNanoseconds(0)
-
-    private var keepAlive = true
-    /// A byte of an answer arrived (then a close is no stale keep-alive connection).
-    private var receivedAny = false
-    private var reused = false
-    private var skippingInformational = false
-    /// 1xx heads of the answer under way.
-    private var informational = 0
-    /// No final (≥ 200) head yet: the upstream timeout counts from ``requestSent``, not
-    /// from the last read, so a trickle of bytes or 1xx heads cannot extend it.
-    private var awaitingFinalHead = false
-    private var requestSent = NIODeadline.uptimeNanoseconds(0)
-    private var paused = false
-    private var readPending = false
-    /// The last read from the upstream, request sent or resume: the upstream timeout counts
-    /// from it.
-    private(set) var lastActivity = NIODeadline.uptimeNanoseconds(0)
+    private var state = UpstreamConnectionStateMachine()
     private var timer: Scheduled<Void>?
-    private var closeReason: String?
     private var parser = HTTP1Parser<UpstreamResponseHead>()
 
     init(pool: UpstreamPool) { self.pool = pool }
+
+    /// The last read from the upstream, request sent or resume.
+    var lastActivity: NIODeadline { state.lastActivity }
 
     var isUsable: Bool { context?.channel.isActive ?? false }
 
@@ -59,14 +44,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
             return
         }
         self.receiver = receiver
-        self.reused = reused
-        keepAlive = true
-        receivedAny = false
-        skippingInformational = false
-        informational = 0
-        awaitingFinalHead = true
-        lastActivity = pool.eventLoop.now
-        requestSent = lastActivity
+        state.requestSent(now: pool.eventLoop.now, reused: reused)
         if timer == nil { armTimer(in: pool.timeout) }  // one left from an earlier request fires early and re-arms
         let (head, rest) = Self.encode(request, body: body, allocator: context.channel.allocator)
         // writeAndFlush: one trip down the pipeline for the last write and the flush.
@@ -105,6 +83,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     /// generation.
     func abandon() {
         receiver = nil
+        state.abandoned()
         close()
     }
 
@@ -115,88 +94,59 @@ final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     /// Stops reading from the upstream (the client is not taking data).
-    func pauseReading() { paused = true }
+    func pauseReading() { state.pause() }
 
     /// Reads again (the client can take data).
     func resumeReading() {
-        guard paused else { return }
-        paused = false
-        lastActivity = pool.eventLoop.now
-        if readPending, let context {
-            readPending = false
-            context.read()
-        }
+        if state.resumed(now: pool.eventLoop.now), let context { context.read() }
     }
 
     // MARK: ChannelHandler
 
     func read(context: ChannelHandlerContext) {
-        if paused {
-            readPending = true
-        } else {
-            context.read()
-        }
+        if state.readRequested() { context.read() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        lastActivity = pool.eventLoop.now
-        guard receiver != nil || !parser.isIdle || !closeIfUnsolicited() else { return }
+        guard state.bytesArrived(now: pool.eventLoop.now, parserIdle: parser.isIdle) else {
+            closeUnsolicited()
+            return
+        }
         parser.feed(unwrapInboundIn(data))
         do throws(HTTP1ParseError) {
             while context.channel.isActive, let part = try parser.next() { received(part, context: context) }
         } catch {
-            closeReason = "\(error)"
+            state.failing(because: "\(error)")
             context.close(promise: nil)
         }
     }
 
     /// Bytes with no request waiting for them (on an idle pooled connection, or after the
     /// answer just read ended): the upstream is out of step with this connection, which is
-    /// closed and never reused. Returns true when it closed it.
-    private func closeIfUnsolicited() -> Bool {
-        guard receiver == nil else { return false }
-        closeReason = "the upstream sent bytes no request asked for"
+    /// closed and never reused.
+    private func closeUnsolicited() {
         pool.closed(self)
         close()
-        return true
     }
 
     private func received(_ part: HTTPPart<UpstreamResponseHead, ByteBuffer>, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
-            if receiver == nil {
-                // A response to nothing: a stray answer behind the one that just ended.
-                _ = closeIfUnsolicited()
-                return
+            switch state.head(status: head.status, keepAlive: head.keepsConnectionAlive, now: pool.eventLoop.now) {
+            case .deliver: receiver?.upstreamHead(head)
+            case .skip: break
+            case .close: context.close(promise: nil)
+            case .unsolicited: closeUnsolicited()
             }
-            receivedAny = true
-            if head.status < 200 {
-                // 100 Continue and friends: the real head follows, within the same deadline.
-                informational += 1
-                guard informational <= Self.maxInformational else {
-                    closeReason = "more than \(Self.maxInformational) informational (1xx) answers"
-                    context.close(promise: nil)
-                    return
-                }
-                skippingInformational = true
-                return
-            }
-            awaitingFinalHead = false
-            lastActivity = pool.eventLoop.now
-            keepAlive = head.keepsConnectionAlive
-            receiver?.upstreamHead(head)
         case .body(let buffer):
             receiver?.upstreamBody(buffer)
         case .end:
-            if skippingInformational {
-                skippingInformational = false
-                return
-            }
-            let receiver = self.receiver
+            let action = state.end(parserIdle: parser.isIdle, channelActive: context.channel.isActive, now: pool.eventLoop.now)
+            guard case .ended(let deliver, let reuse, let read) = action else { return }
+            let receiver = deliver ? self.receiver : nil
             self.receiver = nil
-            resumeReading()  // an idle connection keeps reading, to notice the upstream closing it
-            // Bytes already behind the answer's end were asked for by nobody: not reused.
-            if keepAlive && receiver != nil && context.channel.isActive && parser.isIdle {
+            if read { context.read() }
+            if reuse {
                 pool.release(self)  // back first: the response's end may start the client's next request
             } else {
                 close()
@@ -211,7 +161,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        closeReason = "\(error)"
+        state.failing(because: "\(error)")
         context.close(promise: nil)
     }
 
@@ -221,12 +171,9 @@ final class UpstreamConnection: ChannelDuplexHandler {
         timer?.cancel()
         timer = nil
         pool.closed(self)
-        if let receiver {
-            self.receiver = nil
-            let failure: UpstreamFailure =
-                receivedAny || !reused ? .failed(closeReason ?? "connection closed by the upstream") : .staleConnection
-            receiver.upstreamFailed(failure)
-        }
+        let receiver = self.receiver
+        self.receiver = nil
+        if let failure = state.closed() { receiver?.upstreamFailed(failure) }
         context.fireChannelInactive()
     }
 
@@ -238,20 +185,17 @@ final class UpstreamConnection: ChannelDuplexHandler {
         timer?.cancel()
         timer = pool.eventLoop.assumeIsolated().scheduleTask(in: amount) { [self] in
             timer = nil
-            guard receiver != nil else { return }
-            if paused {
-                // The client is slow, not the upstream: the timeout counts from the resume.
-                lastActivity = pool.eventLoop.now
+            switch state.timerFired(now: pool.eventLoop.now, timeout: pool.timeout) {
+            case .lapse:
+                break
+            case .rearm(let rest):
+                armTimer(in: rest)
+            case .timedOut:
+                let receiver = self.receiver
+                self.receiver = nil
+                close()
+                receiver?.upstreamFailed(.timeout)
             }
-            let quiet = pool.eventLoop.now - (awaitingFinalHead ? requestSent : lastActivity)
-            if quiet < pool.timeout {
-                armTimer(in: pool.timeout - quiet)
-                return
-            }
-            let receiver = self.receiver
-            self.receiver = nil
-            close()
-            receiver?.upstreamFailed(.timeout)
         }
     }
 }
