@@ -61,7 +61,6 @@ final class UpstreamHealthPoller: Sendable {
         if upstream.isDemo {
             status.publishModels([ModelRegistry.demoModelName])
             status.health = .up
-            status.checkedAt = .now()
             return
         }
         var headers = HTTPHeaders()
@@ -105,8 +104,6 @@ final class UpstreamHealthPoller: Sendable {
             status.updateBreaker { ((), $0.closingAfterHealthyCheck()) }
         }
         status.health = healthy ? .up : .down
-        status.failedChecks = healthy ? 0 : status.failedChecks + 1
-        status.checkedAt = .now()
         if previous != status.health {
             if healthy {
                 logger.info("upstream is up", metadata: ["upstream": "\(upstream.name)", "models": "\(status.models.joined(separator: ","))"])
