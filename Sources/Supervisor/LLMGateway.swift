@@ -15,22 +15,28 @@ struct LLMGateway: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "llm-gateway",
         abstract: "OpenAI-compatible gateway in front of vLLM: auth, limits, routing, streaming, metrics.",
-        discussion: """
-            Every flag also reads an environment variable (shown in brackets); precedence is
-            flag > environment > .env in the working directory > config file > default.
-            Other settings have no flag: set them in the environment (or .env), or in the config
-            file in lower case (BEARER_TOKEN only in the environment): BEARER_TOKEN,
-            RATE_LIMIT_RPM, RATE_LIMIT_TPM, MAX_REQUEST_BODY_BYTES, MAX_TOOLS_PER_REQUEST,
-            MAX_SSE_EVENT_BYTES, CIRCUIT_BREAKER_ENABLED, CIRCUIT_BREAKER_THRESHOLD,
-            CIRCUIT_BREAKER_COOLDOWN, WORKER_HEARTBEAT_TIMEOUT, LOG_LEVEL, REQUEST_HEADER_TIMEOUT,
-            REQUEST_BODY_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_CONNECTIONS_PER_WORKER,
-            UPSTREAM_HEALTH_INTERVAL, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TIMEOUT,
-            UPSTREAM_KEEPALIVE_TIMEOUT.
-
-            Signals: TERM/INT graceful drain, QUIT fast stop, HUP reload configuration and
-            replace workers one at a time, TTIN/TTOU one worker more/fewer.
-            """
+        discussion: discussion
     )
+
+    /// The settings and signals part of `--help`; a test checks it against the settings
+    /// table (``GatewayConfiguration`` loading), so no setting goes unmentioned.
+    static let discussion = """
+        Every flag also reads an environment variable (shown in brackets); precedence is
+        flag > environment > .env in the working directory > config file > default. The config
+        file takes bind, workers, drain_timeout and user too (the default upstream and the
+        config file itself only come from the flag or the environment).
+        Other settings have no flag: set them in the environment (or .env), or in the config
+        file in lower case (BEARER_TOKEN only in the environment or .env): BEARER_TOKEN,
+        RATE_LIMIT_RPM, RATE_LIMIT_TPM, MAX_REQUEST_BODY_BYTES, MAX_TOOLS_PER_REQUEST,
+        MAX_SSE_EVENT_BYTES, CIRCUIT_BREAKER_ENABLED, CIRCUIT_BREAKER_THRESHOLD,
+        CIRCUIT_BREAKER_COOLDOWN, WORKER_HEARTBEAT_TIMEOUT, LOG_LEVEL, REQUEST_HEADER_TIMEOUT,
+        REQUEST_BODY_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_CONNECTIONS_PER_WORKER,
+        UPSTREAM_HEALTH_INTERVAL, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TIMEOUT,
+        UPSTREAM_KEEPALIVE_TIMEOUT.
+
+        Signals: TERM/INT graceful drain, QUIT fast stop, HUP reload configuration and
+        replace workers one at a time, TTIN/TTOU one worker more/fewer.
+        """
 
     @Option(name: .long, help: ArgumentHelp("Listening address HOST:PORT, ignored under systemd socket activation [BIND].", valueName: "host:port"))
     var bind: String?

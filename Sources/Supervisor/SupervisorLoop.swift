@@ -151,7 +151,6 @@ final class SupervisorLoop {
                 guard moved >= 0 else { throw WorkerLauncher.Failure(description: "dup: \(errnoText())") }
                 close(configurationFD)
                 configurationFD = moved
-                segment.configGeneration += 1
                 feed(.reloaded(desiredWorkers: configuration.server.workers))
             } catch {
                 feed(.reloadFailed(reason: "\(error)"))

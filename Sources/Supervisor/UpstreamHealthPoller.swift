@@ -11,26 +11,23 @@ import Shared
 /// the result in the shared segment, where workers answer `/ready` and discover models
 /// without touching the upstream themselves.
 final class UpstreamHealthPoller: Sendable {
-    /// The upstreams of the running configuration (replaced by a reload).
-    private let upstreams: NIOLockedValueBox<[GatewayConfiguration.Upstream]>
+    /// The running configuration (replaced by a reload): its upstreams, the poll interval,
+    /// the timeouts and whether the breaker is on.
+    private let configuration: NIOLockedValueBox<GatewayConfiguration>
     let segment: SharedSegment
-    let interval: Double
     let logger: Logger
     let environment: [String: String]
-    let breakerEnabled: Bool
 
     init(configuration: GatewayConfiguration, segment: SharedSegment, logger: Logger) {
-        self.upstreams = NIOLockedValueBox(configuration.upstreams)
+        self.configuration = NIOLockedValueBox(configuration)
         self.segment = segment
-        self.interval = configuration.server.healthInterval
         self.logger = logger
         self.environment = ProcessInfo.processInfo.environment
-        self.breakerEnabled = configuration.circuitBreaker.enabled
     }
 
-    /// Polls the upstreams of a reloaded configuration from the next round on.
+    /// Polls with a reloaded configuration from the next round on.
     func update(_ configuration: GatewayConfiguration) {
-        upstreams.withLockedValue { $0 = configuration.upstreams }
+        self.configuration.withLockedValue { $0 = configuration }
     }
 
     /// Starts polling on a background task; it ends with the process.
@@ -39,31 +36,56 @@ final class UpstreamHealthPoller: Sendable {
     }
 
     func run() async {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        configuration.timeout = .init(connect: .seconds(2), read: .seconds(5))
-        configuration.decompression = .disabled
-        let client = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: configuration)
+        // One client per distinct pair of timeouts (AsyncHTTPClient sets them per client),
+        // kept across rounds so health checks reuse their connections.
+        var clients: [Timeouts: HTTPClient] = [:]
         while !Task.isCancelled {
-            let current = upstreams.withLockedValue { $0 }
+            let current = configuration.withLockedValue { $0 }
+            var checks: [(index: Int, upstream: GatewayConfiguration.Upstream, timeouts: Timeouts, client: HTTPClient)] = []
+            for (index, upstream) in current.upstreams.enumerated() where !upstream.retired {
+                if upstream.isDemo {
+                    let status = segment.upstream(index)
+                    status.publishModels([ModelRegistry.demoModelName])
+                    status.health = .up
+                    continue
+                }
+                let timeouts = Timeouts(upstream: upstream, configuration: current)
+                let client = clients[timeouts] ?? Self.makeClient(timeouts)
+                clients[timeouts] = client
+                checks.append((index, upstream, timeouts, client))
+            }
+            let inUse = Set(checks.map { $0.timeouts })
+            for (timeouts, client) in clients where !inUse.contains(timeouts) {
+                clients[timeouts] = nil
+                try? await client.shutdown()
+            }
+            let breakerEnabled = current.circuitBreaker.enabled
             await withTaskGroup(of: Void.self) { group in
-                for (index, upstream) in current.enumerated() where !upstream.retired {
-                    group.addTask { await self.check(index: index, upstream: upstream, client: client) }
+                for check in checks {
+                    group.addTask {
+                        await self.check(
+                            index: check.index, upstream: check.upstream, client: check.client, deadline: check.timeouts.deadline,
+                            breakerEnabled: breakerEnabled)
+                    }
                 }
             }
-            try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
+            try? await Task.sleep(for: .milliseconds(Int(current.server.healthInterval * 1000)))
         }
-        try? await client.shutdown()
+        for client in clients.values { try? await client.shutdown() }
     }
 
-    private func check(index: Int, upstream: GatewayConfiguration.Upstream, client: HTTPClient) async {
+    static func makeClient(_ timeouts: Timeouts) -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.timeout = .init(connect: timeouts.connectAmount, read: timeouts.readAmount)
+        configuration.decompression = .disabled
+        return HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: configuration)
+    }
+
+    private func check(
+        index: Int, upstream: GatewayConfiguration.Upstream, client: HTTPClient, deadline: TimeAmount, breakerEnabled: Bool
+    ) async {
         let status = segment.upstream(index)
-        if upstream.isDemo {
-            status.publishModels([ModelRegistry.demoModelName])
-            status.health = .up
-            status.checkedAt = .now()
-            return
-        }
         var headers = HTTPHeaders()
         if let env = upstream.apiKeyEnv, let key = environment[env], !key.isEmpty {
             headers.add(name: "authorization", value: "Bearer \(key)")
@@ -73,7 +95,7 @@ final class UpstreamHealthPoller: Sendable {
         do {
             var request = HTTPClientRequest(url: upstream.url + upstream.healthPath)
             request.headers = headers
-            let response = try await client.execute(request, timeout: .seconds(2))
+            let response = try await client.execute(request, timeout: deadline)
             _ = try? await response.body.collect(upTo: 1 << 16)
             // A cloud API may have no health route at all: anything but a 5xx means it answers.
             healthy = response.status.code == 200 || (isCloud && response.status.code < 500)
@@ -84,7 +106,7 @@ final class UpstreamHealthPoller: Sendable {
             do {
                 var request = HTTPClientRequest(url: upstream.url + "/v1/models")
                 request.headers = headers
-                let response = try await client.execute(request, timeout: .seconds(2))
+                let response = try await client.execute(request, timeout: deadline)
                 let body = try await response.body.collect(upTo: 4 << 20)
                 // An answer that is not a model list leaves the last good one in place.
                 if response.status.code == 200, let models = Self.modelIDs(Data(body.readableBytesView)) {
@@ -105,8 +127,6 @@ final class UpstreamHealthPoller: Sendable {
             status.updateBreaker { ((), $0.closingAfterHealthyCheck()) }
         }
         status.health = healthy ? .up : .down
-        status.failedChecks = healthy ? 0 : status.failedChecks + 1
-        status.checkedAt = .now()
         if previous != status.health {
             if healthy {
                 logger.info("upstream is up", metadata: ["upstream": "\(upstream.name)", "models": "\(status.models.joined(separator: ","))"])

@@ -1,6 +1,5 @@
 /// Parsing of the config file's `upstreams:`, `models:` and `keys:` sections.
 extension GatewayConfiguration {
-    /// Tool-call parser families a model may name.
     /// The `tool_parser` values a model may name: the registry's families, one list.
     public static var toolParsers: Set<String> { Set(ToolCallParserRegistry.standard.names) }
 

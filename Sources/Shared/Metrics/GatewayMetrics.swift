@@ -1,5 +1,4 @@
 import Atomics
-import CoreMetrics
 
 /// The gateway's metrics as the request path records them, written into this worker's
 /// area of the segment. Label values are indices into fixed sets; a model or upstream

@@ -1,5 +1,4 @@
 import Atomics
-import CoreMetrics
 
 /// One worker's metrics area in the segment. Only its worker writes it; any process reads
 /// it. Areas belong to slots, not to processes: a replacement worker continues its slot's

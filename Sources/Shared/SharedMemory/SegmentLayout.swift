@@ -1,8 +1,8 @@
 /// Byte layout of the shared-memory segment, version ``version``.
 ///
 /// ```
-/// 0      header     magic, version, sizes, region offsets (64 bytes)
-/// 64     global     draining flag, config generation, restart total, worker gauge
+/// 0      header     magic, version, header and total size, max workers, slot size (64 bytes)
+/// 64     global     draining flag, restart total, worker gauge, supervisor pid, ...
 /// 256    workers    maxWorkers slots of workerSlotSize bytes (pid, state, heartbeat,
 ///                   open connections, in-flight requests per upstream, ...)
 /// ...    upstreams  maxUpstreams blocks of upstreamSize bytes (health, breaker, models)
@@ -54,7 +54,8 @@ public enum SegmentLayout {
     // Global fields (offsets from globalOffset), all UInt64 atomics.
     enum Global: Int {
         case draining = 0
-        case configGeneration = 8
+        // 8: reserved (a configuration generation once, written but never read); left
+        // unused so the offsets after it, and ``SegmentLayout/version``, stay as they are.
         case workerRestartsTotal = 16
         case workersRunning = 24
         case supervisorPID = 32
@@ -86,14 +87,13 @@ public enum SegmentLayout {
     enum Upstream: Int {
         /// 0 never checked, 1 up, 2 down.
         case health = 0
-        /// CLOCK_MONOTONIC ns of the last completed check.
-        case checkedAt = 8
+        // 8: reserved (the time of the last check once, written but never read); left
+        // unused so the offsets after it, and ``SegmentLayout/version``, stay as they are.
         /// Seqlock over the models text: odd while the supervisor writes it.
         case modelsSequence = 16
         /// Bytes of models text.
         case modelsLength = 24
-        /// Consecutive failed health checks.
-        case failedChecks = 32
+        // 32: reserved (failed checks in a row once, written but never read), as above.
         /// The circuit breaker's packed state (see ``CircuitBreakerState``).
         case breaker = 40
     }

@@ -146,12 +146,6 @@ public final class SharedSegment: @unchecked Sendable {
         return total
     }
 
-    /// The configuration generation (bumped by each reload).
-    public var configGeneration: UInt64 {
-        get { global(.configGeneration).load(ordering: .acquiring) }
-        set { global(.configGeneration).store(newValue, ordering: .releasing) }
-    }
-
     /// The worker slot at `index` (0..<maxWorkers).
     public func workerSlot(_ index: Int) -> WorkerSlot {
         precondition((0..<SegmentLayout.maxWorkers).contains(index), "worker slot \(index) out of range")

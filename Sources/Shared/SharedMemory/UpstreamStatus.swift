@@ -4,9 +4,11 @@ import Atomics
     import Glibc
 #endif
 
-/// An upstream's block in the shared segment: the health the supervisor last saw and the
-/// models it serves (from its `/v1/models`). Written only by the supervisor's poller, read
-/// by every worker without locks: the models text is published under a sequence counter
+/// An upstream's block in the shared segment: the health the supervisor last saw, the
+/// models it serves (from its `/v1/models`) and its circuit breaker. Health and models are
+/// written only by the supervisor's poller and read by every worker without locks (the
+/// breaker word is updated by every process with compare-and-swap, see
+/// ``updateBreaker(_:)``): the models text is published under a sequence counter
 /// (a seqlock), only when it changed, and a reader that races a write reads again. A
 /// reader never waits for long: a supervisor preempted (or stopped) in the middle of a
 /// write leaves the list unreadable, which callers treat as "not known", not as empty.
@@ -27,18 +29,6 @@ public struct UpstreamStatus: Sendable {
     public var health: Health {
         get { Health(rawValue: field(.health).load(ordering: .acquiring)) ?? .unknown }
         nonmutating set { field(.health).store(newValue.rawValue, ordering: .releasing) }
-    }
-
-    /// When the last check completed.
-    public var checkedAt: MonotonicInstant {
-        get { MonotonicInstant(nanoseconds: field(.checkedAt).load(ordering: .relaxed)) }
-        nonmutating set { field(.checkedAt).store(newValue.nanoseconds, ordering: .relaxed) }
-    }
-
-    /// Health checks failed in a row.
-    public var failedChecks: UInt64 {
-        get { field(.failedChecks).load(ordering: .relaxed) }
-        nonmutating set { field(.failedChecks).store(newValue, ordering: .relaxed) }
     }
 
     /// Publishes the served model names (supervisor only). Names that do not fit are dropped.

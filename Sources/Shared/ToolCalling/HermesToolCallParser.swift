@@ -4,26 +4,16 @@
 /// the tags around the JSON. A call whose closing tag is missing (or cut short) at the very
 /// end of the text is still a call, as vLLM treats it. Anything else inside the tags (broken
 /// JSON, a second object, not a call object) leaves the whole marker as plain text.
-public struct HermesToolCallParser: ToolCallParser {
+struct HermesToolCallParser: ScannedToolCallParser {
     /// `"hermes"`.
-    public static let name = "hermes"
+    static let name = "hermes"
 
     /// Where call ids come from.
-    public var idGenerator: ToolCallIDGenerator
+    let idGenerator: ToolCallIDGenerator
 
     /// Creates a parser; ids are random unless a generator is given.
-    public init(idGenerator: ToolCallIDGenerator = .random) {
+    init(idGenerator: ToolCallIDGenerator = .random) {
         self.idGenerator = idGenerator
-    }
-
-    /// Parses a complete assistant message.
-    public func parse(_ text: String) -> ParsedToolCalls {
-        ToolCallStreamScanner.parse(text, syntax: self, idGenerator: idGenerator)
-    }
-
-    /// Makes an incremental parser for one streamed choice.
-    public func makeStreamingParser() -> any StreamingToolCallParser {
-        ToolCallStreamScanner(syntax: self, idGenerator: idGenerator)
     }
 }
 

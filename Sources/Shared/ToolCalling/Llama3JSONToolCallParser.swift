@@ -4,26 +4,16 @@
 /// A bare JSON object is a call only at the start of the output (after whitespace) or
 /// directly after another call, so JSON quoted inside prose stays prose; `<|python_tag|>`
 /// opens a call anywhere. An object that is not a call (a JSON answer, say) is plain text.
-public struct Llama3JSONToolCallParser: ToolCallParser {
+struct Llama3JSONToolCallParser: ScannedToolCallParser {
     /// `"llama3_json"`.
-    public static let name = "llama3_json"
+    static let name = "llama3_json"
 
     /// Where call ids come from.
-    public var idGenerator: ToolCallIDGenerator
+    let idGenerator: ToolCallIDGenerator
 
     /// Creates a parser; ids are random unless a generator is given.
-    public init(idGenerator: ToolCallIDGenerator = .random) {
+    init(idGenerator: ToolCallIDGenerator = .random) {
         self.idGenerator = idGenerator
-    }
-
-    /// Parses a complete assistant message.
-    public func parse(_ text: String) -> ParsedToolCalls {
-        ToolCallStreamScanner.parse(text, syntax: self, idGenerator: idGenerator)
-    }
-
-    /// Makes an incremental parser for one streamed choice.
-    public func makeStreamingParser() -> any StreamingToolCallParser {
-        ToolCallStreamScanner(syntax: self, idGenerator: idGenerator)
     }
 }
 

@@ -4,26 +4,16 @@
 /// `name[ARGS]{…}` form (one call per `[TOOL_CALLS]`). `[TOOL_CALLS]` opens calls anywhere.
 /// Because vLLM drops special tokens from text unless asked not to, a bare array of call
 /// objects at the very start of the output is recognised as well.
-public struct MistralToolCallParser: ToolCallParser {
+struct MistralToolCallParser: ScannedToolCallParser {
     /// `"mistral"`.
-    public static let name = "mistral"
+    static let name = "mistral"
 
     /// Where call ids come from.
-    public var idGenerator: ToolCallIDGenerator
+    let idGenerator: ToolCallIDGenerator
 
     /// Creates a parser; ids are random unless a generator is given.
-    public init(idGenerator: ToolCallIDGenerator = .random) {
+    init(idGenerator: ToolCallIDGenerator = .random) {
         self.idGenerator = idGenerator
-    }
-
-    /// Parses a complete assistant message.
-    public func parse(_ text: String) -> ParsedToolCalls {
-        ToolCallStreamScanner.parse(text, syntax: self, idGenerator: idGenerator)
-    }
-
-    /// Makes an incremental parser for one streamed choice.
-    public func makeStreamingParser() -> any StreamingToolCallParser {
-        ToolCallStreamScanner(syntax: self, idGenerator: idGenerator)
     }
 }
 

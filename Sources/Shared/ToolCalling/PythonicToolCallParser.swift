@@ -5,26 +5,16 @@
 /// are Python literals (strings, numbers, `True`/`False`/`None`, lists, tuples, dicts with
 /// string keys). Arguments become a JSON object in the order written. Anything else,
 /// `[1, 2]` or `[see below]` included, is plain text.
-public struct PythonicToolCallParser: ToolCallParser {
+struct PythonicToolCallParser: ScannedToolCallParser {
     /// `"pythonic"`.
-    public static let name = "pythonic"
+    static let name = "pythonic"
 
     /// Where call ids come from.
-    public var idGenerator: ToolCallIDGenerator
+    let idGenerator: ToolCallIDGenerator
 
     /// Creates a parser; ids are random unless a generator is given.
-    public init(idGenerator: ToolCallIDGenerator = .random) {
+    init(idGenerator: ToolCallIDGenerator = .random) {
         self.idGenerator = idGenerator
-    }
-
-    /// Parses a complete assistant message.
-    public func parse(_ text: String) -> ParsedToolCalls {
-        ToolCallStreamScanner.parse(text, syntax: self, idGenerator: idGenerator)
-    }
-
-    /// Makes an incremental parser for one streamed choice.
-    public func makeStreamingParser() -> any StreamingToolCallParser {
-        ToolCallStreamScanner(syntax: self, idGenerator: idGenerator)
     }
 }
 

@@ -1,7 +1,8 @@
 /// The tool-call parsers the gateway knows, by configuration name (`tool_parser`).
 ///
-/// Built once at start-up; ``standard`` holds every family in this module. Adding a family
-/// means one file with a ``ToolCallParser`` and one entry in ``standard``.
+/// Built once at start-up; ``standard`` holds every family in this module, and the rest of
+/// the gateway reaches the families only through it. Adding a family means one file with a
+/// ``ScannedToolCallParser`` (its ``ToolCallSyntax``) and one entry in ``standard``.
 public struct ToolCallParserRegistry: Sendable {
     private var parsers: [String: any ToolCallParser.Type]
 

@@ -1,5 +1,4 @@
 import CGatewayShims
-import CoreMetrics
 import Foundation
 import Logging
 import NIOCore
@@ -80,8 +79,6 @@ enum GatewayWorker {
         let eventLoop = group.next()
         let upstreams = try UpstreamPools(configuration: configuration, eventLoop: eventLoop, environment: ProcessInfo.processInfo.environment)
         let handler = RequestHandler(configuration: configuration, segment: segment, slot: slot, upstreams: upstreams, logger: logger)
-        // Anything recorded through the swift-metrics API lands in this worker's segment area.
-        MetricsSystem.bootstrap(SegmentMetricsFactory(metrics: handler.metrics))
         let server = HTTPServer(
             listenerFD: WorkerHandoff.listenerFD, group: group, slot: slot, handler: handler,
             maxBodyBytes: configuration.server.maxRequestBodyBytes,

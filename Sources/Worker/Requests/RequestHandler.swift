@@ -8,8 +8,8 @@ import Shared
     @preconcurrency import Glibc
 #endif
 
-/// Turns a request into a response: route matching, then the route's handler. Built once
-/// per worker; holds no per-request state.
+/// Turns a request, its route already matched, into a response: the method and key
+/// checks, then the route's handler. Built once per worker; holds no per-request state.
 final class RequestHandler: Sendable {
     let configuration: GatewayConfiguration
     let segment: SharedSegment
@@ -52,11 +52,8 @@ final class RequestHandler: Sendable {
 
     func handle(_ request: GatewayRequest, writer: ResponseWriter) {
         let method = request.head.method.rawValue
-        if request.route == .other {
-            writer.send(error: .routeNotFound(method: method, path: Self.printablePath(request.head.uri)))
-            return
-        }
-        guard method == request.route.method || (method == "HEAD" && request.route.method == "GET") else {
+        // An unknown path is a 404 whatever the method: the switch below answers it.
+        guard request.route == .other || method == request.route.method || (method == "HEAD" && request.route.method == "GET") else {
             writer.send(error: .methodNotAllowed(method, allowed: [request.route.method]))
             return
         }
