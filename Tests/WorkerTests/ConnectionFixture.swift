@@ -20,7 +20,8 @@ struct ConnectionFixture {
 
     init(
         environment: [String: String] = [:], maxBodyBytes: Int = 1024,
-        timeouts: ConnectionTimer.Timeouts = .init(head: .seconds(10), body: .seconds(60), idle: .seconds(30))
+        timeouts: ClientConnectionStateMachine.Timeouts = .init(head: .seconds(10), body: .seconds(60), idle: .seconds(30)),
+        accessLogFD: Int32? = nil
     ) throws {
         let sources = ConfigurationSources(
             flags: ["upstream": "demo"], environment: environment, dotEnv: [:], cpuCount: 1, readFile: { _ in "" })
@@ -30,7 +31,7 @@ struct ConnectionFixture {
         let upstreams = try UpstreamPools(configuration: configuration, eventLoop: channel.eventLoop, environment: [:])
         handler = RequestHandler(
             configuration: configuration, segment: segment, slot: segment.workerSlot(0), upstreams: upstreams,
-            logger: Logger(label: "test"), accessLogFD: open("/dev/null", O_WRONLY))
+            logger: Logger(label: "test"), accessLogFD: accessLogFD ?? open("/dev/null", O_WRONLY))
         try GatewayConnection.configure(
             channel, handler: handler, registry: handler.connections, maxBodyBytes: maxBodyBytes, timeouts: timeouts)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

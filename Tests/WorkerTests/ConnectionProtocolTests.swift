@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -28,6 +29,37 @@ import Testing
         try f.channel.writeInbound(ByteBuffer(string: big))
         #expect(try f.written().hasPrefix("HTTP/1.1 431 Request Header Fields Too Large\r\n"))
         #expect(!f.channel.isActive)
+    }
+
+    /// What the parser refuses is answered through the ``ResponseWriter`` like any request:
+    /// a request id, counted in the metrics and logged, with route and method `other`.
+    @Test func whatTheParserRefusesIsCountedAndLoggedLikeAnyRequest() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]) }
+        let f = try ConnectionFixture(accessLogFD: fds[1])
+        try f.channel.writeInbound(ByteBuffer(string: "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 100_000) + "\r\n\r\n"))
+        let reply = try f.written()
+        #expect(reply.hasPrefix("HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"))
+        #expect(reply.contains("\r\nx-request-id: req_"))
+        #expect(reply.contains("\r\nconnection: close\r\n\r\n"))
+        #expect(
+            reply.hasSuffix(
+                #"{"error":{"message":"Request line or headers too large.","type":"invalid_request_error","param":null,"code":"headers_too_large"}}"#))
+        #expect(!f.channel.isActive)
+
+        let metrics = PrometheusExposition(models: [], upstreams: [("default", false)]).render(segment: f.segment)
+        #expect(metrics.contains(#"llm_gateway_http_requests_total{route="other",method="other",status="431"} 1"#))
+        f.handler.flushAccessLog()
+        close(fds[1])
+        let lines = String(decoding: FileHandle(fileDescriptor: fds[0]).readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        #expect(lines.count == 1)
+        let text = try #require(lines.first)
+        let line = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        #expect(line["route"] as? String == "other")
+        #expect(line["method"] as? String == "other")
+        #expect(line["status"] as? Int == 431)
+        #expect(line["error"] as? String == "headers_too_large")
     }
 
     @Test func garbageAfterAResponseThatClosedIsNotAnswered() throws {

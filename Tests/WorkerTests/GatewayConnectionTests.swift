@@ -145,7 +145,7 @@ import Testing
 
         let flooded = try makeFixture()
         _ = try? flooded.channel.writeInbound(ByteBuffer(string: stream + String(repeating: health, count: 2000)))
-        #expect(!flooded.channel.isActive, "more than \(GatewayConnection.maxPipelinedParts) parts waiting: closed")
+        #expect(!flooded.channel.isActive, "more than \(ClientConnectionStateMachine.maxPipelinedParts) parts waiting: closed")
     }
 
     @Test func requestIDsAreTheClientsWhenPlainElseNewAndDistinct() {

@@ -8,11 +8,13 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         case notFound
         case methodNotAllowed
         case payloadTooLarge
+        case headersTooLarge
         case rateLimited
         case badGateway
         case unavailable
         case gatewayTimeout
         case internalError
+        case httpVersionNotSupported
     }
 
     private let kind: Kind
@@ -67,6 +69,10 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public static func payloadTooLarge(limit: Int) -> GatewayError {
         GatewayError(.payloadTooLarge, "Request body is larger than the limit of \(limit) bytes.", code: "request_too_large")
     }
+    /// 431: the request line and header fields (or a chunked body's trailers) are too large.
+    public static func headersTooLarge() -> GatewayError {
+        GatewayError(.headersTooLarge, "Request line or headers too large.", code: "headers_too_large")
+    }
     /// 429 with `Retry-After` and whatever `x-ratelimit-*` headers the caller adds.
     public static func rateLimited(_ message: String, retryAfterSeconds: Int, headers: [(String, String)] = []) -> GatewayError {
         GatewayError(.rateLimited, message, code: "rate_limit_exceeded", headers: [("retry-after", String(max(1, retryAfterSeconds)))] + headers)
@@ -88,6 +94,11 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         GatewayError(.internalError, "The gateway failed to handle this request.", code: "internal_error")
     }
 
+    /// 505: an HTTP version other than 1.0 and 1.1.
+    public static func httpVersionNotSupported() -> GatewayError {
+        GatewayError(.httpVersionNotSupported, "HTTP version not supported; use HTTP/1.1.", code: "http_version_not_supported")
+    }
+
     /// The HTTP status code.
     public var status: Int {
         switch kind {
@@ -97,18 +108,20 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         case .notFound: 404
         case .methodNotAllowed: 405
         case .payloadTooLarge: 413
+        case .headersTooLarge: 431
         case .rateLimited: 429
         case .badGateway: 502
         case .unavailable: 503
         case .gatewayTimeout: 504
         case .internalError: 500
+        case .httpVersionNotSupported: 505
         }
     }
 
     /// OpenAI's `type` for this error.
     public var type: String {
         switch kind {
-        case .badRequest, .notFound, .methodNotAllowed, .payloadTooLarge: "invalid_request_error"
+        case .badRequest, .notFound, .methodNotAllowed, .payloadTooLarge, .headersTooLarge, .httpVersionNotSupported: "invalid_request_error"
         case .unauthorized: "authentication_error"
         case .forbidden: "permission_error"
         case .rateLimited: "rate_limit_error"
@@ -136,7 +149,7 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     /// `api_error`, `overloaded_error`), as its status maps.
     public var anthropicType: String {
         switch kind {
-        case .badRequest, .methodNotAllowed: "invalid_request_error"
+        case .badRequest, .methodNotAllowed, .headersTooLarge, .httpVersionNotSupported: "invalid_request_error"
         case .unauthorized: "authentication_error"
         case .forbidden: "permission_error"
         case .notFound: "not_found_error"

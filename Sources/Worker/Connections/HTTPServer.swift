@@ -26,7 +26,7 @@ struct HTTPServer: Service {
     let slot: WorkerSlot
     let handler: RequestHandler
     let maxBodyBytes: Int
-    let timeouts: ConnectionTimer.Timeouts
+    let timeouts: ClientConnectionStateMachine.Timeouts
     let maxConnections: Int
     /// `DRAIN_TIMEOUT`: how long a drain waits for open responses.
     let drainTimeout: TimeAmount

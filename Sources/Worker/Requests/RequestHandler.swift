@@ -151,18 +151,20 @@ final class RequestHandler: Sendable {
         writer.sendJSON(status: 200, #"{"object":"list","data":[\#(data.joined(separator: ","))]}"#)
     }
 
-    /// Counts the request and writes one structured access line (never headers, keys or bodies).
-    func finished(request head: RequestHead, route: Route, requestID: String, writer: ResponseWriter, start: MonotonicInstant) {
+    /// Counts the request and writes one structured access line (never headers, keys or
+    /// bodies). `method` is the head's ``methodLabel(_:)``, or `other` for what the parser
+    /// refused (no head).
+    func finished(method: String, route: Route, requestID: String, writer: ResponseWriter, start: MonotonicInstant) {
         if writer.countedAsOpen {
             writer.countedAsOpen = false
             slot.apiRequestEnded()
             segment.noteRequest(atMillis: Self.wallClockMillis())
         }
         let seconds = MonotonicInstant.now().seconds(since: start)
-        metrics.request(route: route, method: Self.methodLabel(head.method), status: writer.status, seconds: seconds)
+        metrics.request(route: route, method: method, status: writer.status, seconds: seconds)
         accessLog?.record(
-            requestID: requestID, method: Self.methodLabel(head.method), route: route.template, status: writer.status, seconds: seconds,
-            bytes: writer.bodyBytes, fields: writer.logFields)
+            requestID: requestID, method: method, route: route.template, status: writer.status, seconds: seconds, bytes: writer.bodyBytes,
+            fields: writer.logFields)
     }
 
     /// Writes access lines still buffered (before the worker exits).
