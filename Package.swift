@@ -88,6 +88,7 @@ let package = Package(
         .testTarget(
             name: "SupervisorTests",
             dependencies: ["Supervisor", "Shared", "GatewayTestKit"],
+            exclude: ["Fixtures"],  // read by path (captured /metrics pages)
             swiftSettings: swiftSettings
         ),
         .testTarget(
