@@ -8,6 +8,7 @@
 /// ...    upstreams  maxUpstreams blocks of upstreamSize bytes (health, breaker, models)
 /// ...    limits     two RateLimitTable regions (requests, tokens)
 /// ...    metrics    maxWorkers areas of MetricsLayout.words counters
+/// ...    prefixes   the PrefixIndex (version 4)
 /// ```
 /// Every field a process updates after start-up is a 64-bit word updated with atomics, so
 /// a process killed at any instant leaves nothing locked and no word half-written. A
@@ -16,7 +17,7 @@ public enum SegmentLayout {
     /// "LLMGWSEG" in ASCII.
     public static let magic: UInt64 = 0x4C4C_4D47_5753_4547
     /// Bumped on every incompatible layout change.
-    public static let version: UInt32 = 3
+    public static let version: UInt32 = 4
     /// Worker slots in the segment: the `--workers` upper bound.
     public static let maxWorkers = 128
 
@@ -42,8 +43,10 @@ public enum SegmentLayout {
     /// Bytes of one worker's metrics area, rounded up to whole pages.
     static let metricsAreaSize = (MetricsLayout.words * 8 + 4095) / 4096 * 4096
 
+    static var prefixIndexOffset: Int { metricsOffset + maxWorkers * metricsAreaSize }
+
     /// Total bytes of the segment.
-    public static var totalSize: Int { metricsOffset + maxWorkers * metricsAreaSize }
+    public static var totalSize: Int { prefixIndexOffset + PrefixIndex.byteSize }
 
     // Header fields.
     static let magicOffset = 0
@@ -96,5 +99,11 @@ public enum SegmentLayout {
         // 32: reserved (failed checks in a row once, written but never read), as above.
         /// The circuit breaker's packed state (see ``CircuitBreakerState``).
         case breaker = 40
+        /// Prompt blocks recorded for this upstream in the ``PrefixIndex`` (its LRU clock;
+        /// version 4).
+        case prefixBlocks = 48
+        /// How many ``PromptBlocks`` its prefix cache holds, from its `/metrics`
+        /// (0 = not known; version 4).
+        case cacheBlocks = 56
     }
 }
