@@ -31,7 +31,7 @@ final class GatewayConnection: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     /// The `Authorization` header this connection last authenticated with (a keep-alive
     /// client's next request skips the digest when it sends the same).
-    var rememberedCredential: RememberedCredential?
+    private var rememberedCredential: RememberedCredential?
 
     // The request being read or answered; the machine knows which of the two.
     /// Its head (nil for the answer to what the parser refused).
@@ -250,7 +250,7 @@ final class GatewayConnection: ChannelDuplexHandler {
         self.writer = writer
         let body = self.body ?? Self.noBody
         self.body = nil  // the request holds the body from here
-        handler.handle(GatewayRequest(head: head, route: route, body: body, requestID: writer.requestID), writer: writer)
+        handler.handle(GatewayRequest(head: head, route: route, body: body, requestID: writer.requestID), writer: writer, remembering: &rememberedCredential)
     }
 
     private func makeWriter(head: RequestHead, route: Route, context: ChannelHandlerContext) -> ResponseWriter {

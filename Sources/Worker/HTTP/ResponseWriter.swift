@@ -15,7 +15,9 @@ import Shared
 final class ResponseWriter {
     private let connection: GatewayConnection
     private let context: ChannelHandlerContext
-    let requestID: String
+    /// What is known about the request beyond its bytes (id, access-log fields, headers).
+    var request: RequestContext
+    var requestID: String { request.requestID }
     let version: HTTPVersion
     /// False once the connection must close after this response.
     private(set) var keepAlive: Bool
@@ -25,12 +27,6 @@ final class ResponseWriter {
     /// The client's connection closed before the response was complete.
     private(set) var clientGone = false
     private(set) var bodyBytes = 0
-    /// Extra fields the handler wants in the access log line (model, upstream, tokens).
-    var logFields = AccessFields()
-    /// Headers every response to this request carries (`x-ratelimit-*`).
-    var extraHeaders: [(String, String)] = []
-    /// The request counts as an open API request until its response ends (`/idle`).
-    var countedAsOpen = false
     /// The request was `HEAD`: no body may follow the headers.
     let isHead: Bool
     /// How errors are written: the shape of the route's API family (OpenAI's for the
@@ -60,7 +56,7 @@ final class ResponseWriter {
     ) {
         self.connection = connection
         self.context = context
-        self.requestID = requestID
+        self.request = RequestContext(requestID: requestID)
         self.keepAlive = keepAlive
         self.version = version
         self.isHead = isHead
@@ -74,12 +70,6 @@ final class ResponseWriter {
 
     /// True while the client's socket takes data without queuing in the gateway.
     var isWritable: Bool { context.channel.isWritable }
-
-    /// The credential the connection's last authenticated request presented.
-    var rememberedCredential: RememberedCredential? {
-        get { connection.rememberedCredential }
-        set { connection.rememberedCredential = newValue }
-    }
 
     /// Makes this the connection's last response.
     func forceClose() { keepAlive = false }
@@ -101,7 +91,7 @@ final class ResponseWriter {
         clientGone = true
         keepAlive = false
         if !headSent { status = 499 }
-        logFields.error = "client_closed_request"
+        request.logFields.error = "client_closed_request"
         let producer = self.producer
         self.producer = nil
         onWritable = nil
@@ -160,7 +150,7 @@ final class ResponseWriter {
     /// The fields every response carries, and the blank line that ends the head.
     private func commonFields(_ head: inout HeadBytes) {
         head.field("x-request-id", requestID)
-        for (name, value) in extraHeaders { head.field(name, value) }
+        for (name, value) in request.extraHeaders { head.field(name, value) }
         if !keepAlive {
             head.append("connection: close\r\n")
         } else if version.major == 1 && version.minor == 0 {
@@ -304,7 +294,7 @@ final class ResponseWriter {
     func send(error: GatewayError, headers: HTTPHeaders = HTTPHeaders()) {
         var all = headers
         for (name, value) in error.headers { all.replaceOrAdd(name: name, value: value) }
-        logFields.error = error.code ?? error.type
+        request.logFields.error = error.code ?? error.type
         sendJSON(status: error.status, errorShape.body(of: error), headers: all)
     }
 

@@ -80,7 +80,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
                 let attempt = attempts[index]
                 self.attempt = attempt
                 let upstream = proxy.registry.upstreams[attempt.upstream]
-                writer.logFields.upstream = upstream.name
+                writer.request.logFields.upstream = upstream.name
                 if upstream.isDemo {
                     state.servedByDemo()
                     proxy.demo.respond(route: request.route, body: body, clientModel: clientModel, writer: writer)
@@ -506,7 +506,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     /// Ends a relayed stream early the way SDKs understand: tool-call text held back, then
     /// an error event and `data: [DONE]`; what was streamed is charged if no usage came.
     private func endStream(with error: GatewayError, logged: String) {
-        writer.logFields.error = logged
+        writer.request.logFields.error = logged
         for piece in tools?.finish() ?? [] { writer.write(ByteBuffer(bytes: piece)) }
         writer.write(ByteBuffer(string: (request.route.family ?? .openAI).streamError(error)))
         chargeUnreportedStream()

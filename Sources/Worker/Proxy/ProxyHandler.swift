@@ -83,7 +83,7 @@ final class ProxyHandler: Sendable {
             writer.send(error: .forbidden(model: modelName))
             return
         }
-        writer.logFields.model = target.configured ? target.name : "other"
+        writer.request.logFields.model = target.configured ? target.name : "other"
         if request.route == .chatCompletions, target.configured,
             let refusal = ToolCallResponseNormalizer.preflight(body: body, parserName: target.toolParser, maxTools: maxTools)
         {
@@ -92,7 +92,7 @@ final class ProxyHandler: Sendable {
         }
 
         let admission = limiter.admit(identity)
-        writer.extraHeaders = admission.headers
+        writer.request.extraHeaders = admission.headers
         if let refusal = admission.refusal {
             metrics.rateLimited(refusal)
             let message =
@@ -206,7 +206,7 @@ final class ProxyHandler: Sendable {
         }
         metrics.tokens(model: context.modelLabel, prompt: usage.prompt, completion: usage.completion)
         limiter.charge(context.identity, tokens: usage.total)
-        writer.logFields.promptTokens = usage.prompt
-        writer.logFields.completionTokens = usage.completion
+        writer.request.logFields.promptTokens = usage.prompt
+        writer.request.logFields.completionTokens = usage.completion
     }
 }

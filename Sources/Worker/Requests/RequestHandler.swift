@@ -50,7 +50,9 @@ final class RequestHandler: Sendable {
         self.accessLog = level <= .info ? AccessLog(eventLoop: upstreams.eventLoop, fd: accessLogFD) : nil
     }
 
-    func handle(_ request: GatewayRequest, writer: ResponseWriter) {
+    /// Answers one request. `credential` is what the connection's last authenticated request
+    /// presented (a keep-alive client's next request with the same skips the digest).
+    func handle(_ request: GatewayRequest, writer: ResponseWriter, remembering credential: inout RememberedCredential?) {
         let method = request.head.method.rawValue
         // An unknown path is a 404 whatever the method: the switch below answers it.
         guard request.route == .other || method == request.route.method || (method == "HEAD" && request.route.method == "GET") else {
@@ -60,14 +62,14 @@ final class RequestHandler: Sendable {
         var identity: ClientIdentity?
         if request.route.requiresAuth {
             identity = authenticator.authenticate(
-                authorization: request.head.authorization, remembering: &writer.rememberedCredential)
+                authorization: request.head.authorization, remembering: &credential)
             guard identity != nil else {
                 writer.send(error: .unauthorized())
                 return
             }
-            writer.logFields.key = identity?.name
+            writer.request.logFields.key = identity?.name
             // An API request: activity for /idle until its response ends.
-            writer.countedAsOpen = true
+            writer.request.countedAsOpen = true
             slot.apiRequestStarted()
             segment.noteRequest(atMillis: Self.wallClockMillis())
         }
@@ -155,8 +157,8 @@ final class RequestHandler: Sendable {
     /// bodies). `method` is the head's ``methodLabel(_:)``, or `other` for what the parser
     /// refused (no head).
     func finished(method: String, route: Route, requestID: String, writer: ResponseWriter, start: MonotonicInstant) {
-        if writer.countedAsOpen {
-            writer.countedAsOpen = false
+        if writer.request.countedAsOpen {
+            writer.request.countedAsOpen = false
             slot.apiRequestEnded()
             segment.noteRequest(atMillis: Self.wallClockMillis())
         }
@@ -164,7 +166,7 @@ final class RequestHandler: Sendable {
         metrics.request(route: route, method: method, status: writer.status, seconds: seconds)
         accessLog?.record(
             requestID: requestID, method: method, route: route.template, status: writer.status, seconds: seconds, bytes: writer.bodyBytes,
-            fields: writer.logFields)
+            fields: writer.request.logFields)
     }
 
     /// Writes access lines still buffered (before the worker exits).
