@@ -31,7 +31,7 @@ struct LLMGateway: ParsableCommand {
         MAX_SSE_EVENT_BYTES, CIRCUIT_BREAKER_ENABLED, CIRCUIT_BREAKER_THRESHOLD,
         CIRCUIT_BREAKER_COOLDOWN, WORKER_HEARTBEAT_TIMEOUT, LOG_LEVEL, REQUEST_HEADER_TIMEOUT,
         REQUEST_BODY_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_CONNECTIONS_PER_WORKER,
-        UPSTREAM_HEALTH_INTERVAL, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TIMEOUT,
+        UPSTREAM_HEALTH_INTERVAL, UPSTREAM_METRICS_INTERVAL, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TIMEOUT,
         UPSTREAM_KEEPALIVE_TIMEOUT.
 
         Signals: TERM/INT graceful drain, QUIT fast stop, HUP reload configuration and
@@ -130,6 +130,8 @@ struct LLMGateway: ParsableCommand {
                 ])
             let poller = UpstreamHealthPoller(configuration: configuration, segment: segment, logger: logger)
             poller.start()
+            let engineMetrics = EngineMetricsPoller(configuration: configuration, segment: segment, logger: logger)
+            engineMetrics.start()
             let movedListener = ListeningSocket(
                 fileDescriptor: listenerFD, localAddress: listener.localAddress, fromSystemd: listener.fromSystemd)
             let loop = SupervisorLoop(
@@ -142,6 +144,7 @@ struct LLMGateway: ParsableCommand {
                         .keepingPositions(of: running.value)
                     running.value = fresh
                     poller.update(fresh)
+                    engineMetrics.update(fresh)
                     return fresh
                 }
             )

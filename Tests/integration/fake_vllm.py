@@ -23,6 +23,8 @@ half of this module uses the standard library only; aiohttp is imported only to 
 Served routes (vLLM's shapes)::
 
     GET  /health                 200, empty body (controllable: status, hang, delay)
+    GET  /metrics                vLLM-named engine gauges (config metrics_*: waiting, KV use,
+                                 cache geometry; metrics_mode garbage | huge | error)
     GET  /ping, /version         as vLLM
     GET  /v1/models              {"object":"list","data":[{"id","object":"model",...}]}
     POST /v1/chat/completions    plain and SSE (stream: true)
@@ -241,6 +243,7 @@ class ServerState:
         self.last_requests: Dict[str, Dict[str, Any]] = {}
         self.last_stream: Optional[Dict[str, Any]] = None
         self.streams_started = 0
+        self.metrics_scrapes = 0
         self.inflight = 0
         self.max_inflight = 0
         self.total = 0
@@ -274,6 +277,7 @@ class ServerState:
             "total": self.total,
             "streams_started": self.streams_started,
             "connections_seen": len(self.peers),
+            "metrics_scrapes": self.metrics_scrapes,
         }
 
 
@@ -332,6 +336,9 @@ def build_apps(state: ServerState, log=print):
     async def middleware(request, handler):
         path = request.path
         if path.startswith("/_control"):
+            return await handler(request)
+        if path == "/metrics":  # the gateway's scrapes: not counted with API traffic
+            state.metrics_scrapes += 1
             return await handler(request)
         state.total += 1
         peer = request.transport.get_extra_info("peername") if request.transport else None
@@ -699,6 +706,38 @@ def build_apps(state: ServerState, log=print):
         return resp
 
     # ---- handlers --------------------------------------------------------------------
+    async def engine_metrics(request):
+        """vLLM's Prometheus metrics the gateway routes by (names and labels as vLLM 0.32
+        writes them), or a broken page (``metrics_mode``)."""
+        cfg = state.config
+        mode = cfg.get("metrics_mode", "vllm")
+        if mode == "error":
+            return web.Response(status=500, text="internal error")
+        if mode == "garbage":
+            return web.Response(text="<html>not metrics {{{ \"\\ \n vllm:num_requests_waiting{ 7\n\x00\xff",
+                                content_type="text/plain")
+        if mode == "huge":
+            line = "# " + "x" * 1000 + "\n"
+            return web.Response(text=line * 6000, content_type="text/plain")
+        model = (cfg.get("models") or ["model"])[0]
+        labels = f'engine="0",model_name="{model}"'
+        text = (
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+            "# TYPE vllm:num_requests_running gauge\n"
+            f"vllm:num_requests_running{{{labels}}} {float(state.inflight)}\n"
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            f"vllm:num_requests_waiting{{{labels}}} {float(cfg.get('metrics_waiting', 0))}\n"
+            "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n"
+            "# TYPE vllm:kv_cache_usage_perc gauge\n"
+            f"vllm:kv_cache_usage_perc{{{labels}}} {float(cfg.get('metrics_kv_cache_usage', 0.0))}\n"
+            "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
+            "# TYPE vllm:cache_config_info gauge\n"
+            f'vllm:cache_config_info{{block_size="{cfg.get("metrics_block_size", 16)}",enable_prefix_caching="True",engine="0",'
+            f'num_gpu_blocks="{cfg.get("metrics_num_gpu_blocks", 1000)}"}} 1.0\n'
+        )
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
     async def health(request):
         cfg = state.config
         ctx = _Ctx(state, request, "health")
@@ -1018,6 +1057,7 @@ def build_apps(state: ServerState, log=print):
     main = web.Application(middlewares=[middleware], client_max_size=64 * 1024 * 1024)
     main.on_response_prepare.append(on_prepare)
     main.router.add_get("/health", health)
+    main.router.add_get("/metrics", engine_metrics)
     main.router.add_get("/ping", ping)
     main.router.add_post("/ping", ping)
     main.router.add_get("/version", version)
@@ -1070,6 +1110,12 @@ async def serve(args) -> None:
         "health_mode": "ok",
         "health_delay": 0.0,
         "hang_limit": args.hang_limit,
+        # GET /metrics, in vLLM's names: running = requests in flight now; the rest as set.
+        "metrics_mode": "vllm",  # vllm | garbage | huge | error
+        "metrics_waiting": 0,
+        "metrics_kv_cache_usage": 0.0,
+        "metrics_block_size": 16,
+        "metrics_num_gpu_blocks": 1000,
     }
     state = ServerState(defaults)
     main_app, control_app = build_apps(state, log=lambda *a: print(*a, file=sys.stderr, flush=True))

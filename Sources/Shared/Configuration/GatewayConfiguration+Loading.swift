@@ -35,6 +35,7 @@ extension GatewayConfiguration {
         "keepAliveTimeout": Setting(flag: nil, env: "KEEPALIVE_TIMEOUT", fileKey: "keepalive_timeout"),
         "maxConnections": Setting(flag: nil, env: "MAX_CONNECTIONS_PER_WORKER", fileKey: "max_connections_per_worker"),
         "healthInterval": Setting(flag: nil, env: "UPSTREAM_HEALTH_INTERVAL", fileKey: "upstream_health_interval"),
+        "metricsInterval": Setting(flag: nil, env: "UPSTREAM_METRICS_INTERVAL", fileKey: "upstream_metrics_interval"),
         "connectTimeout": Setting(flag: nil, env: "UPSTREAM_CONNECT_TIMEOUT", fileKey: "upstream_connect_timeout"),
         "upstreamTimeout": Setting(flag: nil, env: "UPSTREAM_TIMEOUT", fileKey: "upstream_timeout"),
         "upstreamKeepAlive": Setting(flag: nil, env: "UPSTREAM_KEEPALIVE_TIMEOUT", fileKey: "upstream_keepalive_timeout"),
@@ -80,6 +81,7 @@ extension GatewayConfiguration {
         if let r = resolved("keepAliveTimeout") { config.server.keepAliveTimeout = try seconds(r, in: 0.1...3600) }
         if let r = resolved("maxConnections") { config.server.maxConnectionsPerWorker = try integer(r, in: 1...1_000_000) }
         if let r = resolved("healthInterval") { config.server.healthInterval = try seconds(r, in: 0.1...3600) }
+        if let r = resolved("metricsInterval") { config.server.metricsInterval = try seconds(r, in: 0.05...3600) }
         if let r = resolved("connectTimeout") { config.server.upstreamConnectTimeout = try seconds(r, in: 0.1...600) }
         if let r = resolved("upstreamTimeout") { config.server.upstreamTimeout = try seconds(r, in: 0.1...86_400) }
         if let r = resolved("upstreamKeepAlive") { config.server.upstreamKeepAliveTimeout = try seconds(r, in: 0...3600) }

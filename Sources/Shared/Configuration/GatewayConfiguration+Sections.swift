@@ -18,7 +18,7 @@ extension GatewayConfiguration {
             guard let entry = map[name] as? [String: Any] else {
                 throw ConfigurationError(key: entryKey, reason: "expected a mapping with url:")
             }
-            try rejectUnknown(entry, known: ["url", "health", "api_key_env", "connect_timeout", "timeout", "keepalive_timeout"], key: entryKey)
+            try rejectUnknown(entry, known: ["url", "health", "api_key_env", "connect_timeout", "timeout", "keepalive_timeout", "metrics"], key: entryKey)
             guard let url = entry["url"] as? String, !url.isEmpty else {
                 throw ConfigurationError(key: "\(entryKey).url", reason: "required, e.g. http://127.0.0.1:18000")
             }
@@ -32,12 +32,19 @@ extension GatewayConfiguration {
                     throw ConfigurationError(key: "\(entryKey).api_key_env", reason: "expected an environment variable name")
                 }
                 upstream.apiKeyEnv = env
+                upstream.metricsPath = nil  // a cloud API has no engine metrics (unless `metrics:` says)
             }
             if let value = entry["connect_timeout"] {
                 upstream.connectTimeout = try seconds(Resolved(value: "\(value)", key: "\(entryKey).connect_timeout"), in: 0.1...600)
             }
             if let value = entry["timeout"] {
                 upstream.timeout = try seconds(Resolved(value: "\(value)", key: "\(entryKey).timeout"), in: 0.1...86_400)
+            }
+            if let value = entry["metrics"] {
+                guard let path = value as? String, path == "none" || path.hasPrefix("/") else {
+                    throw ConfigurationError(key: "\(entryKey).metrics", reason: "expected a path starting with / or none")
+                }
+                upstream.metricsPath = path == "none" ? nil : path
             }
             if let value = entry["keepalive_timeout"] {
                 upstream.keepAliveTimeout = try seconds(Resolved(value: "\(value)", key: "\(entryKey).keepalive_timeout"), in: 0...3600)

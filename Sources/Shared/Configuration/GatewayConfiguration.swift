@@ -31,6 +31,8 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         public var maxConnectionsPerWorker = 16_384
         /// `UPSTREAM_HEALTH_INTERVAL`, seconds between the supervisor's upstream checks.
         public var healthInterval: Double = 2
+        /// `UPSTREAM_METRICS_INTERVAL`, seconds between scrapes of each upstream's metrics.
+        public var metricsInterval: Double = 0.5
         /// `UPSTREAM_CONNECT_TIMEOUT`, seconds to open a connection to an upstream.
         public var upstreamConnectTimeout: Double = 5
         /// `UPSTREAM_TIMEOUT`, seconds an upstream may take to send response headers
@@ -123,6 +125,10 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         public var timeout: Double?
         /// Seconds an idle connection is kept; nil = `UPSTREAM_KEEPALIVE_TIMEOUT`.
         public var keepAliveTimeout: Double?
+        /// `metrics:`, the path of its Prometheus metrics (vLLM's engine load, for routing);
+        /// nil = not scraped (`metrics: none`). `/metrics` by default, except for a cloud
+        /// upstream (one with `api_key_env`), which has none.
+        public var metricsPath: String?
         /// Removed by a reload: kept only so the positions of the others (which index the
         /// shared segment: health, breaker, in-flight counts, metrics) stay put.
         public var retired = false
@@ -132,6 +138,7 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
             self.url = url
             self.healthPath = healthPath
             self.apiKeyEnv = apiKeyEnv
+            self.metricsPath = apiKeyEnv == nil && url != "demo" ? "/metrics" : nil
         }
 
         /// True for the built-in demo model (`--upstream demo`).

@@ -35,6 +35,9 @@ public struct PrometheusExposition: Sendable {
             hasher.combine(segment.upstream(u).breaker.word)
             hasher.combine(segment.upstream(u).health.rawValue)
             hasher.combine(segment.inflightRequests(upstream: u))
+            let load = segment.upstream(u).engineLoad  // its figures, not its time: unchanged load, same text
+            hasher.combine(load?.waiting)
+            hasher.combine(load?.kvCacheUsage)
         }
         hasher.combine(segment.workersRunning)
         hasher.combine(segment.workerRestartsTotal)
@@ -121,6 +124,17 @@ public struct PrometheusExposition: Sendable {
         for (u, upstream) in upstreams.enumerated() where !retired.contains(u) {
             sample(&out, "llm_gateway_upstream_up", [("upstream", upstream)], segment.upstream(u).health == .up ? 1 : 0)
         }
+        let loads = upstreams.indices.map { retired.contains($0) ? nil : segment.upstream($0).engineLoad }
+        header(&out, "llm_gateway_upstream_queue_depth", "gauge", "Requests waiting in the upstream engine's queue, as last scraped from its /metrics.")
+        for (u, upstream) in upstreams.enumerated() {
+            if let waiting = loads[u]?.waiting { sample(&out, "llm_gateway_upstream_queue_depth", [("upstream", upstream)], waiting) }
+        }
+        header(&out, "llm_gateway_upstream_kv_cache_usage_ratio", "gauge", "Share of the upstream engine's KV cache in use, as last scraped from its /metrics.")
+        for (u, upstream) in upstreams.enumerated() {
+            if let usage = loads[u]?.kvCacheUsage {
+                sample(&out, "llm_gateway_upstream_kv_cache_usage_ratio", [("upstream", upstream)], millionths: UInt64((usage * 1_000_000).rounded()))
+            }
+        }
         header(&out, "llm_gateway_inflight_requests", "gauge", "Requests in flight to upstreams, all workers.")
         var inflight: UInt64 = 0
         for u in 0..<upstreams.count { inflight &+= segment.inflightRequests(upstream: u) }
@@ -146,6 +160,15 @@ public struct PrometheusExposition: Sendable {
         out += name
         appendLabels(&out, labels)
         out += " \(value)\n"
+    }
+
+    /// A share in millionths, written as a decimal (`0.000001` resolution).
+    private func sample(_ out: inout String, _ name: String, _ labels: [(String, String)], millionths: UInt64) {
+        out += name
+        appendLabels(&out, labels)
+        out += " \(millionths / 1_000_000)."
+        let fraction = String(millionths % 1_000_000)
+        out += String(repeating: "0", count: 6 - fraction.count) + fraction + "\n"
     }
 
     private func appendLabels(_ out: inout String, _ labels: [(String, String)]) {

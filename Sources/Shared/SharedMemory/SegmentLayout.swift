@@ -31,9 +31,9 @@ public enum SegmentLayout {
     /// Offset of a slot's in-flight counters (one UInt64 per upstream).
     static let slotInflightOffset = 128
     static let upstreamsOffset = workerSlotsOffset + maxWorkers * workerSlotSize
-    /// Bytes per upstream block: 64 bytes of atomics, then the models text.
+    /// Bytes per upstream block: 128 bytes of atomics, then the models text.
     static let upstreamSize = 4096
-    static let upstreamModelsOffset = 64
+    static let upstreamModelsOffset = 128
     /// Room for the served-models text (names joined by newlines).
     public static let upstreamModelsCapacity = upstreamSize - upstreamModelsOffset
 
@@ -44,6 +44,9 @@ public enum SegmentLayout {
     static let metricsAreaSize = (MetricsLayout.words * 8 + 4095) / 4096 * 4096
 
     static var prefixIndexOffset: Int { metricsOffset + maxWorkers * metricsAreaSize }
+
+    /// A figure an upstream did not report.
+    public static let unknown = UInt64.max
 
     /// Total bytes of the segment.
     public static var totalSize: Int { prefixIndexOffset + PrefixIndex.byteSize }
@@ -105,5 +108,13 @@ public enum SegmentLayout {
         /// How many ``PromptBlocks`` its prefix cache holds, from its `/metrics`
         /// (0 = not known; version 4).
         case cacheBlocks = 56
+        /// The engine load the supervisor last read from its `/metrics` (version 4):
+        /// requests waiting and running (``SegmentLayout/unknown`` when not reported), KV-cache
+        /// use in millionths, and when it was read (monotonic microseconds; 0 = never),
+        /// stored last.
+        case engineWaiting = 64
+        case engineRunning = 72
+        case engineKVCacheMillionths = 80
+        case engineReadAt = 88
     }
 }

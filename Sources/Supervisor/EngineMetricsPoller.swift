@@ -1,0 +1,95 @@
+import AsyncHTTPClient
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Shared
+
+/// Scrapes every upstream's `/metrics` (vLLM's Prometheus text) each
+/// `UPSTREAM_METRICS_INTERVAL` and publishes its engine load in the shared segment, with
+/// the time it was read: queue, running batch, KV-cache use, and how many prompt blocks its
+/// prefix cache holds (for the ``PrefixIndex``'s LRU clock). An upstream whose scrape fails
+/// keeps its last figures with their old time, which the workers see as stale; a page that
+/// is too large or not Prometheus text gives no figures, never a crash.
+final class EngineMetricsPoller: Sendable {
+    private let configuration: NIOLockedValueBox<GatewayConfiguration>
+    let segment: SharedSegment
+    let logger: Logger
+    private let client: HTTPClient
+
+    init(configuration: GatewayConfiguration, segment: SharedSegment, logger: Logger) {
+        self.configuration = NIOLockedValueBox(configuration)
+        self.segment = segment
+        self.logger = logger
+        var clientConfiguration = HTTPClient.Configuration()
+        clientConfiguration.redirectConfiguration = .disallow
+        clientConfiguration.decompression = .disabled
+        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(30))
+        self.client = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: clientConfiguration)
+    }
+
+    /// Scrapes with a reloaded configuration from the next round on.
+    func update(_ configuration: GatewayConfiguration) {
+        self.configuration.withLockedValue { $0 = configuration }
+    }
+
+    /// Starts scraping on a background task; it ends with the process.
+    func start() {
+        Task.detached { await self.run() }
+    }
+
+    /// How long one scrape may take: the upstream's connect timeout to connect, and the
+    /// whole answer within four intervals (at least a second, at most its `timeout`).
+    static func deadline(upstream: GatewayConfiguration.Upstream, configuration: GatewayConfiguration) -> Double {
+        let connect = upstream.connectTimeout ?? configuration.server.upstreamConnectTimeout
+        let read = min(upstream.timeout ?? configuration.server.upstreamTimeout, max(1, configuration.server.metricsInterval * 4))
+        return connect + read
+    }
+
+    /// Prompt blocks (``PromptBlocks/defaultBlockBytes`` bytes, about 4 bytes a token) a
+    /// cache of `gpuBlocks` blocks of `blockSize` tokens holds.
+    static func promptBlocks(gpuBlocks: Int, blockSize: Int) -> UInt64 {
+        let tokens = UInt64(gpuBlocks).multipliedReportingOverflow(by: UInt64(blockSize))
+        guard !tokens.overflow else { return PrefixIndex.unknownCapacity }
+        return max(1, tokens.partialValue * 4 / UInt64(PromptBlocks.defaultBlockBytes))
+    }
+
+    func run() async {
+        while !Task.isCancelled {
+            let current = configuration.withLockedValue { $0 }
+            await withTaskGroup(of: Void.self) { group in
+                for (index, upstream) in current.upstreams.enumerated() where !upstream.retired && !upstream.isDemo {
+                    guard let path = upstream.metricsPath else { continue }
+                    let deadline = Self.deadline(upstream: upstream, configuration: current)
+                    group.addTask { await self.scrape(index: index, url: upstream.url + path, name: upstream.name, deadline: deadline) }
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(Int(current.server.metricsInterval * 1000)))
+        }
+        try? await client.shutdown()
+    }
+
+    private func scrape(index: Int, url: String, name: String, deadline: Double) async {
+        let load: EngineLoad
+        do {
+            let response = try await client.execute(HTTPClientRequest(url: url), timeout: .milliseconds(Int64(deadline * 1000)))
+            guard response.status.code == 200 else {
+                _ = try? await response.body.collect(upTo: 1 << 16)
+                return
+            }
+            let body = try await response.body.collect(upTo: EngineLoad.maxBytes)
+            load = EngineLoad(prometheusText: body.readableBytesView)
+        } catch {
+            logger.debug("engine metrics scrape failed", metadata: ["upstream": "\(name)", "error": "\(error)"])
+            return
+        }
+        let status = segment.upstream(index)
+        if let blocks = load.gpuBlocks, let size = load.blockSize {
+            status.cacheBlocks = Self.promptBlocks(gpuBlocks: blocks, blockSize: size)
+        }
+        status.publishEngineLoad(
+            EngineLoadSnapshot(
+                waiting: load.waiting.map { UInt64(min($0, 1e12)) }, running: load.running.map { UInt64(min($0, 1e12)) },
+                kvCacheUsage: load.kvCacheUsage, readAtMicros: max(1, MonotonicInstant.now().nanoseconds / 1000)))
+    }
+}
