@@ -41,6 +41,7 @@ extension GatewayConfiguration {
         "upstreamKeepAlive": Setting(flag: nil, env: "UPSTREAM_KEEPALIVE_TIMEOUT", fileKey: "upstream_keepalive_timeout"),
         "maxTools": Setting(flag: nil, env: "MAX_TOOLS_PER_REQUEST", fileKey: "max_tools_per_request"),
         "maxSSEEvent": Setting(flag: nil, env: "MAX_SSE_EVENT_BYTES", fileKey: "max_sse_event_bytes"),
+        "sessionHeader": Setting(flag: nil, env: "ROUTING_SESSION_HEADER", fileKey: "routing_session_header"),
     ]
 
     static let fileSectionKeys: Set<String> = ["upstreams", "models", "keys"]
@@ -88,6 +89,12 @@ extension GatewayConfiguration {
         if let r = resolved("maxBody") { config.server.maxRequestBodyBytes = try integer(r, in: 1...1 << 30) }
         if let r = resolved("maxTools") { config.server.maxToolsPerRequest = try integer(r, in: 1...4096) }
         if let r = resolved("maxSSEEvent") { config.server.maxSSEEventBytes = try integer(r, in: 1024...1 << 30) }
+        if let r = resolved("sessionHeader") {
+            let name = r.value.lowercased()
+            guard (1...64).contains(name.utf8.count), name.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D })
+            else { throw ConfigurationError(key: r.key, reason: "expected a header name of letters, digits and - (got \"\(r.value)\")") }
+            config.server.routingSessionHeader = name
+        }
         if let r = resolved("bearerToken"), !r.value.isEmpty { config.auth.bearerToken = r.value }
         if let r = resolved("rpm") { config.limits.requestsPerMinute = try integer(r, in: 1...1_000_000_000) }
         if let r = resolved("tpm") { config.limits.tokensPerMinute = try integer(r, in: 0...1_000_000_000) }

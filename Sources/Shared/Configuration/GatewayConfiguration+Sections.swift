@@ -83,7 +83,7 @@ extension GatewayConfiguration {
             guard let entry = map[name] as? [String: Any] else {
                 throw ConfigurationError(key: entryKey, reason: "expected a mapping with upstreams:")
             }
-            try rejectUnknown(entry, known: ["upstreams", "upstream_model", "tool_parser", "fallbacks", "aliases"], key: entryKey)
+            try rejectUnknown(entry, known: ["upstreams", "upstream_model", "tool_parser", "fallbacks", "aliases", "routing"], key: entryKey)
             let upstreams = try stringList(entry["upstreams"], key: "\(entryKey).upstreams", required: true)
             for u in upstreams where !upstreamNames.contains(u) {
                 throw ConfigurationError(key: "\(entryKey).upstreams", reason: "no upstream named \"\(u)\" under upstreams:")
@@ -93,11 +93,21 @@ extension GatewayConfiguration {
                 throw ConfigurationError(
                     key: "\(entryKey).tool_parser", reason: "expected one of \(toolParsers.sorted().joined(separator: "|")) (got \"\(parser)\")")
             }
+            var routing = RoutingPolicy.cacheAware
+            if let value = entry["routing"] {
+                guard let text = value as? String, let policy = RoutingPolicy(rawValue: text) else {
+                    throw ConfigurationError(
+                        key: "\(entryKey).routing",
+                        reason: "expected one of \(RoutingPolicy.allCases.map(\.rawValue).joined(separator: "|")) (got \"\(value)\")")
+                }
+                routing = policy
+            }
             let model = Model(
                 name: name, upstreams: upstreams, upstreamModel: entry["upstream_model"] as? String,
                 aliases: try stringList(entry["aliases"], key: "\(entryKey).aliases", required: false),
                 toolParser: parser,
-                fallbacks: try stringList(entry["fallbacks"], key: "\(entryKey).fallbacks", required: false)
+                fallbacks: try stringList(entry["fallbacks"], key: "\(entryKey).fallbacks", required: false),
+                routing: routing
             )
             for clientName in [name] + model.aliases {
                 if let other = taken[clientName] {

@@ -48,6 +48,9 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         /// `MAX_SSE_EVENT_BYTES`: the longest single event an upstream stream may send; a
         /// longer one ends the stream with an error event (nothing unbounded is buffered).
         public var maxSSEEventBytes = 16 << 20
+        /// `ROUTING_SESSION_HEADER`: the request field whose value keeps a session on one
+        /// upstream (lower case).
+        public var routingSessionHeader = "x-session-id"
 
         public init() {}
     }
@@ -159,11 +162,14 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         public var toolParser: String
         /// Models tried, in order, when this one fails before any byte reached the client.
         public var fallbacks: [String]
+        /// `routing:`, how requests spread over several upstreams (`cache_aware` by default).
+        public var routing: RoutingPolicy
 
         public init(
             name: String, upstreams: [String], upstreamModel: String? = nil, aliases: [String] = [],
-            toolParser: String = "none", fallbacks: [String] = []
+            toolParser: String = "none", fallbacks: [String] = [], routing: RoutingPolicy = .cacheAware
         ) {
+            self.routing = routing
             self.name = name
             self.upstreams = upstreams
             self.upstreamModel = upstreamModel

@@ -42,6 +42,13 @@ public struct GatewayMetrics: Sendable {
         if completion > 0 { area.add(MetricsLayout.tokens(model: index, completion: true), UInt64(completion)) }
     }
 
+    /// Where routing sent a request, why, and how much of its prompt was cached there.
+    public func routed(model: String?, reason: RoutingReason, matchedShare: Double?) {
+        let index = self.model(model)
+        area.add(MetricsLayout.routing(model: index, reason: reason))
+        if let matchedShare { area.observe(shareHistogram: MetricsLayout.prefixMatch(model: index), share: matchedShare) }
+    }
+
     /// A request refused by a limit.
     public func rateLimited(_ limit: MetricsLayout.Limit) { area.add(MetricsLayout.rateLimited(limit)) }
 }

@@ -13,6 +13,14 @@ public struct MetricsArea: Sendable {
     func add(_ index: Int, _ value: UInt64 = 1) { word(index).wrappingIncrement(by: value, ordering: .relaxed) }
 
     /// Records `seconds` in the histogram starting at `base`.
+    /// One share (0 to 1) in a histogram over ``MetricsLayout/matchBuckets``; its sum in millionths.
+    func observe(shareHistogram base: Int, share: Double) {
+        let share = min(1, max(0, share))
+        add(base + (MetricsLayout.matchBuckets.firstIndex { share <= $0 } ?? MetricsLayout.matchBuckets.count))
+        add(base + MetricsLayout.matchBuckets.count + 1, UInt64((share * 1e6).rounded()))
+        add(base + MetricsLayout.matchBuckets.count + 2)
+    }
+
     func observe(histogram base: Int, seconds: Double) {
         add(base + MetricsLayout.bucket(seconds))
         add(base + MetricsLayout.durationBuckets.count + 1, UInt64(max(0, seconds) * 1e9))

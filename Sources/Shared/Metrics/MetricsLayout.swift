@@ -35,6 +35,10 @@ public enum MetricsLayout {
         }
     }
 
+    /// Upper bounds of the prefix-match histogram (the share of a prompt's blocks the
+    /// chosen upstream held).
+    public static let matchBuckets: [Double] = [0, 0.1, 0.25, 0.5, 0.75, 0.9, 1]
+
     static let routes = Route.allCases.count
     static let statusSlots = statuses.count + 1
     static let histogramWords = durationBuckets.count + 3  // buckets, +Inf, sum (ns), count
@@ -46,8 +50,11 @@ public enum MetricsLayout {
     static let ttftBase = upstreamBase + modelSlots * SegmentLayout.maxUpstreams * Outcome.allCases.count
     static let tokensBase = ttftBase + modelSlots * histogramWords
     static let rateLimitedBase = tokensBase + modelSlots * 2
+    static let routingBase = rateLimitedBase + Limit.allCases.count
+    static let matchHistogramWords = matchBuckets.count + 3  // buckets, +Inf, sum (millionths), count
+    static let prefixMatchBase = routingBase + modelSlots * RoutingReason.allCases.count
     /// Words in one worker's metrics area.
-    public static let words = rateLimitedBase + Limit.allCases.count
+    public static let words = prefixMatchBase + modelSlots * matchHistogramWords
 
     static func methodIndex(_ method: String) -> Int { methods.firstIndex(of: method) ?? methods.count - 1 }
     static func statusIndex(_ status: Int) -> Int { statuses.firstIndex(of: status) ?? statuses.count }
@@ -63,6 +70,8 @@ public enum MetricsLayout {
     static func ttft(model: Int) -> Int { ttftBase + model * histogramWords }
     static func tokens(model: Int, completion: Bool) -> Int { tokensBase + model * 2 + (completion ? 1 : 0) }
     static func rateLimited(_ limit: Limit) -> Int { rateLimitedBase + limit.rawValue }
+    static func routing(model: Int, reason: RoutingReason) -> Int { routingBase + model * RoutingReason.allCases.count + reason.rawValue }
+    static func prefixMatch(model: Int) -> Int { prefixMatchBase + model * matchHistogramWords }
 
     /// The histogram bucket a duration falls in (the last is +Inf).
     static func bucket(_ seconds: Double) -> Int { durationBuckets.firstIndex { seconds <= $0 } ?? durationBuckets.count }

@@ -111,6 +111,22 @@ public struct PrometheusExposition: Sendable {
             }
         }
 
+        header(&out, "llm_gateway_routing_decisions_total", "counter", "Requests routed among a model's upstreams, by model and reason.")
+        for model in 0...MetricsLayout.maxModels {
+            for reason in RoutingReason.allCases {
+                let value = totals[MetricsLayout.routing(model: model, reason: reason)]
+                if value > 0 { sample(&out, "llm_gateway_routing_decisions_total", [("model", modelLabel(model)), ("reason", reason.label)], value) }
+            }
+        }
+        header(
+            &out, "llm_gateway_prefix_match_ratio", "histogram",
+            "Share of a routed prompt's blocks the chosen upstream held in its prefix cache (cache_aware routing).")
+        for model in 0...MetricsLayout.maxModels {
+            histogram(
+                &out, "llm_gateway_prefix_match_ratio", [("model", modelLabel(model))], totals, base: MetricsLayout.prefixMatch(model: model),
+                bounds: MetricsLayout.matchBuckets, sumScale: 1e6)
+        }
+
         header(&out, "llm_gateway_rate_limited_total", "counter", "Requests refused with 429, by the limit that refused them.")
         for limit in MetricsLayout.Limit.allCases {
             sample(&out, "llm_gateway_rate_limited_total", [("limit", limit.label)], totals[MetricsLayout.rateLimited(limit)])
@@ -191,17 +207,21 @@ public struct PrometheusExposition: Sendable {
         out += "}"
     }
 
-    private func histogram(_ out: inout String, _ name: String, _ labels: [(String, String)], _ totals: [UInt64], base: Int) {
-        let countIndex = base + MetricsLayout.durationBuckets.count + 2
+    /// A histogram stored as its buckets, +Inf, the sum (in 1/`sumScale` units) and the count.
+    private func histogram(
+        _ out: inout String, _ name: String, _ labels: [(String, String)], _ totals: [UInt64], base: Int,
+        bounds: [Double] = MetricsLayout.durationBuckets, sumScale: Double = 1e9
+    ) {
+        let countIndex = base + bounds.count + 2
         guard totals[countIndex] > 0 else { return }
         var cumulative: UInt64 = 0
-        for (i, bound) in MetricsLayout.durationBuckets.enumerated() {
+        for (i, bound) in bounds.enumerated() {
             cumulative &+= totals[base + i]
             sample(&out, name + "_bucket", labels + [("le", "\(bound)")], cumulative)
         }
-        cumulative &+= totals[base + MetricsLayout.durationBuckets.count]
+        cumulative &+= totals[base + bounds.count]
         sample(&out, name + "_bucket", labels + [("le", "+Inf")], cumulative)
-        let sumSeconds = Double(totals[base + MetricsLayout.durationBuckets.count + 1]) / 1e9
+        let sumSeconds = Double(totals[base + bounds.count + 1]) / sumScale
         out += name + "_sum"
         appendLabels(&out, labels)
         out += " \(sumSeconds)\n"

@@ -59,6 +59,13 @@ public struct OpenAIRequestBody: Sendable {
         self.includeUsage = includeUsage
     }
 
+    /// Where the prompt is in ``bytes``: the JSON text of `messages` (chat), `prompt`
+    /// (completions) or `input` (responses, embeddings), as the client sent it. Routing cuts
+    /// it into ``PromptBlocks``: a conversation that grows keeps its earlier turns' bytes.
+    public var promptRange: Range<Int>? {
+        members.first { $0.key == "messages" || $0.key == "prompt" || $0.key == "input" }?.value
+    }
+
     /// True when the request carries `tools` or `tool_choice`.
     public var hasTools: Bool { members.contains { $0.key == "tools" || $0.key == "tool_choice" } }
 

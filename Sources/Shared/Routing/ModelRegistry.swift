@@ -16,6 +16,10 @@ public struct ModelRegistry: Sendable {
         public var fallbacks: [String]
         /// True when the name came from configuration (a bounded label), false when discovered.
         public var configured: Bool
+        /// How requests spread over ``upstreams`` when there are several.
+        public var routing: RoutingPolicy = .cacheAware
+        /// The model's position in the configuration (its metric label index); nil when discovered.
+        public var position: Int?
     }
 
     /// Name of the built-in demo model.
@@ -37,11 +41,11 @@ public struct ModelRegistry: Sendable {
         discoveryUpstreams = [discoveryIndex]
         let index = Dictionary(uniqueKeysWithValues: configuration.upstreams.enumerated().map { ($1.name, $0) })
         var map: [String: Target] = [:]
-        for model in configuration.models {
+        for (position, model) in configuration.models.enumerated() {
             let target = Target(
                 name: model.name, upstreamModel: model.upstreamModel ?? model.name,
                 upstreams: model.upstreams.compactMap { index[$0] }, toolParser: model.toolParser,
-                fallbacks: model.fallbacks, configured: true)
+                fallbacks: model.fallbacks, configured: true, routing: model.routing, position: position)
             map[model.name] = target
             for alias in model.aliases { map[alias] = target }
         }

@@ -41,6 +41,13 @@ public enum PromptBlocks {
         bytes.withUnsafeBytes { hashes(of: $0, blockBytes: blockBytes, maxBlocks: maxBlocks) }
     }
 
+    /// A fixed 64-bit hash of any bytes (a session id): FNV-1a, then mixed.
+    public static func key(of bytes: [UInt8]) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return mix(hash)
+    }
+
     /// SplitMix64's finaliser: every input bit moves every output bit.
     @inline(__always)
     static func mix(_ value: UInt64) -> UInt64 {

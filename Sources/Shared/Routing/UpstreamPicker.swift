@@ -1,50 +1,75 @@
-/// What a picker knows of one upstream when it orders a model's upstreams: the shared
-/// view every worker reads from the segment.
-public struct UpstreamLoad: Sendable, Equatable {
-    /// The upstream's position in the configuration.
-    public var index: Int
-    /// Its last health check did not fail and its breaker is closed.
-    public var isWell: Bool
-    /// Requests in flight to it, summed over every worker.
-    public var inflightRequests: UInt64
-
-    public init(index: Int, isWell: Bool, inflightRequests: UInt64) {
-        self.index = index
-        self.isWell = isWell
-        self.inflightRequests = inflightRequests
-    }
-}
-
 /// Orders the upstreams of one model for one request: the seam routing plugs into. The
 /// exchange then tries them in that order (an open breaker is still skipped at the attempt,
 /// and fallback models follow), so a picker only ranks, and must return every candidate.
 ///
-/// A picker is a pure function of what it is given: the candidates, the request's prompt
-/// bytes (the body as the client sent it, for affinity), and `load` for each candidate.
+/// A picker is a pure function of the ``RoutingRequest``: the candidates as every worker
+/// sees them in the segment (health, in-flight requests, engine queue, cached prefix), the
+/// prompt's blocks and session, and a shared ticket.
 public protocol UpstreamPicker: Sendable {
-    func order(_ candidates: [Int], prompt: UnsafeRawBufferPointer, load: (Int) -> UpstreamLoad) -> [Int]
+    /// Whether ``RoutingRequest/promptBlocks`` and the candidates' matched blocks are used
+    /// (cutting and matching the prompt costs CPU: skipped when not).
+    var needsPromptMatch: Bool { get }
+    func decide(_ request: RoutingRequest) -> RoutingDecision
 }
 
-/// Today's picker (`routing: least_loaded`): the well upstreams before the unwell ones,
-/// each group by fewest requests in flight across all workers; ties keep configuration order.
+extension RoutingPolicy {
+    /// The picker of this policy.
+    public func picker(tuning: CacheAwareTuning = CacheAwareTuning()) -> any UpstreamPicker {
+        switch self {
+        case .cacheAware: CacheAwarePicker(tuning: tuning)
+        case .leastLoaded: LeastLoadedPicker()
+        case .roundRobin: RoundRobinPicker()
+        }
+    }
+}
+
+/// `routing: least_loaded`: the well upstreams before the unwell ones, each group by fewest
+/// requests in flight across all workers; ties keep configuration order.
 public struct LeastLoadedPicker: UpstreamPicker {
     public init() {}
 
-    public func order(_ candidates: [Int], prompt: UnsafeRawBufferPointer, load: (Int) -> UpstreamLoad) -> [Int] {
-        candidates.enumerated()
-            .map { (position: $0.offset, load: load($0.element)) }
+    public var needsPromptMatch: Bool { false }
+
+    public func decide(_ request: RoutingRequest) -> RoutingDecision {
+        let order = request.candidates.enumerated()
             .sorted { a, b in
-                (a.load.isWell ? 0 : 1, a.load.inflightRequests, a.position) < (b.load.isWell ? 0 : 1, b.load.inflightRequests, b.position)
+                (a.element.isWell ? 0 : 1, a.element.queue, a.offset) < (b.element.isWell ? 0 : 1, b.element.queue, b.offset)
             }
-            .map(\.load.index)
+            .map(\.element.index)
+        return RoutingDecision(order: order, reason: .load)
+    }
+}
+
+/// `routing: round_robin`: the well upstreams in turn (the ticket is shared by every worker),
+/// then the unwell ones.
+public struct RoundRobinPicker: UpstreamPicker {
+    public init() {}
+
+    public var needsPromptMatch: Bool { false }
+
+    public func decide(_ request: RoutingRequest) -> RoutingDecision {
+        let well = request.candidates.filter(\.isWell).map(\.index)
+        let unwell = request.candidates.filter { !$0.isWell }.map(\.index)
+        guard !well.isEmpty else { return RoutingDecision(order: unwell, reason: .load) }
+        let start = Int(request.ticket % UInt64(well.count))
+        return RoutingDecision(order: Array(well[start...] + well[..<start]) + unwell, reason: .load)
     }
 }
 
 extension SharedSegment {
-    /// Upstream `index` as a picker sees it.
-    public func upstreamLoad(_ index: Int) -> UpstreamLoad {
+    /// Upstream `index` as routing sees it (its matched blocks left at 0); engine figures
+    /// older than `engineMaxAgeMicros` are not used.
+    public func routingCandidate(_ index: Int, nowMicros: UInt64, engineMaxAgeMicros: UInt64) -> RoutingCandidate {
         let status = upstream(index)
-        return UpstreamLoad(
-            index: index, isWell: status.health != .down && status.breaker.phase == .closed, inflightRequests: inflightRequests(upstream: index))
+        var waiting: UInt64 = 0
+        if let load = status.engineLoad, load.isFresh(nowMicros: nowMicros, maxAgeMicros: engineMaxAgeMicros) {
+            waiting = load.waiting ?? 0
+        }
+        return RoutingCandidate(
+            index: index, isWell: status.health != .down && status.breaker.phase == .closed, inflight: inflightRequests(upstream: index),
+            engineWaiting: waiting)
     }
+
+    /// A number that grows by one per call, shared by every worker (round robin).
+    public func nextRoutingTicket() -> UInt64 { global(.routingTicket).loadThenWrappingIncrement(ordering: .relaxed) }
 }

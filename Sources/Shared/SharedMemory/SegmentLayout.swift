@@ -75,6 +75,8 @@ public enum SegmentLayout {
         /// One more than the highest worker slot ever used: metrics are summed over these
         /// slots only, not all ``maxWorkers`` (version 3).
         case slotsUsed = 64
+        /// Round-robin routing's shared counter (version 4).
+        case routingTicket = 72
     }
 
     // Worker slot fields (offsets from the slot's start), all UInt64 atomics.

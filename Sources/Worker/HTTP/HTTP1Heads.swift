@@ -38,6 +38,11 @@ final class RequestHead: HTTP1Head {
     private var hosts = 0
     /// The first `x-request-id` field (``RequestID`` decides whether it is used).
     private(set) var requestID: String?
+    /// The first field named ``sessionHeader``: the session routing keeps on one upstream.
+    private(set) var sessionID: String?
+    /// The lower-case name of the field that carries a session id (`ROUTING_SESSION_HEADER`,
+    /// letters, digits and `-`): set once when the worker starts, before it serves anything.
+    nonisolated(unsafe) static var sessionHeader: [UInt8] = Array("x-session-id".utf8)
     /// The first `expect` field is `100-continue` (any case).
     private(set) var expectsContinue = false
     private var expectSeen = false
@@ -103,7 +108,9 @@ final class RequestHead: HTTP1Head {
                 expectsContinue = value.isToken("100-continue")
             }
         default:
-            break
+            if sessionID == nil, name.count == Self.sessionHeader.count, Self.sessionHeader.withUnsafeBytes({ name.isName($0) }) {
+                sessionID = String(decoding: value.prefix(256), as: UTF8.self)
+            }
         }
     }
 
@@ -275,9 +282,12 @@ extension UnsafeRawBufferPointer {
     /// Setting bit 0x20 lowers letters and keeps the other token bytes of the names asked
     /// for (`-`, digits) as they are.
     func isName(_ name: StaticString) -> Bool {
-        let count = name.utf8CodeUnitCount
-        guard self.count == count else { return false }
-        let lower = name.utf8Start
+        isName(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+    }
+
+    /// Equal to `lower` (lower-case letters, digits, `-`) in any case.
+    func isName(_ lower: UnsafeRawBufferPointer) -> Bool {
+        guard count == lower.count else { return false }
         for i in 0..<count where self[i] | 0x20 != lower[i] { return false }
         return true
     }

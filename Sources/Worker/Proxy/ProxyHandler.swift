@@ -22,9 +22,8 @@ final class ProxyHandler: Sendable {
     let metrics: GatewayMetrics
     let breaker: GatewayConfiguration.CircuitBreaker
     let upstreamTimeout: Double
-    /// Orders a model's upstreams (today least in-flight; the seam for routing by cache
-    /// and engine load).
-    let picker: any UpstreamPicker
+    /// `cache_aware` routing's tunables.
+    let routingTuning: CacheAwareTuning
     /// `MAX_TOOLS_PER_REQUEST`.
     let maxTools: Int
     /// `MAX_SSE_EVENT_BYTES`.
@@ -34,7 +33,7 @@ final class ProxyHandler: Sendable {
     init(
         registry: ModelRegistry, upstreams: UpstreamPools, segment: SharedSegment, slot: WorkerSlot, demo: DemoModel,
         limiter: RequestLimiter, metrics: GatewayMetrics, breaker: GatewayConfiguration.CircuitBreaker, upstreamTimeout: Double,
-        maxTools: Int = 128, maxEventBytes: Int = 16 << 20, picker: any UpstreamPicker = LeastLoadedPicker(), logger: Logger
+        maxTools: Int = 128, maxEventBytes: Int = 16 << 20, routingTuning: CacheAwareTuning = CacheAwareTuning(), logger: Logger
     ) {
         self.registry = registry
         self.upstreams = upstreams
@@ -45,7 +44,7 @@ final class ProxyHandler: Sendable {
         self.metrics = metrics
         self.breaker = breaker
         self.upstreamTimeout = upstreamTimeout
-        self.picker = picker
+        self.routingTuning = routingTuning
         self.maxTools = maxTools
         self.maxEventBytes = maxEventBytes
         self.logger = logger
@@ -107,7 +106,7 @@ final class ProxyHandler: Sendable {
 
         ProxyExchange(
             proxy: self, request: request, body: body, clientModel: modelName, identity: identity, writer: writer,
-            attempts: plan(target, for: identity, body: body.bytes)
+            attempts: plan(target, for: identity, body: body, sessionID: request.head.sessionID)
         )
         .start()
     }
@@ -131,21 +130,63 @@ final class ProxyHandler: Sendable {
         subscript(index: Int) -> Attempt { index == 0 ? first! : more[index - 1] }
     }
 
-    /// Upstreams for the target in the ``picker``'s order, then the same for each fallback
-    /// model the key may use: a fallback is another model, and a key scoped away from it is
-    /// not served by it either. `body` is the request as the client sent it.
-    func plan(_ target: ModelRegistry.Target, for identity: ClientIdentity, body: [UInt8] = []) -> AttemptPlan {
+    /// Upstreams for the target in the order its routing policy gives, then those of each
+    /// fallback model the key may use: a fallback is another model, and a key scoped away
+    /// from it is not served by it either. With `cache_aware`, the prompt's blocks are
+    /// matched against the shared ``PrefixIndex`` and recorded for the upstream chosen.
+    func plan(_ target: ModelRegistry.Target, for identity: ClientIdentity, body: OpenAIRequestBody, sessionID: String? = nil) -> AttemptPlan {
         // One upstream and no fallback (the usual case): nothing to order.
         if target.upstreams.count == 1 && target.fallbacks.isEmpty { return AttemptPlan(single: Attempt(target: target, upstream: target.upstreams[0])) }
         let fallbacks = target.fallbacks.filter { identity.models?.contains($0) ?? true }.compactMap { registry.configuredTarget($0) }
         var attempts: [Attempt] = []
-        body.withUnsafeBytes { prompt in
-            for candidate in [target] + fallbacks {
-                let ordered = picker.order(candidate.upstreams, prompt: prompt, load: segment.upstreamLoad)
-                attempts += ordered.map { Attempt(target: candidate, upstream: $0) }
+        for (position, candidate) in ([target] + fallbacks).enumerated() {
+            let order: [Int]
+            if candidate.upstreams.count == 1 {
+                order = candidate.upstreams
+            } else {
+                let decision = route(candidate, body: body, sessionID: sessionID)
+                if position == 0 { metrics.routed(model: candidate.name, reason: decision.reason, matchedShare: decision.matchedShare) }
+                order = decision.order
             }
+            attempts += order.map { Attempt(target: candidate, upstream: $0) }
         }
         return AttemptPlan(attempts)
+    }
+
+    /// Orders the upstreams of `target` for this request by its routing policy, from the
+    /// shared view every worker reads (health, breakers, in-flight counts, engine queues, the
+    /// prefix index), and records the prompt's blocks for the upstream it put first.
+    func route(_ target: ModelRegistry.Target, body: OpenAIRequestBody, sessionID: String?) -> RoutingDecision {
+        let picker = target.routing.picker(tuning: routingTuning)
+        let now = MonotonicInstant.now().nanoseconds / 1000
+        var request = RoutingRequest(
+            candidates: target.upstreams.map { segment.routingCandidate($0, nowMicros: now, engineMaxAgeMicros: routingTuning.engineMaxAgeMicros) })
+        var blocks: [UInt64] = []
+        if picker.needsPromptMatch {
+            if let range = body.promptRange {
+                blocks = body.bytes.withUnsafeBytes { PromptBlocks.hashes(of: UnsafeRawBufferPointer(rebasing: $0[range])) }
+            }
+            request.promptBlocks = blocks.count
+            request.firstBlock = blocks.first
+            if !blocks.isEmpty {
+                let matched = segment.prefixIndex.match(blocks, clocks: segment.prefixClocks(upstreams: registry.upstreams.count))
+                for i in request.candidates.indices where request.candidates[i].index < matched.count {
+                    request.candidates[i].matchedBlocks = matched[request.candidates[i].index]
+                }
+            }
+            if let sessionID, !sessionID.isEmpty {
+                request.sessionKey = PromptBlocks.key(of: Array(sessionID.utf8))
+            }
+        } else if target.routing == .roundRobin {
+            request.ticket = segment.nextRoutingTicket()
+        }
+        let decision = picker.decide(request)
+        if !blocks.isEmpty, let first = decision.order.first {
+            segment.prefixIndex.record(
+                blocks, upstream: first, counter: segment.upstream(first).prefixBlockCounter,
+                clocks: segment.prefixClocks(upstreams: registry.upstreams.count))
+        }
+        return decision
     }
 
     /// What the upstream's breaker says of one more request.

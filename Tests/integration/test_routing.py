@@ -1,0 +1,155 @@
+"""Routing across several replicas of one model (issue 22): with `routing: cache_aware`
+requests that share a long prefix land on the same upstream whichever worker takes them;
+prompts cached nowhere spread; an upstream whose engine reports a queue, or that went
+down, is left; `round_robin` and `least_loaded` behave as named; the decisions are counted."""
+import json
+import threading
+
+import pytest
+
+from gateway import http_request, metric_value, parse_metrics, wait_until
+
+pytestmark = pytest.mark.gateway
+
+MODEL = "qwen"
+FAST = {"UPSTREAM_METRICS_INTERVAL": "0.1", "UPSTREAM_HEALTH_INTERVAL": "0.2"}
+
+
+def config(upstreams, routing: str = "cache_aware") -> str:
+    ups = "".join(f"  u{i}: {{ url: {u.url} }}\n" for i, u in enumerate(upstreams))
+    names = ", ".join(f"u{i}" for i in range(len(upstreams)))
+    return f"upstreams:\n{ups}models:\n  m: {{ upstreams: [{names}], upstream_model: {MODEL}, routing: {routing} }}\n"
+
+
+def system_prompt(tenant: int) -> str:
+    # ~3 KB: a dozen whole 256-byte blocks.
+    return f"You are the assistant of tenant {tenant}. " + " ".join(f"rule-{tenant}-{i}" for i in range(300))
+
+
+def chat(gw, tenant: int, turn: str, headers=None):
+    body = {"model": "m", "max_tokens": 4,
+            "messages": [{"role": "system", "content": system_prompt(tenant)}, {"role": "user", "content": turn}]}
+    r = http_request(gw.host, gw.port, "POST", "/v1/chat/completions", body, headers=headers)
+    assert r.status == 200, r.text
+    return r
+
+
+def served(fakes):
+    return [f.counters()["requests"].get("/v1/chat/completions", 0) for f in fakes]
+
+
+def fresh_connections(gw, n, fn):
+    """n requests, each on its own connection, two at a time: the workers share them."""
+    errors = []
+
+    def run(i):
+        try:
+            fn(i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    for start in range(0, n, 2):
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(start, min(n, start + 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert not errors, errors
+
+
+def test_a_shared_prefix_lands_on_one_upstream_across_workers(gateway_factory, fake_vllm_factory):
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(3)]
+    gw = gateway_factory(config=config(fakes), workers=2, env=FAST)
+    chat(gw, 1, "first turn")
+    home = served(fakes).index(1)
+    fresh_connections(gw, 12, lambda i: chat(gw, 1, f"question {i}"))
+    counts = served(fakes)
+    assert counts[home] == 13, counts
+    workers = {line.get("pid") for line in gw_access_lines(gw) if line.get("route") == "/v1/chat/completions"}
+    assert len(workers) == 2, "both workers served the tenant and agreed on its upstream"
+    samples = parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
+    assert metric_value(samples, "llm_gateway_routing_decisions_total", model="m", reason="prefix") >= 12
+    assert metric_value(samples, "llm_gateway_prefix_match_ratio_count", model="m") >= 12
+
+
+def gw_access_lines(gw):
+    lines = []
+    for raw in gw.log_text().splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if line.get("msg") == "request":
+            lines.append(line)
+    return lines
+
+
+def test_prompts_cached_nowhere_spread_over_the_upstreams(gateway_factory, fake_vllm_factory):
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(3)]
+    gw = gateway_factory(config=config(fakes), workers=2, env=FAST)
+    for tenant in range(24):
+        chat(gw, 100 + tenant, "hello")
+    counts = served(fakes)
+    assert all(c >= 3 for c in counts), counts
+    samples = parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
+    assert metric_value(samples, "llm_gateway_routing_decisions_total", model="m", reason="cold") >= 20
+
+
+def test_an_engine_queue_releases_the_affinity(gateway_factory, fake_vllm_factory):
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(2)]
+    gw = gateway_factory(config=config(fakes), workers=1, env=FAST)
+    chat(gw, 7, "first")
+    home = served(fakes).index(1)
+    fakes[home].config(metrics_waiting=4)  # saturated: requests queue in its engine
+    samples = lambda: parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
+    wait_until(lambda: metric_value(samples(), "llm_gateway_upstream_queue_depth", upstream=f"u{home}") == 4,
+               timeout=10, what="the queue scraped")
+    for i in range(4):
+        chat(gw, 7, f"next {i}")
+    assert served(fakes)[1 - home] == 4, served(fakes)
+    fakes[home].config(metrics_waiting=0)
+    wait_until(lambda: metric_value(samples(), "llm_gateway_upstream_queue_depth", upstream=f"u{home}") == 0,
+               timeout=10, what="the queue drained")
+
+
+def test_a_down_upstream_is_skipped(gateway_factory, fake_vllm_factory):
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(2)]
+    gw = gateway_factory(config=config(fakes), workers=1, env=FAST)
+    chat(gw, 9, "first")
+    home = served(fakes).index(1)
+    fakes[home].control("/_control/health", {"status": 503})
+    samples = lambda: parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
+    wait_until(lambda: metric_value(samples(), "llm_gateway_upstream_up", upstream=f"u{home}") == 0, timeout=10,
+               what="the upstream marked down")
+    for i in range(3):
+        chat(gw, 9, f"next {i}")
+    assert served(fakes)[1 - home] == 3, served(fakes)
+
+
+def test_a_session_header_keeps_a_session_on_one_upstream(gateway_factory, fake_vllm_factory):
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(3)]
+    gw = gateway_factory(config=config(fakes), workers=2, env=FAST)
+    # Different prompts (no shared prefix), one session.
+    fresh_connections(gw, 8, lambda i: chat(gw, 200 + i, "hi", headers={"x-session-id": "conversation-42"}))
+    assert sorted(served(fakes)) == [0, 0, 8], served(fakes)
+    samples = parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
+    assert metric_value(samples, "llm_gateway_routing_decisions_total", model="m", reason="session") == 8
+
+
+def test_round_robin_takes_turns_across_workers(gateway_factory, fake_vllm_factory):
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(3)]
+    gw = gateway_factory(config=config(fakes, "round_robin"), workers=2, env=FAST)
+    fresh_connections(gw, 12, lambda i: chat(gw, 1, f"q{i}"))
+    assert served(fakes) == [4, 4, 4]
+
+
+def test_least_loaded_ignores_the_prefix(gateway_factory, fake_vllm_factory):
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(2)]
+    fakes[0].control("/_control/delay", {"seconds": 1.0, "count": 1})
+    gw = gateway_factory(config=config(fakes, "least_loaded"), workers=1, env=FAST)
+    slow = threading.Thread(target=lambda: chat(gw, 1, "slow"))
+    slow.start()
+    wait_until(lambda: fakes[0].counters()["inflight"] == 1, timeout=5, what="the slow request in flight")
+    chat(gw, 1, "fast")
+    slow.join(timeout=10)
+    assert served(fakes) == [1, 1]
