@@ -23,39 +23,6 @@ extension RoutingPolicy {
     }
 }
 
-/// `routing: least_loaded`: the well upstreams before the unwell ones, each group by fewest
-/// requests in flight across all workers; ties keep configuration order.
-public struct LeastLoadedPicker: UpstreamPicker {
-    public init() {}
-
-    public var needsPromptMatch: Bool { false }
-
-    public func decide(_ request: RoutingRequest) -> RoutingDecision {
-        let order = request.candidates.enumerated()
-            .sorted { a, b in
-                (a.element.isWell ? 0 : 1, a.element.queue, a.offset) < (b.element.isWell ? 0 : 1, b.element.queue, b.offset)
-            }
-            .map(\.element.index)
-        return RoutingDecision(order: order, reason: .load)
-    }
-}
-
-/// `routing: round_robin`: the well upstreams in turn (the ticket is shared by every worker),
-/// then the unwell ones.
-public struct RoundRobinPicker: UpstreamPicker {
-    public init() {}
-
-    public var needsPromptMatch: Bool { false }
-
-    public func decide(_ request: RoutingRequest) -> RoutingDecision {
-        let well = request.candidates.filter(\.isWell).map(\.index)
-        let unwell = request.candidates.filter { !$0.isWell }.map(\.index)
-        guard !well.isEmpty else { return RoutingDecision(order: unwell, reason: .load) }
-        let start = Int(request.ticket % UInt64(well.count))
-        return RoutingDecision(order: Array(well[start...] + well[..<start]) + unwell, reason: .load)
-    }
-}
-
 extension SharedSegment {
     /// Upstream `index` as routing sees it (its matched blocks left at 0); engine figures
     /// older than `engineMaxAgeMicros` are not used.

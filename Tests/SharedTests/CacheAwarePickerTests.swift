@@ -1,0 +1,93 @@
+import Testing
+
+@testable import Shared
+
+/// `routing: cache_aware` as a pure function of the candidates (load, engine queue, cached
+/// prefix) and the prompt.
+@Suite struct CacheAwarePickerTests {
+    let picker = CacheAwarePicker()
+
+    func candidates(_ specs: [(inflight: UInt64, matched: Int)]) -> [RoutingCandidate] {
+        specs.enumerated().map { RoutingCandidate(index: $0.offset, isWell: true, inflight: $0.element.inflight, matchedBlocks: $0.element.matched) }
+    }
+
+    @Test func theUpstreamHoldingThePrefixWins() {
+        let decision = picker.decide(
+            RoutingRequest(candidates: candidates([(1, 0), (3, 40), (0, 10), (2, 0)]), promptBlocks: 48, firstBlock: 7))
+        #expect(decision.order.first == 1)
+        #expect(decision.reason == .prefix)
+        #expect(decision.matchedShare == 40.0 / 48.0)
+        #expect(Set(decision.order) == [0, 1, 2, 3])
+    }
+
+    @Test func aWarmUpstreamIsLeftOnceItsQueueCostsMoreThanThePrefill() {
+        // 40 cached blocks are worth 40 / 4 = 10 more requests in flight.
+        let near = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (9, 40)]), promptBlocks: 40, firstBlock: 7))
+        #expect(near.order.first == 1 && near.reason == .prefix)
+        let saturated = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (11, 40)]), promptBlocks: 40, firstBlock: 7))
+        #expect(saturated.order == [0, 1] && saturated.reason == .load)
+    }
+
+    @Test func theEngineQueueCountsAsLoad() {
+        var warm = candidates([(0, 0), (0, 40)])
+        warm[1].engineWaiting = 5  // other clients queue there
+        #expect(picker.decide(RoutingRequest(candidates: warm, promptBlocks: 40, firstBlock: 7)).order.first == 0)
+    }
+
+    @Test func aColdPromptGoesWhereEveryGatewaySendsItUnlessThatOneIsBusy() {
+        let idle = candidates([(0, 0), (0, 0), (0, 0), (0, 0)])
+        var firsts: [Int: Int] = [:]
+        for key in 0..<400 {
+            let decision = picker.decide(RoutingRequest(candidates: idle, promptBlocks: 8, firstBlock: UInt64(key)))
+            #expect(decision.reason == .cold)
+            #expect(decision.order.first == picker.decide(RoutingRequest(candidates: idle, promptBlocks: 8, firstBlock: UInt64(key))).order.first)
+            firsts[decision.order.first!, default: 0] += 1
+        }
+        #expect(firsts.count == 4 && firsts.values.allSatisfy { $0 > 60 }, "keys spread over all upstreams: \(firsts)")
+        let key: UInt64 = 12_345
+        let hashed = picker.decide(RoutingRequest(candidates: idle, promptBlocks: 8, firstBlock: key)).order[0]
+        var busy = idle
+        busy[hashed].inflight = 5  // more than coldSlack (4) over the least loaded
+        let moved = picker.decide(RoutingRequest(candidates: busy, promptBlocks: 8, firstBlock: key))
+        #expect(moved.order.first != hashed && moved.reason == .load)
+        busy[hashed].inflight = 4
+        #expect(picker.decide(RoutingRequest(candidates: busy, promptBlocks: 8, firstBlock: key)).order.first == hashed)
+    }
+
+    @Test func rendezvousHashingMovesOnlyTheKeysOfAVanishedUpstream() {
+        let four = candidates([(0, 0), (0, 0), (0, 0), (0, 0)])
+        var three = four
+        three[2].isWell = false
+        for key in 0..<300 {
+            let before = picker.decide(RoutingRequest(candidates: four, promptBlocks: 1, firstBlock: UInt64(key))).order[0]
+            let after = picker.decide(RoutingRequest(candidates: three, promptBlocks: 1, firstBlock: UInt64(key))).order[0]
+            if before != 2 { #expect(after == before) } else { #expect(after != 2) }
+        }
+    }
+
+    @Test func aSessionSticksUntilItsUpstreamIsSaturated() {
+        var ups = candidates([(0, 30), (0, 0), (0, 0)])
+        let session: UInt64 = 99
+        let home = picker.decide(RoutingRequest(candidates: ups, promptBlocks: 30, firstBlock: 1, sessionKey: session))
+        #expect(home.reason == .session)
+        let index = home.order[0]
+        ups[index].inflight = 3
+        #expect(picker.decide(RoutingRequest(candidates: ups, promptBlocks: 30, firstBlock: 1, sessionKey: session)).order[0] == index)
+        ups[index].inflight = 9
+        let moved = picker.decide(RoutingRequest(candidates: ups, promptBlocks: 30, firstBlock: 1, sessionKey: session))
+        #expect(moved.order[0] != index && moved.reason != .session)
+    }
+
+    @Test func anUnwellUpstreamIsNeverFirstWhileAnotherIsWell() {
+        var ups = candidates([(0, 0), (9, 40)])
+        ups[0].isWell = false
+        #expect(picker.decide(RoutingRequest(candidates: ups, promptBlocks: 40, firstBlock: 3)).order == [1, 0])
+        ups[1].isWell = false
+        #expect(picker.decide(RoutingRequest(candidates: ups, promptBlocks: 40, firstBlock: 3)).order == [0, 1], "all unwell: least loaded")
+    }
+
+    @Test func aPromptWithoutAWholeBlockGoesByLoad() {
+        let decision = picker.decide(RoutingRequest(candidates: candidates([(2, 0), (1, 0)]), promptBlocks: 0, firstBlock: nil))
+        #expect(decision.order == [1, 0] && decision.reason == .load && decision.matchedShare == nil)
+    }
+}
