@@ -21,16 +21,18 @@ import Testing
     }
 
     @Test func aWarmUpstreamIsLeftOnceItsQueueCostsMoreThanThePrefill() {
-        // 40 cached blocks are worth 40 / 4 = 10 more requests in flight.
-        let near = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (9, 40)]), promptBlocks: 40, firstBlock: 7))
+        // 40 cached blocks are worth 40 / 0.5 = 80 more requests in flight.
+        let near = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (79, 40)]), promptBlocks: 40, firstBlock: 7))
         #expect(near.order.first == 1 && near.reason == .prefix)
-        let saturated = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (11, 40)]), promptBlocks: 40, firstBlock: 7))
+        let saturated = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (81, 40)]), promptBlocks: 40, firstBlock: 7))
         #expect(saturated.order == [0, 1] && saturated.reason == .load)
     }
 
     @Test func theEngineQueueCountsAsLoad() {
         var warm = candidates([(0, 0), (0, 40)])
-        warm[1].engineWaiting = 5  // other clients queue there
+        warm[1].engineWaiting = 9  // queued in its engine: 9 × 4 blocks < 40 cached
+        #expect(picker.decide(RoutingRequest(candidates: warm, promptBlocks: 40, firstBlock: 7)).order.first == 1)
+        warm[1].engineWaiting = 11  // 44 > 40: the prefill elsewhere is cheaper than the wait
         #expect(picker.decide(RoutingRequest(candidates: warm, promptBlocks: 40, firstBlock: 7)).order.first == 0)
     }
 
@@ -47,10 +49,10 @@ import Testing
         let key: UInt64 = 12_345
         let hashed = picker.decide(RoutingRequest(candidates: idle, promptBlocks: 8, firstBlock: key)).order[0]
         var busy = idle
-        busy[hashed].inflight = 5  // more than coldSlack (4) over the least loaded
+        busy[hashed].inflight = 2  // more than coldSlack (1) over the least loaded
         let moved = picker.decide(RoutingRequest(candidates: busy, promptBlocks: 8, firstBlock: key))
         #expect(moved.order.first != hashed && moved.reason == .load)
-        busy[hashed].inflight = 4
+        busy[hashed].inflight = 1
         #expect(picker.decide(RoutingRequest(candidates: busy, promptBlocks: 8, firstBlock: key)).order.first == hashed)
     }
 
@@ -71,7 +73,7 @@ import Testing
         let home = picker.decide(RoutingRequest(candidates: ups, promptBlocks: 30, firstBlock: 1, sessionKey: session))
         #expect(home.reason == .session)
         let index = home.order[0]
-        ups[index].inflight = 3
+        ups[index].inflight = 1
         #expect(picker.decide(RoutingRequest(candidates: ups, promptBlocks: 30, firstBlock: 1, sessionKey: session)).order[0] == index)
         ups[index].inflight = 9
         let moved = picker.decide(RoutingRequest(candidates: ups, promptBlocks: 30, firstBlock: 1, sessionKey: session))

@@ -79,6 +79,24 @@ import Testing
         #expect(index.match(first, clocks: segment.prefixClocks(upstreams: 1)) == [4])
     }
 
+    @Test func reusingHeldBlocksDoesNotAgeTheOthers() throws {
+        let (segment, index) = try fresh()
+        segment.upstream(0).cacheBlocks = 8
+        let counter = segment.upstream(0).prefixBlockCounter
+        let clocks = { segment.prefixClocks(upstreams: 1) }
+        let tenantA = PromptBlocks.hashes(of: Self.prompt(20, bytes: 256 * 4))
+        let tenantB = PromptBlocks.hashes(of: Self.prompt(21, bytes: 256 * 4))
+        index.record(tenantA, upstream: 0, counter: counter, clocks: clocks())
+        index.record(tenantB, upstream: 0, counter: counter, clocks: clocks())
+        // A's and B's prompts come back again and again: the cache (8 blocks) holds both.
+        for _ in 0..<10 {
+            index.record(tenantA, upstream: 0, counter: counter, clocks: clocks())
+            index.record(tenantB, upstream: 0, counter: counter, clocks: clocks())
+        }
+        #expect(index.match(tenantA, clocks: clocks()) == [4] && index.match(tenantB, clocks: clocks()) == [4])
+        #expect(counter.load(ordering: .relaxed) == 8, "only the blocks added moved the clock")
+    }
+
     @Test func aFullBucketGivesUpItsStalestEntry() throws {
         let (segment, index) = try fresh()
         // Ways + 1 hashes that share a bucket (same low bits), different tags.
@@ -112,7 +130,7 @@ import Testing
             expected[i % 3] = 4
             #expect(b.prefixIndex.match(blocks, clocks: clocks) == expected)
         }
-        #expect(clocks.counters.reduce(0, +) == 64 * 4, "every block counted once")
+        #expect(clocks.counters.reduce(0, +) == 64 * 4, "every block added once")
     }
 
     @Test func aTableLeftInAnyStateStillWorks() throws {

@@ -42,6 +42,9 @@ extension GatewayConfiguration {
         "maxTools": Setting(flag: nil, env: "MAX_TOOLS_PER_REQUEST", fileKey: "max_tools_per_request"),
         "maxSSEEvent": Setting(flag: nil, env: "MAX_SSE_EVENT_BYTES", fileKey: "max_sse_event_bytes"),
         "sessionHeader": Setting(flag: nil, env: "ROUTING_SESSION_HEADER", fileKey: "routing_session_header"),
+        "runningTokens": Setting(flag: nil, env: "ROUTING_RUNNING_REQUEST_TOKENS", fileKey: "routing_running_request_tokens"),
+        "waitingTokens": Setting(flag: nil, env: "ROUTING_WAITING_REQUEST_TOKENS", fileKey: "routing_waiting_request_tokens"),
+        "coldSlack": Setting(flag: nil, env: "ROUTING_COLD_SLACK", fileKey: "routing_cold_slack"),
     ]
 
     static let fileSectionKeys: Set<String> = ["upstreams", "models", "keys"]
@@ -89,6 +92,9 @@ extension GatewayConfiguration {
         if let r = resolved("maxBody") { config.server.maxRequestBodyBytes = try integer(r, in: 1...1 << 30) }
         if let r = resolved("maxTools") { config.server.maxToolsPerRequest = try integer(r, in: 1...4096) }
         if let r = resolved("maxSSEEvent") { config.server.maxSSEEventBytes = try integer(r, in: 1024...1 << 30) }
+        if let r = resolved("runningTokens") { config.server.routingRunningRequestTokens = try integer(r, in: 0...10_000_000) }
+        if let r = resolved("waitingTokens") { config.server.routingWaitingRequestTokens = try integer(r, in: 0...10_000_000) }
+        if let r = resolved("coldSlack") { config.server.routingColdSlack = try integer(r, in: 0...1_000_000) }
         if let r = resolved("sessionHeader") {
             let name = r.value.lowercased()
             guard (1...64).contains(name.utf8.count), name.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D })

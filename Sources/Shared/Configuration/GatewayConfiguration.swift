@@ -51,6 +51,15 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         /// `ROUTING_SESSION_HEADER`: the request field whose value keeps a session on one
         /// upstream (lower case).
         public var routingSessionHeader = "x-session-id"
+        /// `ROUTING_RUNNING_REQUEST_TOKENS`: `cache_aware` weighs each request in flight on an
+        /// upstream like this many prompt tokens to prefill there.
+        public var routingRunningRequestTokens = 32
+        /// `ROUTING_WAITING_REQUEST_TOKENS`: the same for each request waiting in its engine's
+        /// queue (its `/metrics`): the engine is saturated.
+        public var routingWaitingRequestTokens = 256
+        /// `ROUTING_COLD_SLACK`: a prompt cached nowhere (or a session) goes to its hashed
+        /// upstream unless that one has more than this many requests more than the least loaded.
+        public var routingColdSlack = 1
 
         public init() {}
     }

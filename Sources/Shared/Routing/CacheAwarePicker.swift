@@ -4,18 +4,26 @@ public struct CacheAwareTuning: Sendable, Equatable {
     /// much as one more request in flight on the upstream: the exchange rate between cache
     /// affinity and load while the engine batches everything it is sent (a running request
     /// slows the batch a little).
-    public var blocksPerRunningRequest: Double = 4
+    public var blocksPerRunningRequest: Double = 0.5
     /// The same for one request waiting in the engine's queue (its `/metrics`): the engine is
     /// saturated, and a new request waits for a whole one to finish.
-    public var blocksPerWaitingRequest: Double = 64
+    public var blocksPerWaitingRequest: Double = 4
     /// A cold prompt (or a session) goes to its hashed upstream unless that one has more than
     /// this many requests more than the least loaded.
-    public var coldSlack: UInt64 = 4
+    public var coldSlack: UInt64 = 1
     /// Engine figures older than this (microseconds) are not used: routing goes by the
     /// workers' own in-flight counts alone.
     public var engineMaxAgeMicros: UInt64 = 5_000_000
 
     public init() {}
+
+    /// The tuning `configuration` sets (`ROUTING_*`).
+    public init(_ server: GatewayConfiguration.Server) {
+        let tokensPerBlock = Double(PromptBlocks.defaultBlockBytes) / 4
+        blocksPerRunningRequest = Double(server.routingRunningRequestTokens) / tokensPerBlock
+        blocksPerWaitingRequest = Double(server.routingWaitingRequestTokens) / tokensPerBlock
+        coldSlack = UInt64(server.routingColdSlack)
+    }
 }
 
 /// `routing: cache_aware`, as a pure function. Each well candidate costs the prefill of the

@@ -99,17 +99,34 @@ public struct PrefixIndex: Sendable {
 
     /// Records that `upstream` is serving `blocks` (it will hold them in its cache): each
     /// block's entry for that upstream is refreshed, or claims a free or the stalest entry
-    /// of its bucket. Returns the upstream's new block counter.
+    /// of its bucket. Only blocks it did not hold advance its clock, one tick each (an LRU
+    /// cache evicts a block for each block it adds, not for each it reuses); the blocks it
+    /// held are stamped with the clock after them (used now). Returns that clock.
     @discardableResult
     public func record(_ blocks: [UInt64], upstream: Int, counter: UnsafeAtomic<UInt64>, clocks: Clocks) -> UInt64 {
         guard !blocks.isEmpty, upstream >= 0, upstream < 256 else { return counter.load(ordering: .relaxed) }
-        let first = counter.loadThenWrappingIncrement(by: UInt64(blocks.count), ordering: .relaxed)
-        for (index, hash) in blocks.enumerated() {
-            let stamp = (first &+ UInt64(index) &+ 1) & Self.stampMask
-            let desired = Self.pack(tag: Self.tag(of: hash), upstream: upstream, stamp: stamp)
-            place(desired, bucket: Self.bucket(of: hash), upstream: upstream, clocks: clocks)
+        let held = blocks.map { holds($0, upstream: upstream, clocks: clocks) }
+        let added = UInt64(held.lazy.filter { !$0 }.count)
+        let first = counter.loadThenWrappingIncrement(by: added, ordering: .relaxed)
+        let now = first &+ added
+        var tick = first
+        for (hash, wasHeld) in zip(blocks, held) {
+            if !wasHeld { tick &+= 1 }
+            let stamp = (wasHeld ? now : tick) & Self.stampMask
+            place(Self.pack(tag: Self.tag(of: hash), upstream: upstream, stamp: stamp), bucket: Self.bucket(of: hash), upstream: upstream, clocks: clocks)
         }
-        return first &+ UInt64(blocks.count)
+        return now
+    }
+
+    /// Whether `upstream` holds the block `hash` (a live entry).
+    func holds(_ hash: UInt64, upstream: Int, clocks: Clocks) -> Bool {
+        let bucket = Self.bucket(of: hash)
+        let tag = Self.tag(of: hash)
+        for way in 0..<Self.ways {
+            let (entryTag, entryUpstream, stamp) = Self.unpack(entry(bucket: bucket, way: way).load(ordering: .relaxed))
+            if entryTag == tag && entryUpstream == upstream { return clocks.isLive(upstream: upstream, stamp: stamp) }
+        }
+        return false
     }
 
     private func place(_ desired: UInt64, bucket: Int, upstream: Int, clocks: Clocks) {

@@ -44,7 +44,8 @@ final class RequestHandler: Sendable {
             registry: registry, upstreams: upstreams, segment: segment, slot: slot, demo: DemoModel(),
             limiter: RequestLimiter(segment: segment), metrics: metrics, breaker: configuration.circuitBreaker,
             upstreamTimeout: configuration.server.upstreamTimeout, maxTools: configuration.server.maxToolsPerRequest,
-            maxEventBytes: configuration.server.maxSSEEventBytes, logger: logger)
+            maxEventBytes: configuration.server.maxSSEEventBytes,
+            routingTuning: CacheAwareTuning(configuration.server), logger: logger)
         // LOG_LEVEL above info turns the access log off.
         let level = Logger(label: "llm-gateway.access").logLevel
         self.accessLog = level <= .info ? AccessLog(eventLoop: upstreams.eventLoop, fd: accessLogFD) : nil
