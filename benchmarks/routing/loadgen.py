@@ -1,0 +1,189 @@
+"""Closed-loop streaming load for benchmarks/routing (asyncio; aiohttp's client).
+
+At most ``concurrency`` requests are in flight (closed loop); ``open_conversations``
+conversations are open at a time, each played turn by turn: a ``stream: true`` chat
+completion (with ``stream_options.include_usage``) per turn, the reply appended to the
+history, the next turn ready after a think time. A conversation whose turn fails is
+dropped (the next turn would lack its reply). Per
+request: the time to the first non-empty content delta (TTFT, client side, from just
+before the request is sent), the time to ``data: [DONE]``, the content deltas counted as
+output tokens, and ``usage`` (``prompt_tokens_details.cached_tokens`` when present).
+
+``pick()`` gives the base URL of each request: a fixed router/gateway, or a random
+replica for the ``direct-random`` baseline.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter, deque
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from workload import Conversation
+
+
+def percentile(values: Sequence[float], p: float) -> Optional[float]:
+    """Nearest-rank percentile (p in 0..100), None for no values (as benchmarks/sse_client.py)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+async def stream_chat(session, base_url: str, body: Dict[str, Any], headers: Dict[str, str],
+                      timeout: float) -> Dict[str, Any]:
+    """One streamed chat completion; a record of what happened (never raises)."""
+    import aiohttp
+
+    rec: Dict[str, Any] = {"ok": False, "status": None, "error": None, "ttft_s": None, "e2e_s": None,
+                           "completion_tokens": 0, "prompt_tokens": None, "cached_tokens": None, "reply": ""}
+    parts: List[str] = []
+    t0 = time.monotonic()
+    done = False
+    try:
+        async with session.post(base_url + "/v1/chat/completions", json=body, headers=headers,
+                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            rec["status"] = resp.status
+            if resp.status != 200:
+                rec["error"] = f"HTTP {resp.status}: {(await resp.text())[:200]}"
+                return rec
+            async for raw in resp.content:
+                line = raw.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    break
+                event = json.loads(data)
+                if event.get("error"):
+                    rec["error"] = f"error event: {str(event['error'])[:200]}"
+                    return rec
+                for choice in event.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        if rec["ttft_s"] is None:
+                            rec["ttft_s"] = time.monotonic() - t0
+                        rec["completion_tokens"] += 1
+                        parts.append(text)
+                usage = event.get("usage")
+                if usage:
+                    rec["prompt_tokens"] = usage.get("prompt_tokens")
+                    rec["cached_tokens"] = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    except asyncio.TimeoutError:
+        rec["error"] = f"timeout after {timeout}s"
+        return rec
+    except (aiohttp.ClientError, ValueError, OSError) as e:
+        rec["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+        return rec
+    rec["e2e_s"] = time.monotonic() - t0
+    rec["reply"] = "".join(parts)
+    if not done:
+        rec["error"] = "stream ended without [DONE]"
+    else:
+        rec["ok"] = rec["ttft_s"] is not None
+        if not rec["ok"]:
+            rec["error"] = "no content"
+    return rec
+
+
+async def run_load(conversations: Sequence[Conversation], pick: Callable[[], str], model: str, concurrency: int,
+                   open_conversations: int = 0, think_time: float = 0.0, seed: int = 1,
+                   request_timeout: float = 120.0, max_seconds: float = 600.0,
+                   session_header: Optional[str] = None) -> Dict[str, Any]:
+    """Plays the conversations; returns the records and a summary.
+
+    ``concurrency`` requests are in flight at most (a closed loop). ``open_conversations``
+    (default 2 x concurrency) conversations are open at a time, in workload order; after a
+    turn, its conversation is ready again only after a think time (exponential, mean
+    ``think_time`` seconds, seeded by conversation and turn), so a next turn does not
+    simply follow its previous one onto the replica that just became the least loaded."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    pending = deque(conversations)
+    ready: "asyncio.Queue[Optional[tuple]]" = asyncio.Queue()
+    records: List[Dict[str, Any]] = []
+    deadline = time.monotonic() + max_seconds
+    state = {"open": 0, "stopped_by_deadline": False}
+
+    def open_next() -> None:
+        if pending and not state["stopped_by_deadline"]:
+            state["open"] += 1
+            ready.put_nowait((pending.popleft(), []))
+
+    def conversation_done() -> None:
+        state["open"] -= 1
+        open_next()
+        if state["open"] == 0:
+            for _ in range(concurrency):
+                ready.put_nowait(None)
+
+    def think(conv: Conversation, turn: int) -> float:
+        if think_time <= 0:
+            return 0.0
+        return random.Random(f"{seed}/{conv.id}/{turn}").expovariate(1.0 / think_time)
+
+    async def slot(session) -> None:
+        while True:
+            item = await ready.get()
+            if item is None:
+                return
+            conv, replies = item
+            k = len(replies)
+            if time.monotonic() > deadline:
+                state["stopped_by_deadline"] = True
+                conversation_done()
+                continue
+            turn = conv.turns[k]
+            body = {"model": model, "messages": conv.messages_for(k, replies), "max_tokens": turn.max_tokens,
+                    "stream": True, "stream_options": {"include_usage": True}}
+            headers = {session_header: conv.id} if session_header else {}
+            rec = await stream_chat(session, pick(), body, headers, request_timeout)
+            reply = rec.pop("reply")
+            rec.update(conversation=conv.id, turn=k, tenant=conv.tenant)
+            records.append(rec)
+            if rec["ok"] and k + 1 < len(conv.turns):
+                replies.append(reply)
+                loop.call_later(think(conv, k), ready.put_nowait, (conv, replies))
+            else:
+                conversation_done()
+
+    for _ in range(open_conversations or 2 * concurrency):
+        open_next()
+    if state["open"] == 0:
+        return {"records": [], "wall_s": 0.0, "stopped_by_deadline": False, "summary": summarize([], 0.0)}
+    connector = aiohttp.TCPConnector(limit=0, force_close=False, enable_cleanup_closed=True)
+    t0 = time.monotonic()
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(slot(session) for _ in range(concurrency)))
+    wall = time.monotonic() - t0
+    return {"records": records, "wall_s": wall, "stopped_by_deadline": state["stopped_by_deadline"],
+            "summary": summarize(records, wall)}
+
+
+def summarize(records: Sequence[Dict[str, Any]], wall_s: float) -> Dict[str, Any]:
+    ok = [r for r in records if r["ok"]]
+    ttft = [r["ttft_s"] * 1000 for r in ok]
+    e2e = [r["e2e_s"] * 1000 for r in ok]
+    out_tokens = sum(r["completion_tokens"] for r in ok)
+    prompt = sum(r["prompt_tokens"] or 0 for r in ok)
+    cached = sum(r["cached_tokens"] or 0 for r in ok)
+    errors = Counter((r["error"] or "?").split(":")[0] for r in records if not r["ok"])
+
+    def rnd(v: Optional[float]) -> Optional[float]:
+        return None if v is None else round(v, 1)
+
+    return {
+        "requests": len(records), "ok": len(ok), "failed": len(records) - len(ok), "errors": dict(errors),
+        "ttft_ms": {"mean": rnd(sum(ttft) / len(ttft) if ttft else None),
+                    "p50": rnd(percentile(ttft, 50)), "p90": rnd(percentile(ttft, 90)),
+                    "p99": rnd(percentile(ttft, 99)), "max": rnd(max(ttft) if ttft else None)},
+        "e2e_ms": {"p50": rnd(percentile(e2e, 50)), "p90": rnd(percentile(e2e, 90))},
+        "output_tokens": out_tokens, "output_tokens_per_s": round(out_tokens / wall_s, 1) if wall_s > 0 else None,
+        "requests_per_s": round(len(ok) / wall_s, 2) if wall_s > 0 else None, "wall_s": round(wall_s, 2),
+        "client_cached_ratio": round(cached / prompt, 4) if prompt else None,
+    }
