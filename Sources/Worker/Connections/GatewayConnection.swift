@@ -1,4 +1,5 @@
 import Atomics
+import HTTP1
 import Logging
 import NIOCore
 import NIOHTTP1
