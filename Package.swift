@@ -60,10 +60,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The HTTP/1.1 parser and head writer: NIO's types and no gateway code, so its tests,
+        // sanitizer runs and fuzz target build without the rest. Generic over its heads and
+        // called per byte from the Worker: cross-module optimization lets the Worker
+        // specialize it as when they were one module.
+        .target(
+            name: "HTTP1",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Sources/Worker/HTTP",
+            swiftSettings: swiftSettings + [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+        ),
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "Shared", "CGatewayShims",
+                "Shared", "CGatewayShims", "HTTP1",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -73,6 +86,7 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            exclude: ["HTTP"],
             swiftSettings: swiftSettings
         ),
 
@@ -91,10 +105,35 @@ let package = Package(
             exclude: ["Fixtures"],  // read by path (captured /metrics pages)
             swiftSettings: swiftSettings
         ),
+        // Its SplitMix64.swift is a link to Shared's: these tests build without Shared.
+        .testTarget(
+            name: "HTTP1Tests",
+            dependencies: [
+                "HTTP1",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // libFuzzer's entry for the parser (scripts/fuzz-http1); built plainly it replays
+        // the files it is given. Not a product: nothing installs it.
+        .target(name: "CLibFuzzer", path: "Tests/CLibFuzzer"),
+        .executableTarget(
+            name: "HTTP1Fuzz",
+            dependencies: [
+                "HTTP1", "CLibFuzzer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Tests/HTTP1Fuzz",
+            exclude: ["corpus", "http1.dict"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "WorkerTests",
             dependencies: [
-                "Worker", "Shared", "GatewayTestKit",
+                "Worker", "Shared", "GatewayTestKit", "HTTP1",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -103,3 +142,15 @@ let package = Package(
         ),
     ]
 )
+
+// `LLM_GATEWAY_HTTP1_ONLY=1`: only the HTTP/1.1 parser, its tests and its fuzz target, for
+// scripts/test's sanitizer runs (scripts/fuzz-http1, the address-sanitized parser tests):
+// NIO and the parser get built, not BoringSSL twice and the rest.
+if ProcessInfo.processInfo.environment["LLM_GATEWAY_HTTP1_ONLY"] == "1" {
+    package.products = []
+    package.targets.removeAll { !["HTTP1", "HTTP1Tests", "HTTP1Fuzz", "CLibFuzzer"].contains($0.name) }
+    package.dependencies.removeAll {
+        guard case .sourceControl(_, let location, _) = $0.kind else { return true }
+        return !location.hasSuffix("/swift-nio")
+    }
+}

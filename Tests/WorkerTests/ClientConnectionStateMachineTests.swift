@@ -1,3 +1,4 @@
+import HTTP1
 import NIOCore
 import NIOHTTP1
 import Testing
@@ -7,7 +8,7 @@ import Testing
 /// A client's bytes as the connection reads them: one parser across reads, so a request can
 /// be split where a test wants.
 struct ClientWire {
-    var parser = HTTP1Parser<RequestHead>()
+    var parser = HTTP1Parser<Worker.RequestHead>()
 
     /// The parts one read of `text` yields.
     mutating func read(_ text: String) throws -> [ClientConnectionStateMachine.RequestPart] {
@@ -39,7 +40,7 @@ struct ClientWire {
         "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
     }
 
-    static func heads(_ parts: [Machine.RequestPart]) -> [RequestHead] {
+    static func heads(_ parts: [Machine.RequestPart]) -> [Worker.RequestHead] {
         parts.compactMap { if case .head(let head) = $0 { head } else { nil } }
     }
 

@@ -1,34 +1,5 @@
 import NIOCore
 import NIOHTTP1
-import Shared
-
-/// Why a message was refused. After any of them the connection's framing can no longer be
-/// trusted: it is answered (a client) or failed (an upstream), then closed.
-enum HTTP1ParseError: Error, Equatable, CustomStringConvertible {
-    /// The start line and fields (or a trailer section) exceed the limit: 431 for a client.
-    case headTooLarge
-    /// A well-formed `HTTP/x.y` other than 1.0 and 1.1: 505 for a client.
-    case versionNotSupported
-    /// Anything else that is not HTTP/1.x as RFC 9112 frames it: 400 for a client.
-    case malformed(String)
-
-    var description: String {
-        switch self {
-        case .headTooLarge: "head too large"
-        case .versionNotSupported: "HTTP version not supported"
-        case .malformed(let why): "malformed HTTP: \(why)"
-        }
-    }
-}
-
-/// How a message's body is delimited (RFC 9112 §6.3).
-enum HTTP1Framing: Equatable {
-    case none
-    case length(Int)
-    case chunked
-    /// Until the connection closes (responses only).
-    case untilClose
-}
 
 /// An incremental HTTP/1.0 and 1.1 parser, for a connection's inbound bytes: ``feed(_:)``
 /// what the socket read, then take ``next()`` until it returns nil (more bytes needed).
@@ -40,16 +11,18 @@ enum HTTP1Framing: Equatable {
 /// field's colon, no obsolete line folding, control characters refused in values, one
 /// `content-length` of digits only, `transfer-encoding` only as a lone `chunked` and
 /// never beside a `content-length` in a request, no `transfer-encoding` in HTTP/1.0
-/// requests, chunk sizes of at most 15 hex digits. Work per byte is bounded: the search
-/// for a head's end resumes where it stopped, so a head trickling in byte by byte is
-/// scanned once.
-struct HTTP1Parser<Head: HTTP1Head> {
-    typealias Part = HTTPPart<Head, ByteBuffer>
+/// requests, chunk sizes of at most 15 hex digits (and ``RequestHead`` wants one `Host` in
+/// every HTTP/1.1 request). Where this differs from llhttp (NIO's and Node's parser), case
+/// by case and why: docs/http1-parser.md. Work per byte is bounded: the search for a
+/// head's end resumes where it stopped, so a head trickling in byte by byte is scanned once.
+public struct HTTP1Parser<Head: HTTP1Head> {
+    /// A head, a slice of body, or a message's end (trailers are checked, not kept).
+    public typealias Part = HTTPPart<Head, ByteBuffer>
 
     /// The start line and fields at most (and separately, a chunked body's trailer section).
-    let maxHeadBytes: Int
+    public let maxHeadBytes: Int
     /// A chunk-size line at most (size and extensions).
-    static var maxChunkLineBytes: Int { 4096 }
+    public static var maxChunkLineBytes: Int { 4096 }
 
     private enum State {
         case head
@@ -69,12 +42,13 @@ struct HTTP1Parser<Head: HTTP1Head> {
     /// How far the search for the end of a head (or trailer section) got in `buffer`.
     private var scanned = 0
 
-    init(maxHeadBytes: Int = 80 * 1024) {
+    /// A parser for one connection; `maxHeadBytes` bounds each head and trailer section.
+    public init(maxHeadBytes: Int = 80 * 1024) {
         self.maxHeadBytes = maxHeadBytes
     }
 
     /// Bytes from the connection.
-    mutating func feed(_ bytes: ByteBuffer) {
+    public mutating func feed(_ bytes: ByteBuffer) {
         guard bytes.readableBytes > 0 else { return }
         if var pending = buffer, pending.readableBytes > 0 {
             buffer = nil  // uniquely referenced while appending
@@ -86,12 +60,12 @@ struct HTTP1Parser<Head: HTTP1Head> {
     }
 
     /// True when no message is under way and nothing is buffered.
-    var isIdle: Bool {
+    public var isIdle: Bool {
         if case .head = state { (buffer?.readableBytes ?? 0) == 0 } else { false }
     }
 
     /// The connection closed: `.end` if the body runs until the close, else nil.
-    mutating func finish() -> Part? {
+    public mutating func finish() -> Part? {
         guard case .untilClose = state else { return nil }
         state = .head
         return .end(nil)
@@ -99,7 +73,7 @@ struct HTTP1Parser<Head: HTTP1Head> {
 
     /// The next part, or nil when more bytes are needed. After an error, every call
     /// throws it again.
-    mutating func next() throws(HTTP1ParseError) -> Part? {
+    public mutating func next() throws(HTTP1ParseError) -> Part? {
         do throws(HTTP1ParseError) {
             return try step()
         } catch {
@@ -208,8 +182,11 @@ struct HTTP1Parser<Head: HTTP1Head> {
                         guard i < limit else { throw .headTooLarge }
                         return i + 1
                     }
-                } else if raw[i] == 0x0D, i + 1 < raw.count, raw[i + 1] != 0x0A {
-                    throw .malformed("bare CR")
+                } else if byte == 0x0D {
+                    // A CR last is decided by the next byte: scanning stops at it, so that
+                    // the limit is not checked first (a split must not change the error).
+                    guard i + 1 < raw.count else { break }
+                    guard raw[i + 1] == 0x0A else { throw .malformed("bare CR") }
                 }
                 i += 1
                 if i > limit { throw .headTooLarge }
@@ -256,7 +233,10 @@ struct HTTP1Parser<Head: HTTP1Head> {
             }
             length = value
         }
-        return (head, try head.framing(contentLength: length, transferEncoding: transferEncoding))
+        // Framing first: a head may keep what it learns there (a struct head's copy in the
+        // tuple would be taken before it did).
+        let framing = try head.framing(contentLength: length, transferEncoding: transferEncoding)
+        return (head, framing)
     }
 
     /// `name ":" OWS value OWS`, the name a token, the value without control characters.
@@ -345,5 +325,17 @@ struct HTTP1Parser<Head: HTTP1Head> {
         buffer = bytes.readableBytes > 0 ? bytes : nil
         scanned = 0
         return true
+    }
+}
+
+extension UInt8 {
+    /// The value of this ASCII hex digit (`0-9`, `a-f`, `A-F`), or nil.
+    fileprivate var hexDigitValue: UInt8? {
+        switch self {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): self - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): self - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): self - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }

@@ -9,12 +9,12 @@ import NIOHTTP1
 ///
 /// Names and values are the gateway's own or came through `HTTP1Parser` (token names, no
 /// control characters in values), so they hold no CR or LF.
-struct HeadBytes {
+public struct HeadBytes {
     /// Where the bytes go; nil while measuring.
     private let base: UnsafeMutableRawPointer?
     private let capacity: Int
     /// Bytes measured or written so far.
-    private(set) var count = 0
+    public private(set) var count = 0
 
     fileprivate init(measuring: Void) {
         base = nil
@@ -34,11 +34,13 @@ struct HeadBytes {
         count += length
     }
 
-    mutating func append(_ text: StaticString) {
+    /// A literal's bytes.
+    public mutating func append(_ text: StaticString) {
         copy(text.utf8Start, text.utf8CodeUnitCount)
     }
 
-    mutating func append(_ text: String) {
+    /// A string's UTF-8.
+    public mutating func append(_ text: String) {
         guard base != nil else {
             count += text.utf8.count
             return
@@ -47,12 +49,13 @@ struct HeadBytes {
         text.withUTF8 { copy($0.baseAddress, $0.count) }
     }
 
-    mutating func append(byte: UInt8) {
+    /// One byte.
+    public mutating func append(byte: UInt8) {
         withUnsafeBytes(of: byte) { copy($0.baseAddress, 1) }
     }
 
     /// A non-negative integer in decimal.
-    mutating func append(decimal value: Int) {
+    public mutating func append(decimal value: Int) {
         precondition(value >= 0)
         var digits = 1
         var rest = value / 10
@@ -74,7 +77,7 @@ struct HeadBytes {
     }
 
     /// A non-negative integer in lower-case hex, at least one digit (a chunk size).
-    mutating func append(hex value: Int) {
+    public mutating func append(hex value: Int) {
         precondition(value >= 0)
         let digits = max(1, (Int.bitWidth - value.leadingZeroBitCount + 3) / 4)
         guard let base else {
@@ -90,7 +93,7 @@ struct HeadBytes {
     }
 
     /// `HTTP/1.1 200 OK` and its line end (`HTTP/1.0` for an HTTP/1.0 client).
-    mutating func statusLine(_ status: Int, version: HTTPVersion, reason: String) {
+    public mutating func statusLine(_ status: Int, version: HTTPVersion, reason: String) {
         append(version.major == 1 && version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
         append(decimal: status)
         append(byte: UInt8(ascii: " "))
@@ -99,7 +102,7 @@ struct HeadBytes {
     }
 
     /// `name: value` and its line end.
-    mutating func field(_ name: String, _ value: String) {
+    public mutating func field(_ name: String, _ value: String) {
         append(name)
         append(": ")
         append(value)
@@ -110,7 +113,7 @@ struct HeadBytes {
 extension ByteBuffer {
     /// Appends what `build` puts into a ``HeadBytes``. `build` runs twice, first to measure
     /// and then to write, so it must append the same pieces both times (it only reads).
-    mutating func writeHead(_ build: (inout HeadBytes) -> Void) {
+    public mutating func writeHead(_ build: (inout HeadBytes) -> Void) {
         var measure = HeadBytes(measuring: ())
         build(&measure)
         let size = measure.count

@@ -1,5 +1,6 @@
 import CGatewayShims
 import Foundation
+import HTTP1
 import Logging
 import NIOCore
 import NIOPosix
@@ -78,7 +79,7 @@ enum GatewayWorker {
 
         let eventLoop = group.next()
         let upstreams = try UpstreamPools(configuration: configuration, eventLoop: eventLoop, environment: ProcessInfo.processInfo.environment)
-        RequestHead.sessionHeader = Array(configuration.server.routingSessionHeader.utf8)  // before any connection
+        SessionField.name = Array(configuration.server.routingSessionHeader.utf8)  // before any connection
         let handler = RequestHandler(configuration: configuration, segment: segment, slot: slot, upstreams: upstreams, logger: logger)
         let server = HTTPServer(
             listenerFD: WorkerHandoff.listenerFD, group: group, slot: slot, handler: handler,

@@ -1,3 +1,4 @@
+import HTTP1
 import Logging
 import NIOCore
 import NIOHTTP1

@@ -1,3 +1,4 @@
+import HTTP1
 import NIOCore
 
 /// What receives one upstream response. Every call comes on the worker's event loop, in

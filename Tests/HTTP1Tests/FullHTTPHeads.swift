@@ -1,15 +1,24 @@
 import NIOCore
 import NIOHTTP1
 
-@testable import Worker
+@testable import HTTP1
 
 // NIO's heads as ``HTTP1Parser`` heads that keep every field, for comparing the parser with
 // NIO's own (llhttp) and the gateway's lean heads with what the full heads say. The start
 // line and the framing come from the gateway's heads, so the comparisons test those.
 
+/// A route that is the path: the tests' ``RequestRoute``.
+struct PathRoute: RequestRoute, Equatable {
+    let path: String
+    init(path: String) { self.path = path }
+}
+
+/// The gateway's lean request head, its route the path.
+typealias PathRequestHead = RequestHead<PathRoute>
+
 extension HTTPRequestHead: HTTP1Head {
     public init(startLine: UnsafeRawBufferPointer) throws(HTTP1ParseError) {
-        let lean = try RequestHead(startLine: startLine)
+        let lean = try PathRequestHead(startLine: startLine)
         self.init(version: lean.version, method: lean.method, uri: lean.uri)
     }
 
@@ -18,7 +27,7 @@ extension HTTPRequestHead: HTTP1Head {
     }
 
     public func framing(contentLength: Int?, transferEncoding: UnsafeRawBufferPointer?) throws(HTTP1ParseError) -> HTTP1Framing {
-        try RequestHead.framing(version: version, contentLength: contentLength, transferEncoding: transferEncoding)
+        try HTTP1Framing.ofRequest(version: version, contentLength: contentLength, transferEncoding: transferEncoding)
     }
 }
 
@@ -33,6 +42,6 @@ extension HTTPResponseHead: HTTP1Head {
     }
 
     public func framing(contentLength: Int?, transferEncoding: UnsafeRawBufferPointer?) throws(HTTP1ParseError) -> HTTP1Framing {
-        UpstreamResponseHead.framing(status: Int(status.code), contentLength: contentLength, transferEncoding: transferEncoding)
+        HTTP1Framing.ofResponse(status: Int(status.code), contentLength: contentLength, transferEncoding: transferEncoding)
     }
 }

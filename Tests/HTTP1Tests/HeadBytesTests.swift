@@ -2,7 +2,7 @@ import NIOCore
 import NIOHTTP1
 import Testing
 
-@testable import Worker
+@testable import HTTP1
 
 /// `HeadBytes` writes what NIO's `ByteBuffer` writers wrote, piece for piece, in one
 /// reservation.

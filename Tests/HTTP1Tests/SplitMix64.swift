@@ -1,0 +1,1 @@
+../../Sources/Shared/Support/SplitMix64.swift
