@@ -45,7 +45,7 @@ import Testing
     }
 
     @Test func randomHeadsMatchTheByteBufferWriters() {
-        var generator = SystemRandomNumberGenerator()
+        var generator = SplitMix64(seed: 20_261_203)  // seeded: a failure can be replayed
         let words = [
             "", "a", "content-type", "application/json", String(repeating: "x", count: 15), String(repeating: "y", count: 16), "日本語テキスト",
             "req_0a7cacbd00000001",
