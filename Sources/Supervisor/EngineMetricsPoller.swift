@@ -46,12 +46,12 @@ final class EngineMetricsPoller: Sendable {
         return connect + read
     }
 
-    /// Prompt blocks (``PromptBlocks/defaultBlockBytes`` bytes, about 4 bytes a token) a
-    /// cache of `gpuBlocks` blocks of `blockSize` tokens holds.
+    /// Prompt blocks (``PromptBlocks/tokensPerBlock`` tokens each) a cache of `gpuBlocks`
+    /// blocks of `blockSize` tokens holds.
     static func promptBlocks(gpuBlocks: Int, blockSize: Int) -> UInt64 {
         let tokens = UInt64(gpuBlocks).multipliedReportingOverflow(by: UInt64(blockSize))
         guard !tokens.overflow else { return PrefixIndex.unknownCapacity }
-        return max(1, tokens.partialValue * 4 / UInt64(PromptBlocks.defaultBlockBytes))
+        return max(1, tokens.partialValue / UInt64(PromptBlocks.tokensPerBlock))
     }
 
     func run() async {

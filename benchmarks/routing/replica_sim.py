@@ -94,6 +94,11 @@ import zlib
 from collections import OrderedDict, deque
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+# The fake vLLM's process helpers (stdlib only at import): one copy of the log tail and of the
+# process-group stop.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Tests", "integration"))
+from fake_vllm import _tail, _terminate  # noqa: E402
+
 CHARS_PER_TOKEN = 4
 VLLM_VERSION = "0.32.0"  # the vLLM whose /metrics this copies
 DEFAULT_MODEL = "sim-model"
@@ -1054,31 +1059,6 @@ def parse_metrics(text: str) -> List[Tuple[str, Dict[str, str], float]]:
 def metric_sum(samples: Sequence[Tuple[str, Dict[str, str], float]], name: str, **labels: str) -> float:
     """Sum of the samples called name whose labels include labels."""
     return sum(v for n, lbl, v in samples if n == name and all(lbl.get(k) == x for k, x in labels.items()))
-
-
-def _tail(path: str, n: int = 50) -> str:
-    try:
-        with open(path, "r", errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def _terminate(proc: subprocess.Popen, timeout: float = 5.0) -> Optional[int]:
-    if proc.poll() is not None:
-        return proc.returncode
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return proc.wait(timeout)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ public struct CacheAwareTuning: Sendable, Equatable {
 
     /// The tuning `configuration` sets (`ROUTING_*`).
     public init(_ server: GatewayConfiguration.Server) {
-        let tokensPerBlock = Double(PromptBlocks.defaultBlockBytes) / 4
+        let tokensPerBlock = Double(PromptBlocks.tokensPerBlock)
         blocksPerRunningRequest = Double(server.routingRunningRequestTokens) / tokensPerBlock
         blocksPerWaitingRequest = Double(server.routingWaitingRequestTokens) / tokensPerBlock
         coldSlack = UInt64(server.routingColdSlack)
@@ -68,8 +68,6 @@ public struct CacheAwarePicker: UpstreamPicker {
             if hashed.queue <= leastQueue &+ tuning.coldSlack {
                 first = hashed
                 reason = session ? .session : .cold
-            } else if bestMatch == 0 {
-                reason = .load
             }
         }
         let order = [first.index] + byCost.filter { $0.index != first.index }.map(\.index) + unwell

@@ -1,5 +1,6 @@
 /// `routing: least_loaded`: the well upstreams before the unwell ones, each group by fewest
-/// requests in flight across all workers; ties keep configuration order.
+/// requests in flight across all workers plus those waiting in the upstream's engine (when
+/// its scraped figure is fresh); ties keep configuration order.
 public struct LeastLoadedPicker: UpstreamPicker {
     public init() {}
 

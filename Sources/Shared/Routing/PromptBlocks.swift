@@ -10,6 +10,9 @@
 public enum PromptBlocks {
     /// Bytes per block: about 64 tokens of English text.
     public static let defaultBlockBytes = 256
+    /// Tokens a block stands for, at about 4 bytes a token (the gateway has no tokenizer):
+    /// the exchange rate with figures vLLM gives in tokens.
+    public static let tokensPerBlock = defaultBlockBytes / 4
     /// Blocks hashed at most (a 1 MiB prompt is not walked to its end: routing needs its
     /// start; 4096 blocks of 256 bytes = 1 MiB).
     public static let defaultMaxBlocks = 4096

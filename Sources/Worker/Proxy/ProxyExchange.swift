@@ -322,8 +322,8 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
+        guard !state.cancelled else { return }  // nothing is answered after the client left
         let action = state.failed(failure)
-        guard action != .ignore || !state.cancelled else { return }
         endAttempt()
         guard let attempt else { return }
         let upstream = proxy.registry.upstreams[attempt.upstream]

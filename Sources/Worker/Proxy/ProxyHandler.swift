@@ -24,6 +24,8 @@ final class ProxyHandler: Sendable {
     let upstreamTimeout: Double
     /// `cache_aware` routing's tunables.
     let routingTuning: CacheAwareTuning
+    /// One picker per routing policy, made once (not per request).
+    private let pickers: [any UpstreamPicker]
     /// `MAX_TOOLS_PER_REQUEST`.
     let maxTools: Int
     /// `MAX_SSE_EVENT_BYTES`.
@@ -45,6 +47,7 @@ final class ProxyHandler: Sendable {
         self.breaker = breaker
         self.upstreamTimeout = upstreamTimeout
         self.routingTuning = routingTuning
+        self.pickers = RoutingPolicy.allCases.map { $0.picker(tuning: routingTuning) }
         self.maxTools = maxTools
         self.maxEventBytes = maxEventBytes
         self.logger = logger
@@ -157,11 +160,12 @@ final class ProxyHandler: Sendable {
     /// shared view every worker reads (health, breakers, in-flight counts, engine queues, the
     /// prefix index), and records the prompt's blocks for the upstream it put first.
     func route(_ target: ModelRegistry.Target, body: OpenAIRequestBody, sessionID: String?) -> RoutingDecision {
-        let picker = target.routing.picker(tuning: routingTuning)
+        let picker = pickers[RoutingPolicy.allCases.firstIndex(of: target.routing)!]
         let now = MonotonicInstant.now().nanoseconds / 1000
         var request = RoutingRequest(
             candidates: target.upstreams.map { segment.routingCandidate($0, nowMicros: now, engineMaxAgeMicros: routingTuning.engineMaxAgeMicros) })
         var blocks: [UInt64] = []
+        var clocks: PrefixIndex.Clocks?
         if picker.needsPromptMatch {
             if let range = body.promptRange {
                 blocks = body.bytes.withUnsafeBytes { PromptBlocks.hashes(of: UnsafeRawBufferPointer(rebasing: $0[range])) }
@@ -169,7 +173,8 @@ final class ProxyHandler: Sendable {
             request.promptBlocks = blocks.count
             request.firstBlock = blocks.first
             if !blocks.isEmpty {
-                let matched = segment.prefixIndex.match(blocks, clocks: segment.prefixClocks(upstreams: registry.upstreams.count))
+                clocks = segment.prefixClocks(upstreams: registry.upstreams.count)
+                let matched = segment.prefixIndex.match(blocks, clocks: clocks!)
                 for i in request.candidates.indices where request.candidates[i].index < matched.count {
                     request.candidates[i].matchedBlocks = matched[request.candidates[i].index]
                 }
@@ -181,10 +186,8 @@ final class ProxyHandler: Sendable {
             request.ticket = segment.nextRoutingTicket()
         }
         let decision = picker.decide(request)
-        if !blocks.isEmpty, let first = decision.order.first {
-            segment.prefixIndex.record(
-                blocks, upstream: first, counter: segment.upstream(first).prefixBlockCounter,
-                clocks: segment.prefixClocks(upstreams: registry.upstreams.count))
+        if let clocks, let first = decision.order.first {
+            segment.prefixIndex.record(blocks, upstream: first, counter: segment.upstream(first).prefixBlockCounter, clocks: clocks)
         }
         return decision
     }
