@@ -1,3 +1,5 @@
+import Shared
+
 /// What one vLLM replica says of its own load, read from its `/metrics` (Prometheus text):
 /// the figures routing needs and nothing else. A figure the text does not carry (an older
 /// vLLM, another server, garbage) is nil, and routing goes by the workers' own counts.
@@ -22,6 +24,12 @@ struct EngineLoad: Equatable, Sendable {
         var running: [String]
         var waiting: [String]
         var maxAdapters: Int
+
+        /// What the workers route by.
+        var slots: EngineLoadSnapshot.LoRASlots {
+            EngineLoadSnapshot.LoRASlots(
+                maxAdapters: UInt32(clamping: maxAdapters), runningCount: UInt32(clamping: running.count), running: AdapterFilter(running))
+        }
     }
 
     /// Text longer than this is not parsed (a replica's `/metrics` is tens of kilobytes).

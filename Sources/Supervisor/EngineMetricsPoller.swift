@@ -90,6 +90,6 @@ final class EngineMetricsPoller: Sendable {
         status.publishEngineLoad(
             EngineLoadSnapshot(
                 waiting: load.waiting.map { UInt64(min($0, 1e12)) }, running: load.running.map { UInt64(min($0, 1e12)) },
-                kvCacheUsage: load.kvCacheUsage, readAtMicros: max(1, MonotonicInstant.now().nanoseconds / 1000)))
+                kvCacheUsage: load.kvCacheUsage, lora: load.lora.map(\.slots), readAtMicros: max(1, MonotonicInstant.now().nanoseconds / 1000)))
     }
 }

@@ -45,7 +45,7 @@ final class UpstreamHealthPoller: Sendable {
             for (index, upstream) in current.upstreams.enumerated() where !upstream.retired {
                 if upstream.isDemo {
                     let status = segment.upstream(index)
-                    status.publishModels([ModelRegistry.demoModelName])
+                    status.publishModels([.init(ModelRegistry.demoModelName)])
                     status.health = .up
                     continue
                 }
@@ -109,7 +109,7 @@ final class UpstreamHealthPoller: Sendable {
                 let response = try await client.execute(request, timeout: deadline)
                 let body = try await response.body.collect(upTo: 4 << 20)
                 // An answer that is not a model list leaves the last good one in place.
-                if response.status.code == 200, let models = Self.modelIDs(Data(body.readableBytesView)) {
+                if response.status.code == 200, let models = Self.servedModels(Data(body.readableBytesView)) {
                     status.publishModels(models)
                 }
             } catch {
@@ -136,10 +136,13 @@ final class UpstreamHealthPoller: Sendable {
         }
     }
 
-    static func modelIDs(_ data: Data) -> [String]? {
+    /// The models of a `/v1/models` answer; a LoRA adapter is one whose `parent` is a name.
+    static func servedModels(_ data: Data) -> [UpstreamStatus.ServedModel]? {
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
             let list = object["data"] as? [[String: Any]]
         else { return nil }
-        return list.compactMap { $0["id"] as? String }
+        return list.compactMap { entry in
+            (entry["id"] as? String).map { UpstreamStatus.ServedModel($0, parent: entry["parent"] as? String) }
+        }
     }
 }

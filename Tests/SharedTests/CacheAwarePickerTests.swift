@@ -92,4 +92,23 @@ import Testing
         let decision = picker.decide(RoutingRequest(candidates: candidates([(2, 0), (1, 0)]), promptBlocks: 0, firstBlock: nil))
         #expect(decision.order == [1, 0] && decision.reason == .load && decision.matchedShare == nil)
     }
+
+    @Test func anAdapterGoesWhereItRunsThenWhereASlotIsFreeThePrefixDecidingWithin() {
+        var fleet = candidates([(0, 40), (2, 0), (1, 10), (0, 0)])
+        fleet[0].adapter = .full
+        fleet[1].adapter = .running
+        fleet[2].adapter = .running
+        fleet[3].adapter = .freeSlot
+        let decision = picker.decide(RoutingRequest(candidates: fleet, promptBlocks: 40, firstBlock: 7))
+        #expect(decision.order == [2, 1, 0, 3] || decision.order == [2, 1, 3, 0])
+        #expect(decision.order.prefix(2) == [2, 1], "among those running it, the prefix and load decide")
+        #expect(decision.reason == .lora)
+        fleet[1].adapter = .full
+        fleet[2].adapter = .full
+        #expect(picker.decide(RoutingRequest(candidates: fleet, promptBlocks: 40, firstBlock: 7)).order.first == 3, "a free slot")
+        fleet[3].isWell = false
+        let noSlot = picker.decide(RoutingRequest(candidates: fleet, promptBlocks: 40, firstBlock: 7))
+        #expect(noSlot.order.first == 0 && noSlot.reason == .prefix, "all full: routed as any model")
+        #expect(noSlot.order.last == 3)
+    }
 }

@@ -29,7 +29,7 @@ import Testing
         status.publishModels([])
         #expect(status.models.isEmpty)
         let many = (0..<1000).map { "model-\($0)-with-a-long-name" }
-        status.publishModels(many)
+        status.publishModels(many.map { .init($0) })
         #expect(status.models.count < many.count && status.models.count > 10)  // bounded, never torn
         #expect(status.models == Array(many.prefix(status.models.count)))
     }

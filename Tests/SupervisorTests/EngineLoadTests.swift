@@ -39,7 +39,7 @@ import Testing
             Self.load("vllm:gpu_cache_usage_perc 0.75\nvllm:kv_cache_usage_perc 0.5\n").kvCacheUsage == 0.5, "the current name wins")
     }
 
-    @Test func theNewestLoRASeriesWins() {
+    @Test func theNewestLoRASeriesWins() throws {
         let load = Self.load(
             """
             vllm:lora_requests_info{max_lora="4",running_lora_adapters="sql",waiting_lora_adapters=""} 1.7e9
@@ -47,6 +47,9 @@ import Testing
             vllm:lora_requests_info{max_lora="4",running_lora_adapters="",waiting_lora_adapters=""} 1.75e9
             """)
         #expect(load.lora == EngineLoad.LoRA(running: ["sql", "chat"], waiting: ["code"], maxAdapters: 4))
+        let slots = try #require(load.lora?.slots)
+        #expect(slots.maxAdapters == 4 && slots.runningCount == 2 && slots.hasFreeSlot)
+        #expect(slots.running.mayContain("sql") && slots.running.mayContain("chat"))
     }
 
     @Test func labelValuesMayHoldEscapesBracesAndCommas() {

@@ -1,3 +1,4 @@
+import Foundation
 import Shared
 import Testing
 
@@ -50,5 +51,24 @@ import Testing
         #expect(timeouts.connectAmount.nanoseconds == 1_500_000_000)
         #expect(timeouts.readAmount.nanoseconds == 2_000_000_000)
         #expect(timeouts.deadline.nanoseconds == 3_500_000_000)
+    }
+
+    @Test func aModelWithAParentIsALoRAAdapterAndTheWorkersSeeIt() throws {
+        let body = """
+            {"object":"list","data":[
+              {"id":"base","object":"model","root":"/models/base","parent":null},
+              {"id":"sql-lora","object":"model","root":"/adapters/sql","parent":"base"},
+              {"object":"model"}, {"id":7}
+            ]}
+            """
+        let models = try #require(UpstreamHealthPoller.servedModels(Data(body.utf8)))
+        #expect(models == [.init("base"), .init("sql-lora", parent: "base")])
+        #expect(UpstreamHealthPoller.servedModels(Data("[1,2]".utf8)) == nil)
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        let status = segment.upstream(0)
+        status.publishModels(models + [.init("bad\tname"), .init("bad\nname")])
+        #expect(status.models == ["base", "sql-lora"])
+        #expect(status.servesAdapter("sql-lora") == true && status.servesAdapter("base") == false)
+        #expect(status.modelList(contains: "sql-lora")! == (false, true) && status.modelList(contains: "sql")! == (false, false))
     }
 }

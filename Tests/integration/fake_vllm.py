@@ -24,7 +24,7 @@ Served routes (vLLM's shapes)::
 
     GET  /health                 200, empty body (controllable: status, hang, delay)
     GET  /metrics                vLLM-named engine gauges (config metrics_*: waiting, KV use,
-                                 cache geometry; metrics_mode garbage | huge | error)
+                                 cache geometry, LoRA slots; metrics_mode garbage | huge | error)
     GET  /ping, /version         as vLLM
     GET  /v1/models              {"object":"list","data":[{"id","object":"model",...}]}
     POST /v1/chat/completions    plain and SSE (stream: true)
@@ -471,7 +471,7 @@ def build_apps(state: ServerState, log=print):
         model = body.get("model")
         if model is None:
             return models[0], None
-        if model not in models:
+        if model not in models and model not in state.config.get("lora_adapters", []):
             return None, verr(f"The model `{model}` does not exist.", 404, "NotFoundError", "model")
         return model, None
 
@@ -736,6 +736,17 @@ def build_apps(state: ServerState, log=print):
             f'vllm:cache_config_info{{block_size="{cfg.get("metrics_block_size", 16)}",enable_prefix_caching="True",engine="0",'
             f'num_gpu_blocks="{cfg.get("metrics_num_gpu_blocks", 1000)}"}} 1.0\n'
         )
+        if int(cfg.get("metrics_max_lora", 0)) > 0:
+            # One series per change in vLLM, its value the time it was set: the newest wins.
+            running = ",".join(cfg.get("metrics_lora_running", []))
+            text += (
+                "# HELP vllm:lora_requests_info Running stats on lora requests.\n"
+                "# TYPE vllm:lora_requests_info gauge\n"
+                f'vllm:lora_requests_info{{max_lora="{int(cfg["metrics_max_lora"])}",running_lora_adapters="",'
+                f'waiting_lora_adapters=""}} {state.created - 10.0}\n'
+                f'vllm:lora_requests_info{{max_lora="{int(cfg["metrics_max_lora"])}",running_lora_adapters="{running}",'
+                f'waiting_lora_adapters=""}} {float(state.created)}\n'
+            )
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def health(request):
@@ -773,6 +784,13 @@ def build_apps(state: ServerState, log=print):
                     "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
                     "allow_fine_tuning": False, "organization": "*", "group": None, "is_blocking": False,
                 }],
+            })
+        for adapter in state.config.get("lora_adapters", []):
+            # vLLM lists a LoRA adapter (--lora-modules) with its base model as parent.
+            data.append({
+                "id": adapter, "object": "model", "created": state.created, "owned_by": "vllm",
+                "root": f"/adapters/{adapter}", "parent": state.config["models"][0],
+                "max_model_len": None, "permission": [],
             })
         return jresp({"object": "list", "data": data})
 
@@ -1116,6 +1134,11 @@ async def serve(args) -> None:
         "metrics_kv_cache_usage": 0.0,
         "metrics_block_size": 16,
         "metrics_num_gpu_blocks": 1000,
+        # LoRA: adapter names served as models (parent: the first model); with
+        # metrics_max_lora > 0, vllm:lora_requests_info reports metrics_lora_running.
+        "lora_adapters": [],
+        "metrics_max_lora": 0,
+        "metrics_lora_running": [],
     }
     state = ServerState(defaults)
     main_app, control_app = build_apps(state, log=lambda *a: print(*a, file=sys.stderr, flush=True))

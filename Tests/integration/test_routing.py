@@ -154,3 +154,57 @@ def test_least_loaded_ignores_the_prefix(gateway_factory, fake_vllm_factory):
     chat(gw, 1, "fast")
     slow.join(timeout=10)
     assert served(fakes) == [1, 1]
+
+
+def lora_config(fakes) -> str:
+    ups = "".join(f"  u{i}: {{ url: {u.url} }}\n" for i, u in enumerate(fakes))
+    names = ", ".join(f"u{i}" for i in range(len(fakes)))
+    return f"upstreams:\n{ups}models:\n  sql: {{ upstreams: [{names}], upstream_model: sql-lora }}\n"
+
+
+def chat_model(gw, model: str, text: str):
+    body = {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": text}]}
+    r = http_request(gw.host, gw.port, "POST", "/v1/chat/completions", body)
+    assert r.status == 200, r.text
+    return r
+
+
+def test_a_lora_adapter_goes_where_it_runs_then_where_a_slot_is_free(gateway_factory, fake_vllm_factory):
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(3)]
+    fakes[0].config(lora_adapters=["sql-lora", "chat-lora"], metrics_max_lora=1, metrics_lora_running=["chat-lora"])  # full
+    fakes[1].config(lora_adapters=["sql-lora", "chat-lora"], metrics_max_lora=2, metrics_lora_running=["chat-lora"])  # a slot
+    fakes[2].config(lora_adapters=["sql-lora", "chat-lora"], metrics_max_lora=2, metrics_lora_running=["sql-lora"])  # runs it
+    gw = gateway_factory(config=lora_config(fakes), workers=2, env=FAST)
+    samples = lambda: parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
+    wait_until(lambda: all(metric_value(samples(), "llm_gateway_upstream_queue_depth", upstream=f"u{i}") is not None
+                           for i in range(3)), timeout=10, what="every engine scraped")
+    # Prompts with nothing in common: without LoRA they would spread.
+    fresh_connections(gw, 8, lambda i: chat_model(gw, "sql", f"question {i} " * (i + 1)))
+    assert served(fakes) == [0, 0, 8], served(fakes)
+    assert metric_value(samples(), "llm_gateway_routing_decisions_total", model="sql", reason="lora") == 8
+    # The adapter stops running there (and its slots fill): the upstream with a free slot.
+    fakes[2].config(metrics_max_lora=1, metrics_lora_running=["chat-lora"])
+    before = served(fakes)
+    wait_until(lambda: chat_model(gw, "sql", "probe") and served(fakes)[1] > before[1], timeout=10,
+               what="the adapter routed to the free slot")
+    before = served(fakes)
+    fresh_connections(gw, 4, lambda i: chat_model(gw, "sql", f"again {i} " * (i + 1)))
+    assert [a - b for a, b in zip(served(fakes), before)] == [0, 4, 0], served(fakes)
+
+
+def test_a_model_none_of_whose_upstreams_is_well_counts_a_fallback(gateway_factory, fake_vllm_factory):
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(3)]
+    ups = "".join(f"  u{i}: {{ url: {u.url} }}\n" for i, u in enumerate(fakes))
+    cfg = (f"upstreams:\n{ups}models:\n"
+           f"  m: {{ upstreams: [u0, u1], upstream_model: {MODEL}, fallbacks: [spare] }}\n"
+           f"  spare: {{ upstreams: [u2], upstream_model: {MODEL} }}\n")
+    gw = gateway_factory(config=cfg, workers=1, env=FAST)
+    for fake in fakes[:2]:
+        fake.control("/_control/health", {"status": 503})
+    samples = lambda: parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
+    wait_until(lambda: all(metric_value(samples(), "llm_gateway_upstream_up", upstream=f"u{i}") == 0 for i in range(2)),
+               timeout=10, what="both upstreams marked down")
+    for i in range(3):
+        chat(gw, 3, f"q{i}")
+    assert metric_value(samples(), "llm_gateway_routing_decisions_total", model="m", reason="fallback") == 3
+    assert served(fakes)[2] == 3, served(fakes)

@@ -35,7 +35,9 @@ public struct CacheAwareTuning: Sendable, Equatable {
 /// session id, go to the upstream their key hashes to (rendezvous hashing: independent
 /// gateways and workers agree, and only 1/n of the keys move when an upstream comes or goes)
 /// unless it is more than ``CacheAwareTuning/coldSlack`` requests busier than the least
-/// loaded. Unwell upstreams come last, least loaded first: tried only when all else fails.
+/// loaded. For a LoRA adapter all this happens among the upstreams running it, else
+/// among those with a free adapter slot; the rest follow. Unwell upstreams come last,
+/// least loaded first: tried only when all else fails.
 public struct CacheAwarePicker: UpstreamPicker {
     public var tuning: CacheAwareTuning
 
@@ -48,7 +50,7 @@ public struct CacheAwarePicker: UpstreamPicker {
         let promptBlocks = request.promptBlocks
         let session = request.sessionKey != nil
         let affinityKey = request.sessionKey ?? request.firstBlock
-        let well = candidates.filter(\.isWell)
+        let (well, narrowed) = candidates.filter(\.isWell).preferringAdapter()
         let unwell = candidates.filter { !$0.isWell }.sorted { ($0.queue, $0.index) < ($1.queue, $1.index) }.map(\.index)
         guard !well.isEmpty else { return RoutingDecision(order: unwell, reason: .load) }
         func cost(_ c: RoutingCandidate) -> Double {
@@ -70,8 +72,14 @@ public struct CacheAwarePicker: UpstreamPicker {
                 reason = session ? .session : .cold
             }
         }
-        let order = [first.index] + byCost.filter { $0.index != first.index }.map(\.index) + unwell
-        return RoutingDecision(order: order, reason: reason, matchedShare: share(first))
+        // Well upstreams LoRA preference left out come after those it kept.
+        let leftOut =
+            narrowed
+            ? candidates.filter { c in c.isWell && !well.contains { $0.index == c.index } }.sorted {
+                (cost($0), $0.queue, $0.index) < (cost($1), $1.queue, $1.index)
+            }.map(\.index) : []
+        let order = [first.index] + byCost.filter { $0.index != first.index }.map(\.index) + leftOut + unwell
+        return RoutingDecision(order: order, reason: narrowed ? .lora : reason, matchedShare: share(first))
     }
 
     /// The rendezvous (highest random weight) score of upstream `index` for `key`.

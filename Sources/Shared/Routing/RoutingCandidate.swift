@@ -10,14 +10,44 @@ public struct RoutingCandidate: Sendable, Equatable {
     public var engineWaiting: UInt64
     /// Leading blocks of the prompt it holds (``PrefixIndex``).
     public var matchedBlocks: Int
+    /// How it stands with the request's model when that is a LoRA adapter.
+    public var adapter: AdapterFit
 
-    public init(index: Int, isWell: Bool, inflight: UInt64, engineWaiting: UInt64 = 0, matchedBlocks: Int = 0) {
+    /// Where a LoRA adapter would run, best first.
+    public enum AdapterFit: Int, Sendable, Comparable {
+        /// Its engine runs the adapter now (no load, no swap).
+        case running
+        /// Its engine has a free adapter slot.
+        case freeSlot
+        /// Every slot is taken: the request waits for one.
+        case full
+        /// The model is not an adapter of this upstream, or the upstream does not say
+        /// (no fresh `vllm:lora_requests_info`).
+        case notAdapter
+
+        public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    public init(
+        index: Int, isWell: Bool, inflight: UInt64, engineWaiting: UInt64 = 0, matchedBlocks: Int = 0, adapter: AdapterFit = .notAdapter
+    ) {
         self.index = index
         self.isWell = isWell
         self.inflight = inflight
         self.engineWaiting = engineWaiting
         self.matchedBlocks = matchedBlocks
+        self.adapter = adapter
     }
 
     var queue: UInt64 { inflight &+ engineWaiting }
+}
+
+extension Array<RoutingCandidate> {
+    /// LoRA preference among well candidates: those running the request's adapter, else
+    /// those with a free adapter slot, else all of them; `narrowed` when that left some out.
+    func preferringAdapter() -> (kept: [RoutingCandidate], narrowed: Bool) {
+        guard let best = lazy.map(\.adapter).min(), best < .full else { return (self, false) }
+        let kept = filter { $0.adapter == best }
+        return (kept, kept.count < count)
+    }
 }

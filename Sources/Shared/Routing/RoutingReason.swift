@@ -10,7 +10,8 @@ public enum RoutingReason: Int, Sendable, CaseIterable {
     case cold
     /// An upstream running its LoRA adapter.
     case lora
-    /// A fallback model's upstream (the model's own all failed before any byte).
+    /// None of the model's own upstreams is well (down, or its breaker open): its fallback
+    /// models serve the request.
     case fallback
 
     public var label: String {

@@ -23,18 +23,29 @@ extension RoutingPolicy {
     }
 }
 
+extension UpstreamStatus {
+    /// Not down by its last health check, and its breaker closed: routing's first choices.
+    public var isWell: Bool { health != .down && breaker.phase == .closed }
+}
+
 extension SharedSegment {
-    /// Upstream `index` as routing sees it (its matched blocks left at 0); engine figures
-    /// older than `engineMaxAgeMicros` are not used.
-    public func routingCandidate(_ index: Int, nowMicros: UInt64, engineMaxAgeMicros: UInt64) -> RoutingCandidate {
+    /// Upstream `index` as routing sees it for a request of `model` (the name the upstream
+    /// knows it by), its matched blocks left at 0; engine figures older than
+    /// `engineMaxAgeMicros` are not used.
+    public func routingCandidate(_ index: Int, model: String, nowMicros: UInt64, engineMaxAgeMicros: UInt64) -> RoutingCandidate {
         let status = upstream(index)
         var waiting: UInt64 = 0
+        var adapter = RoutingCandidate.AdapterFit.notAdapter
         if let load = status.engineLoad, load.isFresh(nowMicros: nowMicros, maxAgeMicros: engineMaxAgeMicros) {
             waiting = load.waiting ?? 0
+            // Only an upstream with LoRA enabled reads its model list for the adapter.
+            if let lora = load.lora, lora.maxAdapters > 0, status.servesAdapter(model) == true {
+                adapter = lora.running.mayContain(model) ? .running : lora.hasFreeSlot ? .freeSlot : .full
+            }
         }
         return RoutingCandidate(
-            index: index, isWell: status.health != .down && status.breaker.phase == .closed, inflight: inflightRequests(upstream: index),
-            engineWaiting: waiting)
+            index: index, isWell: status.isWell, inflight: inflightRequests(upstream: index),
+            engineWaiting: waiting, adapter: adapter)
     }
 
     /// A number that grows by one per call, shared by every worker (round robin).

@@ -9,13 +9,35 @@ public struct EngineLoadSnapshot: Sendable, Equatable {
     public var running: UInt64?
     /// 0 to 1.
     public var kvCacheUsage: Double?
+    /// Its LoRA adapters (`vllm:lora_requests_info`); nil when it reports none.
+    public var lora: LoRASlots?
     /// When it was read, monotonic microseconds (``MonotonicInstant``).
     public var readAtMicros: UInt64
 
-    public init(waiting: UInt64?, running: UInt64?, kvCacheUsage: Double?, readAtMicros: UInt64) {
+    /// What an upstream says of its LoRA adapters.
+    public struct LoRASlots: Sendable, Equatable {
+        /// Adapters it can run at once (`max_lora`).
+        public var maxAdapters: UInt32
+        /// Adapters running now (with requests in its batch).
+        public var runningCount: UInt32
+        /// Their names.
+        public var running: AdapterFilter
+
+        public init(maxAdapters: UInt32, runningCount: UInt32, running: AdapterFilter) {
+            self.maxAdapters = maxAdapters
+            self.runningCount = runningCount
+            self.running = running
+        }
+
+        /// Room for one more adapter.
+        public var hasFreeSlot: Bool { runningCount < maxAdapters }
+    }
+
+    public init(waiting: UInt64?, running: UInt64?, kvCacheUsage: Double?, lora: LoRASlots? = nil, readAtMicros: UInt64) {
         self.waiting = waiting
         self.running = running
         self.kvCacheUsage = kvCacheUsage
+        self.lora = lora
         self.readAtMicros = readAtMicros
     }
 
@@ -35,6 +57,10 @@ extension UpstreamStatus {
         engineField(.engineRunning).store(load.running ?? SegmentLayout.unknown, ordering: .relaxed)
         let millionths = load.kvCacheUsage.map { UInt64((min(1, max(0, $0)) * 1_000_000).rounded()) }
         engineField(.engineKVCacheMillionths).store(millionths ?? SegmentLayout.unknown, ordering: .relaxed)
+        let slots = load.lora.map { UInt64($0.maxAdapters) << 32 | UInt64($0.runningCount) }
+        engineField(.loraSlots).store(slots ?? SegmentLayout.unknown, ordering: .relaxed)
+        engineField(.loraRunningLow).store(load.lora?.running.low ?? 0, ordering: .relaxed)
+        engineField(.loraRunningHigh).store(load.lora?.running.high ?? 0, ordering: .relaxed)
         engineField(.engineReadAt).store(load.readAtMicros, ordering: .releasing)
     }
 
@@ -46,8 +72,14 @@ extension UpstreamStatus {
             let value = engineField(field).load(ordering: .relaxed)
             return value == SegmentLayout.unknown ? nil : value
         }
+        let lora = figure(.loraSlots).map { slots in
+            EngineLoadSnapshot.LoRASlots(
+                maxAdapters: UInt32(truncatingIfNeeded: slots >> 32), runningCount: UInt32(truncatingIfNeeded: slots),
+                running: AdapterFilter(
+                    low: engineField(.loraRunningLow).load(ordering: .relaxed), high: engineField(.loraRunningHigh).load(ordering: .relaxed)))
+        }
         return EngineLoadSnapshot(
             waiting: figure(.engineWaiting), running: figure(.engineRunning),
-            kvCacheUsage: figure(.engineKVCacheMillionths).map { Double($0) / 1_000_000 }, readAtMicros: readAt)
+            kvCacheUsage: figure(.engineKVCacheMillionths).map { Double($0) / 1_000_000 }, lora: lora, readAtMicros: readAt)
     }
 }

@@ -9,6 +9,8 @@
 /// ...    limits     two RateLimitTable regions (requests, tokens)
 /// ...    metrics    maxWorkers areas of MetricsLayout.words counters
 /// ...    prefixes   the PrefixIndex (version 4)
+///
+/// Version 5 added the LoRA figures of an upstream block (``Upstream/loraSlots``).
 /// ```
 /// Every field a process updates after start-up is a 64-bit word updated with atomics, so
 /// a process killed at any instant leaves nothing locked and no word half-written. A
@@ -17,7 +19,7 @@ public enum SegmentLayout {
     /// "LLMGWSEG" in ASCII.
     public static let magic: UInt64 = 0x4C4C_4D47_5753_4547
     /// Bumped on every incompatible layout change.
-    public static let version: UInt32 = 4
+    public static let version: UInt32 = 5
     /// Worker slots in the segment: the `--workers` upper bound.
     public static let maxWorkers = 128
 
@@ -118,5 +120,12 @@ public enum SegmentLayout {
         case engineRunning = 72
         case engineKVCacheMillionths = 80
         case engineReadAt = 88
+        /// LoRA adapters from its `/metrics` (version 5), published with the engine load:
+        /// `max_lora` in the high 32 bits and adapters running in the low 32
+        /// (``SegmentLayout/unknown`` when it reports none), then the running adapters'
+        /// names as a 128-bit ``AdapterFilter``.
+        case loraSlots = 96
+        case loraRunningLow = 104
+        case loraRunningHigh = 112
     }
 }

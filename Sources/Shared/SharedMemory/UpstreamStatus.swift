@@ -31,13 +31,32 @@ public struct UpstreamStatus: Sendable {
         nonmutating set { field(.health).store(newValue.rawValue, ordering: .releasing) }
     }
 
-    /// Publishes the served model names (supervisor only). Names that do not fit are dropped.
+    /// A model an upstream serves: a LoRA adapter names the model it adapts (`parent` in
+    /// vLLM's `/v1/models`).
+    public struct ServedModel: Sendable, Equatable, ExpressibleByStringLiteral {
+        public var name: String
+        public var parent: String?
+
+        public init(_ name: String, parent: String? = nil) {
+            self.name = name
+            self.parent = parent
+        }
+
+        public init(stringLiteral name: String) { self.init(name) }
+    }
+
+    /// Publishes the served models (supervisor only), one line each: the name, and for a
+    /// LoRA adapter a tab and its parent. Models that do not fit are dropped, and so are
+    /// names with a tab or line break in them.
     /// The same list as before is not written again, so the workers' readers meet a write
     /// only when the upstream's models change, not at every health check.
-    public func publishModels(_ names: [String]) {
+    public func publishModels(_ models: [ServedModel]) {
         var text: [UInt8] = []
-        for name in names {
-            let bytes = Array(name.utf8)
+        for model in models {
+            var bytes = Array(model.name.utf8)
+            // A name with a line break or tab in it would break the list: not served here.
+            if bytes.contains(where: { $0 == 0x0A || $0 == 0x09 }) { continue }
+            if let parent = model.parent { bytes += [0x09] + parent.utf8.filter { $0 != 0x0A } }
             if text.count + bytes.count + 1 > SegmentLayout.upstreamModelsCapacity { break }
             if !text.isEmpty { text.append(0x0A) }
             text.append(contentsOf: bytes)
@@ -57,24 +76,41 @@ public struct UpstreamStatus: Sendable {
     /// discovered rather than configured). Nil when the list could not be read: the
     /// supervisor is in the middle of writing it.
     public func modelList(contains name: String) -> (isEmpty: Bool, contains: Bool)? {
+        find(name).map { ($0.isEmpty, $0.isAdapter != nil) }
+    }
+
+    /// Whether the upstream serves `name` as a LoRA adapter; nil when the list could not be
+    /// read.
+    public func servesAdapter(_ name: String) -> Bool? {
+        find(name).map { $0.isAdapter ?? false }
+    }
+
+    /// Whether the published list is empty, and the line of `name` in it, read in place:
+    /// nil when it has none, else whether it names a parent (a LoRA adapter).
+    private func find(_ name: String) -> (isEmpty: Bool, isAdapter: Bool?)? {
         var name = name
         return name.withUTF8 { wanted in
             readModelList { text in
-                var found = false
                 var start = 0
-                while !found && start < text.count {
+                while start < text.count {
                     let end = text[start...].firstIndex(of: 0x0A) ?? text.count
-                    found = end - start == wanted.count && wanted.count > 0 && text[start..<end].elementsEqual(wanted)
+                    let tab = text[start..<end].firstIndex(of: 0x09)
+                    let nameEnd = tab ?? end
+                    if nameEnd - start == wanted.count && wanted.count > 0 && text[start..<nameEnd].elementsEqual(wanted) {
+                        return (false, tab != nil)
+                    }
                     start = end + 1
                 }
-                return (text.isEmpty, found)
+                return (text.isEmpty, nil)
             }
         }
     }
 
     /// The served model names as last published (empty when none were seen).
     public var models: [String] {
-        readModelList { text in text.split(separator: 0x0A).map { String(decoding: $0, as: UTF8.self) } } ?? []
+        readModelList { text in
+            text.split(separator: 0x0A).map { line in String(decoding: line.prefix { $0 != 0x09 }, as: UTF8.self) }
+        } ?? []
     }
 
     /// `read` over the published list (names separated by LF), retried until no

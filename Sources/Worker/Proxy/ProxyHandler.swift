@@ -146,9 +146,16 @@ final class ProxyHandler: Sendable {
             let order: [Int]
             if candidate.upstreams.count == 1 {
                 order = candidate.upstreams
+                if position == 0 && !fallbacks.isEmpty && !segment.upstream(order[0]).isWell {
+                    metrics.routed(model: candidate.name, reason: .fallback, matchedShare: nil)
+                }
             } else {
-                let decision = route(candidate, body: body, sessionID: sessionID)
-                if position == 0 { metrics.routed(model: candidate.name, reason: decision.reason, matchedShare: decision.matchedShare) }
+                var decision = route(candidate, body: body, sessionID: sessionID)
+                if position == 0 {
+                    // No upstream of the model is well: the fallback models will serve it.
+                    if !fallbacks.isEmpty && !segment.upstream(decision.order[0]).isWell { decision.reason = .fallback }
+                    metrics.routed(model: candidate.name, reason: decision.reason, matchedShare: decision.matchedShare)
+                }
                 order = decision.order
             }
             attempts += order.map { Attempt(target: candidate, upstream: $0) }
@@ -163,7 +170,9 @@ final class ProxyHandler: Sendable {
         let picker = pickers[RoutingPolicy.allCases.firstIndex(of: target.routing)!]
         let now = MonotonicInstant.now().nanoseconds / 1000
         var request = RoutingRequest(
-            candidates: target.upstreams.map { segment.routingCandidate($0, nowMicros: now, engineMaxAgeMicros: routingTuning.engineMaxAgeMicros) })
+            candidates: target.upstreams.map {
+                segment.routingCandidate($0, model: target.upstreamModel, nowMicros: now, engineMaxAgeMicros: routingTuning.engineMaxAgeMicros)
+            })
         var blocks: [UInt64] = []
         var clocks: PrefixIndex.Clocks?
         if picker.needsPromptMatch {
