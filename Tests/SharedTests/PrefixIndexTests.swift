@@ -129,9 +129,16 @@ import Testing
         for (i, blocks) in prompts.enumerated() {
             var expected = [0, 0, 0]
             expected[i % 3] = 4
-            #expect(b.prefixIndex.match(blocks, clocks: clocks) == expected)
+            #expect(b.prefixIndex.match(blocks, clocks: clocks).array == expected)
         }
-        #expect(clocks.counters.reduce(0, +) == 64 * 4, "every block added once")
+        #expect((0..<clocks.count).map { clocks.counters[$0] }.reduce(0, +) == 64 * 4, "every block added once")
+    }
+
+    @Test func theFixedSizeClocksHoldEveryUpstreamTheSegmentTracks() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        #expect(PrefixIndex.Clocks().counters.count == SegmentLayout.maxUpstreams)
+        #expect(segment.prefixClocks(upstreams: 99).count == SegmentLayout.maxUpstreams)
+        #expect(segment.prefixIndex.match([1, 2], clocks: segment.prefixClocks(upstreams: 16)).count == 16)
     }
 
     @Test func aTableLeftInAnyStateStillWorks() throws {

@@ -46,25 +46,37 @@ public struct CacheAwarePicker: UpstreamPicker {
     public var needsPromptMatch: Bool { true }
 
     public func decide(_ request: RoutingRequest) -> RoutingDecision {
+        // Runs on every routed request: plain loops over the candidates, and one array (the
+        // order) allocated.
         let candidates = request.candidates
         let promptBlocks = request.promptBlocks
         let session = request.sessionKey != nil
         let affinityKey = request.sessionKey ?? request.firstBlock
-        let (well, narrowed) = candidates.filter(\.isWell).preferringAdapter()
-        let unwell = candidates.filter { !$0.isWell }.sorted { ($0.queue, $0.index) < ($1.queue, $1.index) }.map(\.index)
-        guard !well.isEmpty else { return RoutingDecision(order: unwell, reason: .load) }
+        let adapterTier = candidates.bestAdapterTier
+        func kept(_ c: RoutingCandidate) -> Bool { c.isWell && (adapterTier == nil || c.adapter == adapterTier) }
         func cost(_ c: RoutingCandidate) -> Double {
             Double(max(0, promptBlocks - c.matchedBlocks)) + Double(c.inflight) * tuning.blocksPerRunningRequest
                 + Double(c.engineWaiting) * tuning.blocksPerWaitingRequest
         }
-        func share(_ c: RoutingCandidate) -> Double? { promptBlocks > 0 ? Double(c.matchedBlocks) / Double(promptBlocks) : nil }
-        let byCost = well.sorted { (cost($0), $0.queue, $0.index) < (cost($1), $1.queue, $1.index) }
-        let leastQueue = well.map(\.queue).min() ?? 0
-        let bestMatch = well.map(\.matchedBlocks).max() ?? 0
-        var first = byCost[0]
+        var cheapest: RoutingCandidate?
+        var leastQueue = UInt64.max
+        var bestMatch = 0
+        for c in candidates where kept(c) {
+            leastQueue = min(leastQueue, c.queue)
+            bestMatch = max(bestMatch, c.matchedBlocks)
+            if let best = cheapest, (cost(best), best.queue, best.index) <= (cost(c), c.queue, c.index) { continue }
+            cheapest = c
+        }
+        guard var first = cheapest else {
+            return RoutingDecision(order: candidates.order { ($0.queue, $0.index) < ($1.queue, $1.index) }, reason: .load)
+        }
         var reason: RoutingReason = first.matchedBlocks > 0 && first.matchedBlocks == bestMatch ? .prefix : .load
         if let key = affinityKey, session || bestMatch == 0 {
-            let hashed = well.max { Self.rendezvous(key, $0.index) < Self.rendezvous(key, $1.index) }!
+            var hashed = first
+            var score = UInt64.min
+            for c in candidates where kept(c) && Self.rendezvous(key, c.index) > score {
+                (hashed, score) = (c, Self.rendezvous(key, c.index))
+            }
             // A session stays on its upstream, and a prompt cached nowhere goes to its hashed
             // upstream, unless that one is saturated compared with the least loaded.
             if hashed.queue <= leastQueue &+ tuning.coldSlack {
@@ -72,14 +84,15 @@ public struct CacheAwarePicker: UpstreamPicker {
                 reason = session ? .session : .cold
             }
         }
-        // Well upstreams LoRA preference left out come after those it kept.
-        let leftOut =
-            narrowed
-            ? candidates.filter { c in c.isWell && !well.contains { $0.index == c.index } }.sorted {
-                (cost($0), $0.queue, $0.index) < (cost($1), $1.queue, $1.index)
-            }.map(\.index) : []
-        let order = [first.index] + byCost.filter { $0.index != first.index }.map(\.index) + leftOut + unwell
-        return RoutingDecision(order: order, reason: narrowed ? .lora : reason, matchedShare: share(first))
+        if adapterTier != nil { reason = .lora }
+        // The chosen one, the others kept by cost, those LoRA preference left out by cost, the
+        // unwell by load.
+        func rank(_ c: RoutingCandidate) -> (Int, Double, UInt64, Int) {
+            let group = c.index == first.index ? 0 : kept(c) ? 1 : c.isWell ? 2 : 3
+            return (group, group == 3 ? 0 : cost(c), c.queue, c.index)
+        }
+        let order = candidates.order { rank($0) < rank($1) }
+        return RoutingDecision(order: order, reason: reason, matchedShare: promptBlocks > 0 ? Double(first.matchedBlocks) / Double(promptBlocks) : nil)
     }
 
     /// The rendezvous (highest random weight) score of upstream `index` for `key`.

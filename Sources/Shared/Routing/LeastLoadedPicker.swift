@@ -8,14 +8,12 @@ public struct LeastLoadedPicker: UpstreamPicker {
     public var needsPromptMatch: Bool { false }
 
     public func decide(_ request: RoutingRequest) -> RoutingDecision {
-        let well = request.candidates.filter(\.isWell)
-        let (kept, narrowed) = well.preferringAdapter()
-        func rank(_ c: RoutingCandidate) -> Int { !c.isWell ? 2 : narrowed && c.adapter != kept[0].adapter ? 1 : 0 }
-        let order = request.candidates.enumerated()
-            .sorted { a, b in
-                (rank(a.element), a.element.queue, a.offset) < (rank(b.element), b.element.queue, b.offset)
-            }
-            .map(\.element.index)
-        return RoutingDecision(order: order, reason: narrowed ? .lora : .load)
+        let candidates = request.candidates
+        let adapterTier = candidates.bestAdapterTier
+        // Ties keep the candidates' order (the sort is stable).
+        func rank(_ c: RoutingCandidate) -> (Int, UInt64) {
+            (!c.isWell ? 2 : adapterTier != nil && c.adapter != adapterTier ? 1 : 0, c.queue)
+        }
+        return RoutingDecision(order: candidates.order { rank($0) < rank($1) }, reason: adapterTier != nil ? .lora : .load)
     }
 }

@@ -46,35 +46,72 @@ public struct PrefixIndex: Sendable {
 
     /// How many blocks after its last use an entry still counts, per upstream (its cache in
     /// blocks), and the upstreams' block counters now: what ``match`` and ``record`` read.
+    /// Leading blocks held, per upstream `0..<count` (fixed-size: no heap allocation on the
+    /// request path).
+    public struct Matches: Sendable, Equatable, ExpressibleByArrayLiteral {
+        public private(set) var count: Int
+        private var blocks = InlineArray<16, Int>(repeating: 0)
+
+        init(count: Int) { self.count = min(count, 16) }
+
+        public init(arrayLiteral elements: Int...) {
+            self.init(count: elements.count)
+            for (upstream, held) in elements.prefix(count).enumerated() { blocks[upstream] = held }
+        }
+
+        public subscript(upstream: Int) -> Int {
+            get { blocks[upstream] }
+            set { blocks[upstream] = newValue }
+        }
+
+        /// As an array (tests, logs).
+        public var array: [Int] { (0..<count).map { blocks[$0] } }
+
+        public static func == (a: Self, b: Self) -> Bool { a.count == b.count && (0..<a.count).allSatisfy { a[$0] == b[$0] } }
+    }
+
+    /// Fixed-size (no heap allocation on the request path): one slot per upstream the
+    /// segment tracks.
     public struct Clocks: Sendable {
-        public var counters: [UInt64]
-        public var capacities: [UInt64]
+        /// Upstreams `0..<count` have clocks.
+        public private(set) var count = 0
+        var counters = InlineArray<16, UInt64>(repeating: 0)
+        var capacities = InlineArray<16, UInt64>(repeating: 0)
+
+        public init() {}
 
         public init(counters: [UInt64], capacities: [UInt64]) {
-            self.counters = counters
-            self.capacities = capacities
+            for (counter, capacity) in zip(counters, capacities) { append(counter: counter, capacity: capacity) }
+        }
+
+        /// The next upstream's clock (one past the 16th is not kept).
+        public mutating func append(counter: UInt64, capacity: UInt64) {
+            guard count < counters.count else { return }
+            counters[count] = counter
+            capacities[count] = capacity
+            count += 1
         }
 
         /// The entry, stamped `stamp` for `upstream`, still counts.
         func isLive(upstream: Int, stamp: UInt64) -> Bool {
-            guard upstream < counters.count else { return false }
+            guard upstream < count else { return false }
             return ((counters[upstream] &- stamp) & PrefixIndex.stampMask) < capacities[upstream]
         }
 
         /// How stale the entry is, as a share of its upstream's cache (> 1: gone).
         func staleness(upstream: Int, stamp: UInt64) -> Double {
-            guard upstream < counters.count, capacities[upstream] > 0 else { return .infinity }
+            guard upstream < count, capacities[upstream] > 0 else { return .infinity }
             return Double((counters[upstream] &- stamp) & PrefixIndex.stampMask) / Double(capacities[upstream])
         }
     }
 
-    /// For each upstream `0..<clocks.counters.count`, how many leading blocks of `blocks` it
+    /// For each upstream `0..<clocks.count`, how many leading blocks of `blocks` it
     /// holds (a block counts only when every block before it does, for that upstream).
-    public func match(_ blocks: [UInt64], clocks: Clocks) -> [Int] {
-        let upstreams = min(clocks.counters.count, 64)
-        var matched = [Int](repeating: 0, count: upstreams)
+    public func match(_ blocks: [UInt64], clocks: Clocks) -> Matches {
+        let upstreams = clocks.count
+        var matched = Matches(count: upstreams)
         guard upstreams > 0 else { return matched }
-        var alive: UInt64 = upstreams == 64 ? ~0 : (1 << UInt64(upstreams)) - 1
+        var alive: UInt64 = (1 << UInt64(upstreams)) - 1
         for (index, hash) in blocks.enumerated() {
             let bucket = Self.bucket(of: hash)
             let tag = Self.tag(of: hash)
@@ -105,12 +142,14 @@ public struct PrefixIndex: Sendable {
     @discardableResult
     public func record(_ blocks: [UInt64], upstream: Int, counter: UnsafeAtomic<UInt64>, clocks: Clocks) -> UInt64 {
         guard !blocks.isEmpty, upstream >= 0, upstream < 256 else { return counter.load(ordering: .relaxed) }
-        let held = blocks.map { holds($0, upstream: upstream, clocks: clocks) }
-        let added = UInt64(held.lazy.filter { !$0 }.count)
+        // Two passes rather than an array of what was held (no allocation): another worker
+        // may change an entry between them, which moves one block's stamp, not the clock.
+        let added = UInt64(blocks.lazy.filter { !holds($0, upstream: upstream, clocks: clocks) }.count)
         let first = counter.loadThenWrappingIncrement(by: added, ordering: .relaxed)
         let now = first &+ added
         var tick = first
-        for (hash, wasHeld) in zip(blocks, held) {
+        for hash in blocks {
+            let wasHeld = tick == now || holds(hash, upstream: upstream, clocks: clocks)
             if !wasHeld { tick &+= 1 }
             let stamp = (wasHeld ? now : tick) & Self.stampMask
             place(Self.pack(tag: Self.tag(of: hash), upstream: upstream, stamp: stamp), bucket: Self.bucket(of: hash), upstream: upstream, clocks: clocks)
@@ -166,14 +205,13 @@ extension SharedSegment {
     /// The upstreams' prefix-index clocks now, for upstreams `0..<count`.
     public func prefixClocks(upstreams count: Int) -> PrefixIndex.Clocks {
         let count = min(count, SegmentLayout.maxUpstreams)
-        var clocks = PrefixIndex.Clocks(counters: [], capacities: [])
-        clocks.counters.reserveCapacity(count)
-        clocks.capacities.reserveCapacity(count)
+        var clocks = PrefixIndex.Clocks()
         for index in 0..<count {
             let status = upstream(index)
-            clocks.counters.append(status.prefixBlockCounter.load(ordering: .relaxed))
             let capacity = status.cacheBlocks
-            clocks.capacities.append(capacity == 0 ? PrefixIndex.unknownCapacity : min(capacity, PrefixIndex.unknownCapacity))
+            clocks.append(
+                counter: status.prefixBlockCounter.load(ordering: .relaxed),
+                capacity: capacity == 0 ? PrefixIndex.unknownCapacity : min(capacity, PrefixIndex.unknownCapacity))
         }
         return clocks
     }

@@ -43,11 +43,31 @@ public struct RoutingCandidate: Sendable, Equatable {
 }
 
 extension Array<RoutingCandidate> {
-    /// LoRA preference among well candidates: those running the request's adapter, else
-    /// those with a free adapter slot, else all of them; `narrowed` when that left some out.
-    func preferringAdapter() -> (kept: [RoutingCandidate], narrowed: Bool) {
-        guard let best = lazy.map(\.adapter).min(), best < .full else { return (self, false) }
-        let kept = filter { $0.adapter == best }
-        return (kept, kept.count < count)
+    /// LoRA preference: the adapter tier the well candidates are narrowed to (running it,
+    /// else a free slot), or nil when it leaves none of them out.
+    var bestAdapterTier: RoutingCandidate.AdapterFit? {
+        var best = RoutingCandidate.AdapterFit.notAdapter
+        var worst = RoutingCandidate.AdapterFit.running
+        for c in self where c.isWell {
+            best = Swift.min(best, c.adapter)
+            worst = Swift.max(worst, c.adapter)
+        }
+        return best < .full && worst != best ? best : nil
+    }
+
+    /// The candidates' indices in the order `areInIncreasingOrder` gives, ties in their
+    /// order here (a stable insertion sort: a handful of candidates, one array allocated).
+    func order(by areInIncreasingOrder: (RoutingCandidate, RoutingCandidate) -> Bool) -> [Int] {
+        var positions = [Int](repeating: 0, count: count)
+        for next in 1..<Swift.max(1, count) {
+            var slot = next
+            while slot > 0 && areInIncreasingOrder(self[next], self[positions[slot - 1]]) {
+                positions[slot] = positions[slot - 1]
+                slot -= 1
+            }
+            positions[slot] = next
+        }
+        for slot in positions.indices { positions[slot] = self[positions[slot]].index }
+        return positions
     }
 }

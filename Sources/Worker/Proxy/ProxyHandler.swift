@@ -116,21 +116,21 @@ final class ProxyHandler: Sendable {
 
     /// The upstreams to try, in order: one, usually, which takes no array.
     struct AttemptPlan {
-        private let first: Attempt?
-        private let more: [Attempt]
+        private let single: Attempt?
+        private let attempts: [Attempt]
 
         init(_ attempts: [Attempt]) {
-            first = attempts.first
-            more = Array(attempts.dropFirst())
+            single = nil
+            self.attempts = attempts
         }
 
         init(single: Attempt) {
-            first = single
-            more = []
+            self.single = single
+            attempts = []
         }
 
-        var count: Int { first == nil ? 0 : 1 + more.count }
-        subscript(index: Int) -> Attempt { index == 0 ? first! : more[index - 1] }
+        var count: Int { single == nil ? attempts.count : 1 }
+        subscript(index: Int) -> Attempt { single ?? attempts[index] }
     }
 
     /// Upstreams for the target in the order its routing policy gives, then those of each
@@ -142,23 +142,24 @@ final class ProxyHandler: Sendable {
         if target.upstreams.count == 1 && target.fallbacks.isEmpty { return AttemptPlan(single: Attempt(target: target, upstream: target.upstreams[0])) }
         let fallbacks = target.fallbacks.filter { identity.models?.contains($0) ?? true }.compactMap { registry.configuredTarget($0) }
         var attempts: [Attempt] = []
-        for (position, candidate) in ([target] + fallbacks).enumerated() {
-            let order: [Int]
+        attempts.reserveCapacity(fallbacks.reduce(target.upstreams.count) { $0 + $1.upstreams.count })
+        // The model's own upstreams, routed; then each fallback's.
+        for position in 0...fallbacks.count {
+            let candidate = position == 0 ? target : fallbacks[position - 1]
             if candidate.upstreams.count == 1 {
-                order = candidate.upstreams
-                if position == 0 && !fallbacks.isEmpty && !segment.upstream(order[0]).isWell {
+                if position == 0 && !fallbacks.isEmpty && !segment.upstream(candidate.upstreams[0]).isWell {
                     metrics.routed(model: candidate.name, reason: .fallback, matchedShare: nil)
                 }
-            } else {
-                var decision = route(candidate, body: body, sessionID: sessionID)
-                if position == 0 {
-                    // No upstream of the model is well: the fallback models will serve it.
-                    if !fallbacks.isEmpty && !segment.upstream(decision.order[0]).isWell { decision.reason = .fallback }
-                    metrics.routed(model: candidate.name, reason: decision.reason, matchedShare: decision.matchedShare)
-                }
-                order = decision.order
+                attempts.append(Attempt(target: candidate, upstream: candidate.upstreams[0]))
+                continue
             }
-            attempts += order.map { Attempt(target: candidate, upstream: $0) }
+            var decision = route(candidate, body: body, sessionID: sessionID)
+            if position == 0 {
+                // No upstream of the model is well: the fallback models will serve it.
+                if !fallbacks.isEmpty && !segment.upstream(decision.order[0]).isWell { decision.reason = .fallback }
+                metrics.routed(model: candidate.name, reason: decision.reason, matchedShare: decision.matchedShare)
+            }
+            for upstream in decision.order { attempts.append(Attempt(target: candidate, upstream: upstream)) }
         }
         return AttemptPlan(attempts)
     }
