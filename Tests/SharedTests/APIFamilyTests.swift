@@ -6,7 +6,7 @@ import Testing
 @Suite struct APIFamilyTests {
     @Test func everyProxiedRouteHasAFamilyAndTheGatewaysOwnHaveNone() {
         for route in Route.allCases {
-            let proxied = [Route.chatCompletions, .completions, .embeddings].contains(route)
+            let proxied = route.requiresAuth && route != .models
             #expect((route.family != nil) == proxied, "\(route)")
         }
     }

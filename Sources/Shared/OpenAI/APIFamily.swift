@@ -3,8 +3,10 @@
 /// in ``Route/family``, not a copy of the chat path: the proxy charges the usage and shapes
 /// its errors by the route's family.
 ///
-/// Today's routes are all OpenAI's; vLLM's other APIs (Anthropic Messages, Responses) are
-/// families of their own: their usage counts are `input_tokens` / `output_tokens`, and
+/// OpenAI's chat, completions and the pooling APIs vLLM serves beside them (embeddings,
+/// rerank, score, pooling, classify, tokenize) are one family; the Responses API and
+/// Anthropic's Messages are families of their own: their usage counts are `input_tokens` /
+/// `output_tokens`, inside the `response` / `message` object of some stream events, and
 /// Anthropic errors are `{"type":"error","error":{"type","message"}}`.
 public struct APIFamily: Sendable, Equatable {
     /// How errors are written.
@@ -37,20 +39,37 @@ public struct APIFamily: Sendable, Equatable {
     public let usage: TokenUsage.Keys
     public let errorShape: ErrorShape
     public let streamEnd: StreamEnd
+    /// A streamed request gets `stream_options.include_usage` (OpenAI's chat and completions
+    /// report usage only when asked; the other families always do).
+    public let asksForStreamUsage: Bool
+    /// The object in a stream event that carries `model` (and `usage`) when the event's top
+    /// level does not: `response` (Responses), `message` (Anthropic's `message_start`).
+    public let eventContainer: String?
 
-    public init(name: String, usage: TokenUsage.Keys, errorShape: ErrorShape, streamEnd: StreamEnd) {
+    public init(
+        name: String, usage: TokenUsage.Keys, errorShape: ErrorShape, streamEnd: StreamEnd, asksForStreamUsage: Bool = false,
+        eventContainer: String? = nil
+    ) {
         self.name = name
         self.usage = usage
         self.errorShape = errorShape
         self.streamEnd = streamEnd
+        self.asksForStreamUsage = asksForStreamUsage
+        self.eventContainer = eventContainer
     }
 
-    /// OpenAI's chat completions, completions and embeddings.
-    public static let openAI = APIFamily(name: "openai", usage: .openAI, errorShape: .openAI, streamEnd: .doneSentinel)
+    /// OpenAI's chat completions, completions, and the pooling and tokenizer APIs.
+    public static let openAI = APIFamily(name: "openai", usage: .openAI, errorShape: .openAI, streamEnd: .doneSentinel, asksForStreamUsage: true)
 
-    /// Anthropic's Messages API (`/v1/messages`, as vLLM serves it).
+    /// OpenAI's Responses API (`/v1/responses`): named events, the last `response.completed`
+    /// (or `response.failed`, `response.incomplete`), whose `response` carries the usage.
+    public static let responses = APIFamily(
+        name: "responses", usage: .inputOutput(in: "response"), errorShape: .openAI, streamEnd: .lastEvent, eventContainer: "response")
+
+    /// Anthropic's Messages API (`/v1/messages`, as vLLM serves it): `message_start`'s
+    /// `message` carries the input tokens, `message_delta` the output tokens so far.
     public static let anthropic = APIFamily(
-        name: "anthropic", usage: .inputOutput, errorShape: .anthropic, streamEnd: .lastEvent)
+        name: "anthropic", usage: .inputOutput(in: "message"), errorShape: .anthropic, streamEnd: .lastEvent, eventContainer: "message")
 
     /// The body of `error` in this family's shape.
     public func body(of error: GatewayError) -> String { errorShape.body(of: error) }
@@ -70,7 +89,11 @@ extension Route {
     /// The API family a proxied route speaks; nil for the gateway's own routes.
     public var family: APIFamily? {
         switch self {
-        case .chatCompletions, .completions, .embeddings: .openAI
+        case .chatCompletions, .completions, .embeddings, .rerank, .rerankUnversioned, .rerankV2, .score, .tokenize, .detokenize, .pooling,
+            .classify:
+            .openAI
+        case .responses, .response, .responseCancel: .responses
+        case .messages, .messagesCountTokens: .anthropic
         case .health, .ready, .metrics, .idle, .models, .other: nil
         }
     }

@@ -55,6 +55,10 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public static func modelNotFound(_ model: String) -> GatewayError {
         GatewayError(.notFound, "The model '\(model)' does not exist.", param: "model", code: "model_not_found")
     }
+    /// 404: a stored response this key cannot reach.
+    public static func responseNotFound(_ id: String) -> GatewayError {
+        GatewayError(.notFound, "No response found with id '\(id)'.", param: "response_id", code: "response_not_found")
+    }
     /// 404: unknown route.
     public static func routeNotFound(method: String, path: String) -> GatewayError {
         GatewayError(.notFound, "Unknown route: \(method) \(path)", code: "unknown_url")

@@ -59,6 +59,38 @@ public struct OpenAIRequestBody: Sendable {
         self.includeUsage = includeUsage
     }
 
+    /// No body (`GET /v1/responses/{id}`): forwarded as nothing.
+    public static let empty = OpenAIRequestBody()
+
+    private init() {
+        bytes = []
+        members = []
+        model = nil
+        stream = false
+        includeUsage = false
+    }
+
+    /// `previous_response_id` (the Responses API): nil when absent or null.
+    /// - Throws: ``GatewayError`` 400 when it is not a string of 1 to
+    ///   ``Route/maxResponseIDBytes`` letters, digits, `_`, `-` or `.`.
+    public func previousResponseID() throws(GatewayError) -> String? {
+        guard let member = members.first(where: { $0.key == "previous_response_id" }) else { return nil }
+        let id = bytes.withUnsafeBytes { raw -> String?? in
+            if raw[member.value.lowerBound] == UInt8(ascii: "n") { return .some(nil) }  // null
+            return JSONScanner.string(raw, member.value).map { Optional($0) }
+        }
+        guard let id else {
+            throw .badRequest("'previous_response_id' must be a string.", param: "previous_response_id", code: "invalid_type")
+        }
+        guard let id else { return nil }
+        guard Route.isResponseID(id.utf8) else {
+            throw .badRequest(
+                "'previous_response_id' must be 1 to \(Route.maxResponseIDBytes) letters, digits, '_', '-' or '.'.",
+                param: "previous_response_id", code: "invalid_value")
+        }
+        return id
+    }
+
     /// Where the prompt is in ``bytes``: the JSON text of `messages` (chat), `prompt`
     /// (completions) or `input` (responses, embeddings), as the client sent it. Routing cuts
     /// it into ``PromptBlocks``: a conversation that grows keeps its earlier turns' bytes.
@@ -120,10 +152,18 @@ public enum JSONSplice {
 
     /// `json` (an object) with its top-level `model` value set to `name`; unchanged when it
     /// has none or is not valid JSON.
-    public static func replacingModel(in json: [UInt8], with name: String) -> [UInt8] {
-        guard let members = try? JSONScanner.objectMembers(json),
-            let member = members.first(where: { $0.key == "model" })
-        else { return json }
-        return apply([(member.value, Array(JSON.quoted(name).utf8))], to: json)
+    public static func replacingModel(in json: [UInt8], with name: String, container: String? = nil) -> [UInt8] {
+        json.withUnsafeBytes { raw in
+            guard let members = try? JSONScanner.objectMembers(raw) else { return json }
+            var model = members.first(where: { $0.key == "model" })
+            // A stream event's model may sit one object down (`response`, `message`).
+            if model == nil, let container, let outer = members.first(where: { $0.key == container }),
+                raw[outer.value.lowerBound] == UInt8(ascii: "{"), let inner = try? JSONScanner.objectMembers(raw, range: outer.value)
+            {
+                model = inner.first(where: { $0.key == "model" })
+            }
+            guard let model else { return json }
+            return apply([(model.value, Array(JSON.quoted(name).utf8))], to: json)
+        }
     }
 }

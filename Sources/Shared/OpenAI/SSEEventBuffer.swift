@@ -97,5 +97,23 @@ public struct SSEEventBuffer: Sendable {
         return result
     }
 
+    /// The lines of an event other than its `data:` lines (`event:`, `id:`, `retry:`,
+    /// comments), each ended by LF: what a relay that rewrites the data keeps.
+    public static func otherLines(of event: [UInt8]) -> [UInt8] {
+        var result: [UInt8] = []
+        var lineStart = 0
+        var i = 0
+        while i <= event.count {
+            if i == event.count || event[i] == 0x0A || event[i] == 0x0D {
+                let line = event[lineStart..<i]
+                if !line.isEmpty && !line.starts(with: Self.dataField) { result += line + [0x0A] }
+                if i + 1 < event.count, event[i] == 0x0D, event[i + 1] == 0x0A { i += 1 }
+                lineStart = i + 1
+            }
+            i += 1
+        }
+        return result
+    }
+
     private static let dataField = Array("data:".utf8)
 }

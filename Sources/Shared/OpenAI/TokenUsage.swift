@@ -26,11 +26,18 @@ public struct TokenUsage: Sendable, Equatable {
         self.completion = completion
     }
 
-    /// Where an API family reports usage: the top-level `usage` object and its two counts,
-    /// keys with their quotes.
+    /// Where an API family reports usage: the top-level `usage` object (else the one in the
+    /// top-level `container` object) and its two counts, keys with their quotes.
     public struct Keys: Sendable, Equatable {
         let prompt: [UInt8]
         let completion: [UInt8]
+        var container: [UInt8]? = nil
+
+        /// ``inputOutput``, also looked for in the top-level object `container` (a stream
+        /// event's `response` or `message`).
+        public static func inputOutput(in container: String) -> Keys {
+            Keys(prompt: inputOutput.prompt, completion: inputOutput.completion, container: Array("\"\(container)\"".utf8))
+        }
 
         /// `usage.prompt_tokens` / `usage.completion_tokens` (OpenAI's chat, completions, embeddings).
         public static let openAI = Keys(prompt: Array(#""prompt_tokens""#.utf8), completion: Array(#""completion_tokens""#.utf8))
@@ -48,9 +55,15 @@ public struct TokenUsage: Sendable, Equatable {
     /// strings, and a count that is not a plain non-negative integer counts as 0.
     public static func find(in raw: UnsafeRawBufferPointer, keys: Keys = .openAI) -> TokenUsage? {
         // Most stream chunks carry no usage: skip them without scanning.
-        guard raw.count > 8, mentionsUsage(raw),
-            let value = topLevelValue(of: usageKey, in: raw), raw[value.lowerBound] == UInt8(ascii: "{")
-        else { return nil }
+        guard raw.count > 8, mentionsUsage(raw) else { return nil }
+        var found = topLevelValue(of: usageKey, in: raw)
+        if found.map({ raw[$0.lowerBound] != UInt8(ascii: "{") }) ?? true, let container = keys.container,
+            let outer = topLevelValue(of: container, in: raw), raw[outer.lowerBound] == UInt8(ascii: "{"),
+            let inner = topLevelValue(of: usageKey, in: UnsafeRawBufferPointer(rebasing: raw[outer]))
+        {
+            found = (inner.lowerBound + outer.lowerBound)..<(inner.upperBound + outer.lowerBound)
+        }
+        guard let value = found, raw[value.lowerBound] == UInt8(ascii: "{") else { return nil }
         let usage = UnsafeRawBufferPointer(rebasing: raw[value])
         func count(_ key: [UInt8]) -> Int {
             guard let range = topLevelValue(of: key, in: usage), (1...18).contains(range.count) else { return 0 }

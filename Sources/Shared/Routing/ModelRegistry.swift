@@ -75,6 +75,20 @@ public struct ModelRegistry: Sendable {
     /// The configured target named `name` (for fallbacks).
     public func configuredTarget(_ name: String) -> Target? { byClientName[name] }
 
+    /// The configured model at `position` in the configuration.
+    public func configuredTarget(position: Int) -> Target? {
+        configuredNames.indices.contains(position) ? byClientName[configuredNames[position]] : nil
+    }
+
+    /// The first model a key scoped to `allowed` (nil: any) may use: configured order, else
+    /// the discovered upstream's first model.
+    public func firstTarget(allowed: Set<String>?, segment: SharedSegment) -> Target? {
+        if isConfigured {
+            return configuredNames.lazy.filter { allowed?.contains($0) ?? true }.compactMap { byClientName[$0] }.first
+        }
+        return listedNames(segment: segment).first.flatMap { resolve($0, segment: segment) }
+    }
+
     /// Model names a client may list, configured order, or as discovered.
     public func listedNames(segment: SharedSegment) -> [String] {
         if isConfigured { return configuredNames }

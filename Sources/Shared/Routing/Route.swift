@@ -9,6 +9,22 @@ public enum Route: String, Sendable, CaseIterable {
     case chatCompletions = "/v1/chat/completions"
     case completions = "/v1/completions"
     case embeddings = "/v1/embeddings"
+    /// OpenAI's Responses API.
+    case responses = "/v1/responses"
+    /// A stored response, by its id (at most ``maxResponseIDBytes`` of `[A-Za-z0-9_.-]`).
+    case response = "/v1/responses/{id}"
+    case responseCancel = "/v1/responses/{id}/cancel"
+    /// Anthropic's Messages API.
+    case messages = "/v1/messages"
+    case messagesCountTokens = "/v1/messages/count_tokens"
+    case rerank = "/v1/rerank"
+    case rerankUnversioned = "/rerank"
+    case rerankV2 = "/v2/rerank"
+    case score = "/v1/score"
+    case tokenize = "/tokenize"
+    case detokenize = "/detokenize"
+    case pooling = "/pooling"
+    case classify = "/classify"
     /// Anything else (a 404): never the raw path.
     case other = "other"
 
@@ -18,19 +34,26 @@ public enum Route: String, Sendable, CaseIterable {
     /// The method each route answers.
     public var method: String {
         switch self {
-        case .health, .ready, .metrics, .idle, .models: "GET"
-        case .chatCompletions, .completions, .embeddings: "POST"
+        case .health, .ready, .metrics, .idle, .models, .response: "GET"
         case .other: ""
+        default: "POST"
         }
     }
 
     /// True for routes that need a client key.
     public var requiresAuth: Bool {
         switch self {
-        case .models, .chatCompletions, .completions, .embeddings: true
         case .health, .ready, .metrics, .idle, .other: false
+        default: true
         }
     }
+
+    /// Routes that name a stored response in their path rather than a model in a body.
+    public var namesResponse: Bool { self == .response || self == .responseCancel }
+
+    /// Longest response id a path or `previous_response_id` may carry (vLLM's are
+    /// `resp_` and 32 hex digits).
+    public static let maxResponseIDBytes = 256
 
     /// Matches a request path (query string and a trailing slash ignored).
     public init(path: String) {
@@ -40,10 +63,48 @@ public enum Route: String, Sendable, CaseIterable {
             var end = bytes.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? bytes.count
             if end > 1, bytes[end - 1] == UInt8(ascii: "/") { end -= 1 }
             let p = UnsafeBufferPointer(rebasing: bytes[..<end])
-            return Self.paths.first { $0.1.count == p.count && p.elementsEqual($0.1) }?.0 ?? .other
+            if let route = Self.paths.first(where: { $0.1.count == p.count && p.elementsEqual($0.1) })?.0 { return route }
+            return Self.responseRoute(p) ?? .other
         }
     }
 
-    /// Every route but ``other`` with its path's bytes.
-    private static let paths: [(Route, [UInt8])] = allCases.filter { $0 != .other }.map { ($0, Array($0.rawValue.utf8)) }
+    /// The id in a ``namesResponse`` route's path (nil for any other path).
+    public static func responseID(inPath path: String) -> String? {
+        var path = path
+        return path.withUTF8 { bytes in
+            let end = bytes.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? bytes.count
+            var p = UnsafeBufferPointer(rebasing: bytes[..<end])
+            if p.count > 1, p[p.count - 1] == UInt8(ascii: "/") { p = UnsafeBufferPointer(rebasing: p[..<(p.count - 1)]) }
+            guard responseRoute(p) != nil else { return nil }
+            let rest = p[responsesPrefix.count...]
+            let id = rest.prefix { $0 != UInt8(ascii: "/") }
+            return String(decoding: id, as: UTF8.self)
+        }
+    }
+
+    /// `/v1/responses/{id}` or `/v1/responses/{id}/cancel` with a well-formed id.
+    private static func responseRoute(_ p: UnsafeBufferPointer<UInt8>) -> Route? {
+        guard p.count > responsesPrefix.count, p.starts(with: responsesPrefix) else { return nil }
+        let rest = p[responsesPrefix.count...]
+        let id = rest.prefix { $0 != UInt8(ascii: "/") }
+        guard isResponseID(id) else { return nil }
+        let tail = rest.dropFirst(id.count)
+        if tail.isEmpty { return .response }
+        return tail.elementsEqual(cancelSuffix) ? .responseCancel : nil
+    }
+
+    /// 1 to ``maxResponseIDBytes`` bytes of letters, digits, `_`, `-` and `.`.
+    public static func isResponseID(_ id: some Collection<UInt8>) -> Bool {
+        (1...maxResponseIDBytes).contains(id.count)
+            && id.allSatisfy { byte in
+                (byte | 0x20 >= UInt8(ascii: "a") && byte | 0x20 <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+                    || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
+            }
+    }
+
+    private static let responsesPrefix = Array("/v1/responses/".utf8)
+    private static let cancelSuffix = Array("/cancel".utf8)
+
+    /// Every route with a fixed path, with its path's bytes.
+    private static let paths: [(Route, [UInt8])] = allCases.filter { $0 != .other && !$0.namesResponse }.map { ($0, Array($0.rawValue.utf8)) }
 }

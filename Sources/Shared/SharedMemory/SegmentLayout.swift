@@ -9,8 +9,10 @@
 /// ...    limits     two RateLimitTable regions (requests, tokens)
 /// ...    metrics    maxWorkers areas of MetricsLayout.words counters
 /// ...    prefixes   the PrefixIndex (version 4)
+/// ...    responses  the ResponseOwners table (version 5)
 ///
-/// Version 5 added the LoRA figures of an upstream block (``Upstream/loraSlots``).
+/// Version 5 added the LoRA figures of an upstream block (``Upstream/loraSlots``) and the
+/// response owners.
 /// ```
 /// Every field a process updates after start-up is a 64-bit word updated with atomics, so
 /// a process killed at any instant leaves nothing locked and no word half-written. A
@@ -46,12 +48,13 @@ public enum SegmentLayout {
     static let metricsAreaSize = (MetricsLayout.words * 8 + 4095) / 4096 * 4096
 
     static var prefixIndexOffset: Int { metricsOffset + maxWorkers * metricsAreaSize }
+    static var responseOwnersOffset: Int { prefixIndexOffset + PrefixIndex.byteSize }
 
     /// A figure an upstream did not report.
     public static let unknown = UInt64.max
 
     /// Total bytes of the segment.
-    public static var totalSize: Int { prefixIndexOffset + PrefixIndex.byteSize }
+    public static var totalSize: Int { responseOwnersOffset + ResponseOwners.byteSize }
 
     // Header fields.
     static let magicOffset = 0

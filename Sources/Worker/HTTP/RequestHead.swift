@@ -8,7 +8,7 @@ public protocol RequestRoute {
 }
 
 /// A client's request head as the gateway reads it: the request line, its route, and the
-/// five fields it acts on (and whether `host` came once, as HTTP/1.1 requires). The others
+/// six fields it acts on (and whether `host` came once, as HTTP/1.1 requires). The others
 /// (an SDK sends a dozen: `user-agent`, `x-stainless-…`, `accept`) are checked by the
 /// parser and dropped. A class: the head travels through the connection's states and the
 /// request as one reference.
@@ -27,6 +27,8 @@ public final class RequestHead<Route: RequestRoute>: HTTP1Head {
     public private(set) var authorization: String?
     private var authorizations = 0
     private var hosts = 0
+    /// The first `x-api-key` field (Anthropic's clients send their key there).
+    public private(set) var apiKey: String?
     /// The first `x-request-id` field (the gateway decides whether it is used).
     public private(set) var requestID: String?
     /// The first field named ``SessionField/name``: the session routing keeps on one upstream
@@ -89,6 +91,8 @@ public final class RequestHead<Route: RequestRoute>: HTTP1Head {
             if authorization == nil { authorization = String(decoding: value, as: UTF8.self) }
         case 4 where name.isName("host"):
             hosts += 1
+        case 9 where name.isName("x-api-key"):
+            if apiKey == nil { apiKey = String(decoding: value, as: UTF8.self) }
         case 12 where name.isName("x-request-id"):
             if requestID == nil { requestID = String(decoding: value, as: UTF8.self) }
         case 10 where name.isName("connection"):
@@ -124,7 +128,7 @@ public final class RequestHead<Route: RequestRoute>: HTTP1Head {
     /// The same request line and kept fields (the route follows from the target).
     public static func == (a: RequestHead, b: RequestHead) -> Bool {
         a === b
-            || (a.method == b.method && a.uri == b.uri && a.version == b.version && a.authorization == b.authorization
+            || (a.method == b.method && a.uri == b.uri && a.version == b.version && a.authorization == b.authorization && a.apiKey == b.apiKey
                 && a.requestID == b.requestID && a.expectsContinue == b.expectsContinue && a.contentLength == b.contentLength
                 && a.connection == b.connection)
     }

@@ -42,8 +42,14 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private lazy var events = SSEEventBuffer(maxEventBytes: proxy.maxEventBytes)
     private var tools: ToolCallStreamNormalizer?
     private var firstEvent = true
-    private var usageSeen = false
+    /// The usage a stream's events reported so far (each count the largest seen: OpenAI sends
+    /// it once, or cumulatively with `continuous_usage_stats`; Anthropic sends the input in
+    /// `message_start` and the output so far in each `message_delta`), all of it charged.
+    private var streamUsage: TokenUsage?
     private var streamedEvents = 0
+    /// A created response whose id is not yet recorded (``ResponseOwners``): its stream's
+    /// events are read one by one until the one that names it.
+    private var awaitingResponseID = false
 
     init(
         proxy: ProxyHandler, request: GatewayRequest, body: OpenAIRequestBody, clientModel: String, identity: ClientIdentity,
@@ -136,16 +142,24 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     }
 
     private func upstreamRequest(pool: UpstreamPool) -> UpstreamRequest {
-        UpstreamRequest(
-            pathPrefix: pool.url.pathPrefix, route: request.route.template, host: pool.hostHeader, acceptsEventStream: body.stream,
-            requestID: request.requestID, authorization: pool.authorization)
+        let route = request.route
+        return UpstreamRequest(
+            method: route.method, pathPrefix: pool.url.pathPrefix, route: route.namesResponse ? Self.path(of: request.head.uri) : route.template,
+            host: pool.hostHeader, acceptsEventStream: body.stream, requestID: request.requestID, authorization: pool.authorization)
+    }
+
+    /// The path of a request target, without its query (a ``Route/namesResponse`` route's,
+    /// whose id ``Route`` checked).
+    static func path(of uri: String) -> String {
+        String(decoding: uri.utf8.prefix { $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#") }, as: UTF8.self)
     }
 
     private func forwardedBody(_ attempt: ProxyHandler.Attempt) -> ByteBuffer {
-        if attempt.target.upstreamModel == body.model && !body.stream {
+        let addUsage = body.stream && (request.route.family?.asksForStreamUsage ?? false)
+        if attempt.target.upstreamModel == body.model && !addUsage || body.bytes.isEmpty {
             return request.body  // nothing to change: send the client's bytes as they are
         }
-        return ByteBuffer(bytes: body.forwarding(model: attempt.target.upstreamModel, addIncludeUsage: body.stream))
+        return ByteBuffer(bytes: body.forwarding(model: attempt.target.upstreamModel, addIncludeUsage: addUsage))
     }
 
     /// This attempt was the breaker's half-open probe and ends without an answer to judge
@@ -262,7 +276,8 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     }
 
     private func relayContext(attempt: ProxyHandler.Attempt, upstream: GatewayConfiguration.Upstream) -> RelayContext {
-        RelayContext(
+        awaitingResponseID = request.route == .responses
+        return RelayContext(
             clientModel: clientModel, upstreamModel: attempt.target.upstreamModel, modelLabel: attempt.target.name,
             upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
             clientWantsUsage: body.includeUsage, promptEstimate: body.bytes.count / 4,
@@ -392,6 +407,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
             if let usage = buffer.withUnsafeReadableBytes({ TokenUsage.find(in: $0, keys: relay.family.usage) }) {
                 proxy.account(usage, context: relay, writer: writer)
             }
+            if awaitingResponseID, let id = ResponseOwners.responseID(inAnswer: Array(buffer: buffer)) { recordResponse(id, relay: relay) }
             if relay.clientModel != relay.upstreamModel || relay.toolParser != nil {
                 var bytes = Array(buffer: buffer)
                 if relay.clientModel != relay.upstreamModel {
@@ -411,7 +427,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     /// reading from the upstream while the client's socket is full.
     private func relayEvents(_ buffer: ByteBuffer) {
         guard let relay else { return }
-        if tools == nil, relay.clientModel == relay.upstreamModel, events.pendingCount == 0,
+        if tools == nil, relay.clientModel == relay.upstreamModel, events.pendingCount == 0, !awaitingResponseID,
             let count = Self.wholeEventsWithoutUsage(buffer)
         {
             // Nothing to rename, normalise or account in this read: pass it on as it is.
@@ -475,11 +491,11 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
                 proxy.metrics.timeToFirstToken(model: relay.modelLabel, seconds: MonotonicInstant.now().seconds(since: relay.sent))
             }
             streamedEvents += 1
-            let (transformed, usage) = proxy.transform(event: event, context: relay)
-            if let usage {
-                usageSeen = true
-                proxy.account(usage, context: relay, writer: writer)
+            if awaitingResponseID, let data = SSEEventBuffer.data(of: event), let id = ResponseOwners.responseID(inEvent: data) {
+                recordResponse(id, relay: relay)
             }
+            let (transformed, usage) = proxy.transform(event: event, context: relay)
+            if let usage { chargeStream(usage, relay: relay) }
             if let out = transformed {
                 if tools == nil {
                     writer.write(ByteBuffer(bytes: out))
@@ -514,11 +530,28 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
         writer.end()
     }
 
+    /// Remembers that this attempt's upstream holds the response `id` (every worker reads it).
+    private func recordResponse(_ id: String, relay: RelayContext) {
+        awaitingResponseID = false
+        guard let attempt else { return }
+        proxy.segment.responseOwners.record(id, owner: .init(upstream: relay.upstreamIndex, modelPosition: attempt.target.position))
+    }
+
+    /// Charges what `reported` adds to the stream's usage so far.
+    private func chargeStream(_ reported: TokenUsage, relay: RelayContext) {
+        let before = streamUsage ?? TokenUsage(prompt: 0, completion: 0)
+        let now = TokenUsage(prompt: max(before.prompt, reported.prompt), completion: max(before.completion, reported.completion))
+        streamUsage = now
+        proxy.account(
+            TokenUsage(prompt: now.prompt - before.prompt, completion: now.completion - before.completion), context: relay, writer: writer,
+            soFar: now)
+    }
+
     /// A stream that ended without usage (the client hung up, the upstream broke off) is
     /// still charged: ~1 token per streamed event, plus the prompt.
     private func chargeUnreportedStream() {
-        guard !usageSeen, let relay else { return }
-        usageSeen = true
+        guard streamUsage == nil, let relay else { return }
+        streamUsage = TokenUsage(prompt: 0, completion: 0)
         proxy.limiter.charge(relay.identity, tokens: relay.promptEstimate + streamedEvents)
     }
 }

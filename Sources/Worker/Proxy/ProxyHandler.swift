@@ -63,9 +63,15 @@ final class ProxyHandler: Sendable {
     }
 
     func handle(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) {
+        if request.route.namesResponse {
+            handleStoredResponse(request, identity: identity, writer: writer)
+            return
+        }
         let body: OpenAIRequestBody
+        let previousResponse: String?
         do {
             body = try OpenAIRequestBody(bytes: Array(buffer: request.body))
+            previousResponse = request.route == .responses ? try body.previousResponseID() : nil
         } catch let error as GatewayError {
             writer.send(error: error)
             return
@@ -92,32 +98,66 @@ final class ProxyHandler: Sendable {
             writer.send(error: refusal)
             return
         }
+        guard admit(identity, writer: writer) else { return }
+        var attempts = plan(target, for: identity, body: body, sessionID: request.head.sessionID)
+        // A follow-up of a stored response goes to the upstream that holds it.
+        if let previousResponse, let owner = segment.responseOwners.owner(of: previousResponse) {
+            attempts.moveFirst(upstream: owner.upstream)
+        }
+        ProxyExchange(proxy: self, request: request, body: body, clientModel: modelName, identity: identity, writer: writer, attempts: attempts)
+            .start()
+    }
 
-        let admission = limiter.admit(identity)
-        writer.request.extraHeaders = admission.headers
-        if let refusal = admission.refusal {
-            metrics.rateLimited(refusal)
-            let message =
-                switch refusal {
-                case .requests: "Rate limit reached for requests per minute (\(identity.requestsPerMinute)) of this key."
-                case .tokens: "Rate limit reached for tokens per minute (\(identity.tokensPerMinute)) of this key."
-                case .tableFull: "Too many distinct keys are active; try again shortly."
-                }
-            writer.send(error: .rateLimited(message, retryAfterSeconds: admission.retryAfterSeconds))
+    /// `GET /v1/responses/{id}` and `POST /v1/responses/{id}/cancel`: to the upstream that
+    /// created the response when the shared table remembers it; else to the first model the
+    /// key may use, whose upstream decides (vLLM answers 404 for an id it does not hold).
+    private func handleStoredResponse(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) {
+        guard let id = Route.responseID(inPath: request.head.uri) else {
+            writer.send(error: .routeNotFound(method: request.route.method, path: request.route.template))
             return
         }
-
+        let owner = segment.responseOwners.owner(of: id)
+        let target: ModelRegistry.Target?
+        if let owner, let position = owner.modelPosition {
+            target = registry.configuredTarget(position: position)
+        } else {
+            target = registry.firstTarget(allowed: identity.models, segment: segment)
+        }
+        // A response made for a model the key may not use is, for this key, not there.
+        guard let target, identity.models?.contains(target.name) ?? true else {
+            writer.send(error: .responseNotFound(id))
+            return
+        }
+        writer.request.logFields.model = target.configured ? target.name : "other"
+        guard admit(identity, writer: writer) else { return }
+        var attempts = AttemptPlan(target.upstreams.map { Attempt(target: target, upstream: $0) })
+        if let owner { attempts.moveFirst(upstream: owner.upstream) }
         ProxyExchange(
-            proxy: self, request: request, body: body, clientModel: modelName, identity: identity, writer: writer,
-            attempts: plan(target, for: identity, body: body, sessionID: request.head.sessionID)
+            proxy: self, request: request, body: .empty, clientModel: target.name, identity: identity, writer: writer, attempts: attempts
         )
         .start()
+    }
+
+    /// The key's request (and token) limits: false, and the 429 sent, when they refuse it.
+    private func admit(_ identity: ClientIdentity, writer: ResponseWriter) -> Bool {
+        let admission = limiter.admit(identity)
+        writer.request.extraHeaders = admission.headers
+        guard let refusal = admission.refusal else { return true }
+        metrics.rateLimited(refusal)
+        let message =
+            switch refusal {
+            case .requests: "Rate limit reached for requests per minute (\(identity.requestsPerMinute)) of this key."
+            case .tokens: "Rate limit reached for tokens per minute (\(identity.tokensPerMinute)) of this key."
+            case .tableFull: "Too many distinct keys are active; try again shortly."
+            }
+        writer.send(error: .rateLimited(message, retryAfterSeconds: admission.retryAfterSeconds))
+        return false
     }
 
     /// The upstreams to try, in order: one, usually, which takes no array.
     struct AttemptPlan {
         private let single: Attempt?
-        private let attempts: [Attempt]
+        private var attempts: [Attempt]
 
         init(_ attempts: [Attempt]) {
             single = nil
@@ -131,6 +171,12 @@ final class ProxyHandler: Sendable {
 
         var count: Int { single == nil ? attempts.count : 1 }
         subscript(index: Int) -> Attempt { single ?? attempts[index] }
+
+        /// The first attempt on `upstream` tried first (nothing changes when there is none).
+        mutating func moveFirst(upstream: Int) {
+            guard single == nil, let index = attempts.firstIndex(where: { $0.upstream == upstream }), index > 0 else { return }
+            attempts.insert(attempts.remove(at: index), at: 0)
+        }
     }
 
     /// Upstreams for the target in the order its routing policy gives, then those of each
@@ -243,13 +289,18 @@ final class ProxyHandler: Sendable {
     /// usage-only chunk dropped when only the gateway asked for it; plus its usage, if any.
     func transform(event: [UInt8], context: RelayContext) -> ([UInt8]?, TokenUsage?) {
         guard let data = SSEEventBuffer.data(of: event), data.first == UInt8(ascii: "{") else { return (event, nil) }
-        let usage = TokenUsage.find(in: data, keys: context.family.usage)
-        if usage != nil && !context.clientWantsUsage && TokenUsage.isUsageOnlyChunk(data) { return (nil, usage) }
+        let family = context.family
+        let usage = TokenUsage.find(in: data, keys: family.usage)
+        if family.asksForStreamUsage && usage != nil && !context.clientWantsUsage && TokenUsage.isUsageOnlyChunk(data) { return (nil, usage) }
         guard context.clientModel != context.upstreamModel else { return (event, usage) }
-        return (Array("data: ".utf8) + JSONSplice.replacingModel(in: data, with: context.clientModel) + [0x0A, 0x0A], usage)
+        // Named events (`event: response.created`) keep their name.
+        let renamed = JSONSplice.replacingModel(in: data, with: context.clientModel, container: family.eventContainer)
+        return (SSEEventBuffer.otherLines(of: event) + Array("data: ".utf8) + renamed + [0x0A, 0x0A], usage)
     }
 
-    func account(_ reported: TokenUsage, context: RelayContext, writer: ResponseWriter) {
+    /// Charges and counts `reported`; `soFar` is the whole stream's usage when `reported` is
+    /// what one event added to it (the access line shows the whole).
+    func account(_ reported: TokenUsage, context: RelayContext, writer: ResponseWriter, soFar: TokenUsage? = nil) {
         let (usage, wasClamped) = reported.clamped
         if wasClamped {
             logger.warning(
@@ -260,7 +311,8 @@ final class ProxyHandler: Sendable {
         }
         metrics.tokens(model: context.modelLabel, prompt: usage.prompt, completion: usage.completion)
         limiter.charge(context.identity, tokens: usage.total)
-        writer.request.logFields.promptTokens = usage.prompt
-        writer.request.logFields.completionTokens = usage.completion
+        let whole = soFar?.clamped.usage ?? usage
+        writer.request.logFields.promptTokens = whole.prompt
+        writer.request.logFields.completionTokens = whole.completion
     }
 }

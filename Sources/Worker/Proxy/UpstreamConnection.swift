@@ -63,7 +63,8 @@ final class UpstreamConnection: ChannelDuplexHandler {
         let copyBody = body.readableBytes <= copyLimit
         var out = allocator.buffer(capacity: 512 + (copyBody ? body.readableBytes : 0))
         out.writeHead { head in
-            head.append("POST ")
+            head.append(request.method)
+            head.append(" ")
             head.append(request.pathPrefix)
             head.append(request.route)
             head.append(" HTTP/1.1\r\n")

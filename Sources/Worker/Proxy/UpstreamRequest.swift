@@ -3,9 +3,11 @@
 /// is the gateway's own (configuration, route templates, a checked request id), so none
 /// holds CR or LF.
 struct UpstreamRequest {
+    /// `POST`, or `GET` (a stored response).
+    var method: String = "POST"
     /// The upstream URL's path (`""` or `/something`, no trailing slash).
     var pathPrefix: String
-    /// The route's path (`/v1/chat/completions`).
+    /// The route's path (`/v1/chat/completions`), or the client's (`/v1/responses/resp_1`).
     var route: String
     /// `Host` header value.
     var host: String

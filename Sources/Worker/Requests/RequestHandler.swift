@@ -8,6 +8,12 @@ import Shared
     @preconcurrency import Glibc
 #endif
 
+extension RequestHead {
+    /// What the key check reads: `authorization`, else `x-api-key` (Anthropic's clients) as
+    /// a bearer token.
+    var credential: String? { authorization ?? apiKey.map { "Bearer " + $0 } }
+}
+
 /// Turns a request, its route already matched, into a response: the method and key
 /// checks, then the route's handler. Built once per worker; holds no per-request state.
 final class RequestHandler: Sendable {
@@ -63,7 +69,7 @@ final class RequestHandler: Sendable {
         var identity: ClientIdentity?
         if request.route.requiresAuth {
             identity = authenticator.authenticate(
-                authorization: request.head.authorization, remembering: &credential)
+                authorization: request.head.credential, remembering: &credential)
             guard identity != nil else {
                 writer.send(error: .unauthorized())
                 return
@@ -87,10 +93,11 @@ final class RequestHandler: Sendable {
             writer.send(status: 200, headers: headers, body: ByteBuffer(string: exposition.text(segment: segment)))
         case .models:
             models(for: identity, writer: writer)
-        case .chatCompletions, .completions, .embeddings:
-            if let identity { proxied(request, identity: identity, writer: writer) }
         case .other:
             writer.send(error: .routeNotFound(method: method, path: Self.printablePath(request.head.uri)))
+        default:
+            // Every other route is an API route of a family (``Route/family``), proxied.
+            if let identity { proxied(request, identity: identity, writer: writer) }
         }
     }
 
@@ -103,7 +110,7 @@ final class RequestHandler: Sendable {
         guard method == route.method || (method == "HEAD" && route.method == "GET") else {
             return .methodNotAllowed(method, allowed: [route.method])
         }
-        if route.requiresAuth, authenticator.authenticate(authorization: head.authorization, remembering: &memo) == nil {
+        if route.requiresAuth, authenticator.authenticate(authorization: head.credential, remembering: &memo) == nil {
             return .unauthorized()
         }
         return nil
