@@ -30,6 +30,33 @@ Served routes (vLLM's shapes)::
     POST /v1/chat/completions    plain and SSE (stream: true)
     POST /v1/completions         plain and SSE
     POST /v1/embeddings          deterministic unit vectors; float or base64
+    POST /v1/responses           Responses API: a Response object, or with stream: true
+                                 `event: TYPE` + `data: JSON` pairs (response.created,
+                                 .in_progress, .output_item.added, .content_part.added,
+                                 .output_text.delta per token, .output_text.done, .content_part.done,
+                                 .output_item.done, .completed with usage), sequence_number from 0;
+                                 stored per instance unless store: false (config responses_store);
+                                 previous_response_id unknown here -> 404; background: true ->
+                                 "queued", completed later
+    GET  /v1/responses/{id}      the stored Response, or 404 invalid_request_error param response_id
+    POST /v1/responses/{id}/cancel  background and still running -> "cancelled"; finished ->
+                                 400 "Cannot cancel a synchronous response."; unknown -> 404
+    POST /v1/messages            Anthropic Messages as vLLM serves it (id "chatcmpl-...", no
+                                 stop_sequence key); stream: message_start, content_block_start,
+                                 content_block_delta per token, content_block_stop, message_delta
+                                 (usage input_tokens + cumulative output_tokens), message_stop.
+                                 Errors {"type":"error","error":{"type","message"}} with vLLM's type
+                                 names (NotFoundError...), but a body pydantic rejects gets the
+                                 OpenAI-shaped 400, as in vLLM
+    POST /v1/messages/count_tokens  {"input_tokens": N, "context_management": {...}}
+    POST /rerank, /v1/rerank, /v2/rerank   {id "score-...", model, usage, results sorted by score}
+    POST /score, /v1/score       text_1/text_2 (or queries/documents, data_1/data_2) -> data of scores
+    POST /tokenize, /detokenize  {count, max_model_len, tokens, token_strs} / {prompt}; one id per
+                                 whitespace word, ids from 1000 (round-trips through /detokenize)
+    POST /pooling, /classify     {id "pool-"|"classify-", object "list", data, usage}
+
+All API routes go through the same rules: fail / fail_stream / delay keyed by path (for
+GET /v1/responses/{id} the path holds the id), counters, cancellations, model checks.
 
 Control API (JSON; on the control port and the main port)::
 
@@ -54,6 +81,7 @@ Control API (JSON; on the control port and the main port)::
     GET  /_control/requests                    log of the last 500 API requests (path, model, stream, time)
     GET  /_control/last_stream                 per-event send times of the last stream
     GET  /_control/cancellations               client disconnects: path, phase, events_sent, time, ...
+    GET  /_control/responses                   {response id: status} of the Responses store
     GET  /_control/state                       everything above at once
 
 Stream layout (chat): role chunk, one chunk per token, then for finish_reason "stop" an
@@ -76,6 +104,14 @@ Misbehaviour switches (config keys, ``fv.config(...)``; added for issue 20, off 
 - ``usage_override: {"prompt_tokens": N, ...}``: merged into every ``usage`` object the
   fake writes (plain answers, the streamed usage chunk, continuous usage), e.g. absurd
   counts such as 18446744073709551615 or 1e30 from a hostile upstream.
+  On the Responses, Anthropic and rerank answers only the keys that family's usage has
+  are replaced (``input_tokens``, ``output_tokens``, ...).
+
+Streams with named events (Responses, Anthropic) record ``event`` (the SSE event name) in
+``last_stream`` entries; their kind is ``content`` for text deltas, ``usage`` for the event
+that carries the final usage, ``done`` for message_stop, ``event`` otherwise. A
+``fail_stream`` ``error_event`` there is ``event: error`` with vLLM's payload for that API
+(Responses: ``{"error":{...}}``; Anthropic: ``{"type":"error","error":{"type":"internal_error",...}}``).
 """
 from __future__ import annotations
 
@@ -248,6 +284,14 @@ class ServerState:
         self.max_inflight = 0
         self.total = 0
         self.peers: set = set()
+        # Responses API store (vLLM keeps it in the memory of one server) and the
+        # background tasks still running, by response id.
+        self.responses: Dict[str, Dict[str, Any]] = {}
+        self.response_texts: Dict[str, str] = {}
+        self.background: Dict[str, Any] = {}
+        # /tokenize vocabulary: word -> id, grown on demand (ids from 1000).
+        self.vocab: Dict[str, int] = {}
+        self.vocab_words: List[str] = []
 
     # rules -------------------------------------------------------------------------
     @staticmethod
@@ -284,11 +328,12 @@ class ServerState:
 class _Ctx:
     """Per-request bookkeeping for cancellation detection."""
 
-    def __init__(self, state: ServerState, request, kind: str):
+    def __init__(self, state: ServerState, request, kind: str, family: str = "openai"):
         self.state = state
         self.path = request.path
         self.method = request.method
         self.kind = kind
+        self.family = family  # openai | responses | anthropic: the shape of errors and SSE events
         self.phase = "received"
         self.events_sent = 0
         self.model: Optional[str] = None
@@ -430,13 +475,26 @@ def build_apps(state: ServerState, log=print):
             b = rule["body"]
             return web.Response(status=status, text=b if isinstance(b, str) else json.dumps(b),
                                 content_type="application/json", headers=headers)
-        return verr(rule.get("message") or f"Injected failure ({status})", status,
-                    style=rule.get("style"), headers=headers)
+        message = rule.get("message") or f"Injected failure ({status})"
+        style = rule.get("style")
+        if style == "anthropic" or (style is None and ctx.family == "anthropic"):
+            # vLLM's /v1/messages turns its ErrorResponse into Anthropic's envelope,
+            # keeping vLLM's error type name (api_router.translate_error_response).
+            return aerr(message, status, headers=headers)
+        return verr(message, status, style=style, headers=headers)
 
-    def api_handler(kind: str):
+    def aerr(message: str, status: int, err_type: Optional[str] = None,
+             headers: Optional[Dict[str, str]] = None):
+        """vLLM's error on /v1/messages: {"type":"error","error":{"type","message"}} with
+        vLLM's own error type names (NotFoundError, BadRequestError, ...)."""
+        return jresp({"type": "error", "error": {
+            "type": err_type or ERROR_TYPES.get(status, "InternalServerError"), "message": message}},
+            status, headers)
+
+    def api_handler(kind: str, family: str = "openai", body_required: bool = True):
         def deco(fn):
             async def wrapper(request):
-                ctx = _Ctx(state, request, kind)
+                ctx = _Ctx(state, request, kind, family)
                 try:
                     body, err = await read_json(request, ctx)
                     denied = check_api_key(request)
@@ -445,7 +503,7 @@ def build_apps(state: ServerState, log=print):
                     early = await pre_response(request, ctx)
                     if early is not None:
                         return early
-                    if request.method == "POST":
+                    if request.method == "POST" and (body_required or body is not None or err is not None):
                         if err is not None:
                             return verr(f"JSON decode error: {err}", 400)
                         if not isinstance(body, dict):
@@ -584,18 +642,22 @@ def build_apps(state: ServerState, log=print):
         return resp, rec
 
     async def send_event(resp, ctx: _Ctx, rec, payload: Any, kind: str,
-                         fail_rule: Optional[Dict[str, Any]]):
-        """Write one SSE event; apply an injected mid-stream failure first if due."""
+                         fail_rule: Optional[Dict[str, Any]], event: Optional[str] = None):
+        """Write one SSE event (``event: NAME`` first when given, as the Responses and
+        Anthropic streams do); apply an injected mid-stream failure first if due."""
         if fail_rule is not None and ctx.events_sent >= int(fail_rule.get("after_events", 0)) \
                 and not fail_rule.get("_fired"):
             fail_rule["_fired"] = True
             await inject_stream_failure(resp, ctx, rec, fail_rule)
         data = payload if isinstance(payload, str) else _dumps(payload)
-        await resp.write(f"data: {data}\n\n".encode("utf-8"))
+        head = f"event: {event}\n" if event else ""
+        await resp.write(f"{head}data: {data}\n\n".encode("utf-8"))
         ctx.events_sent += 1
         t, m = time.time(), time.monotonic()
-        rec["events"].append({"i": len(rec["events"]), "kind": kind, "time": t, "monotonic": m,
-                              "bytes": len(data)})
+        entry = {"i": len(rec["events"]), "kind": kind, "time": t, "monotonic": m, "bytes": len(data)}
+        if event:
+            entry["event"] = event
+        rec["events"].append(entry)
         rec["event_times"].append(t)
 
     async def inject_stream_failure(resp, ctx: _Ctx, rec, rule):
@@ -605,9 +667,19 @@ def build_apps(state: ServerState, log=print):
                                "after_events": ctx.events_sent, "time": time.time()})
         if mode == "error_event":
             msg = rule.get("message") or "Injected mid-stream failure"
-            body = error_body(msg, int(rule.get("status", 500)), rule.get("style") or state.config["error_style"])
-            await resp.write(f"data: {_dumps(body)}\n\n".encode("utf-8"))
-            await resp.write(b"data: [DONE]\n\n")
+            status = int(rule.get("status", 500))
+            if ctx.family == "anthropic":
+                # vLLM's message_stream_converter: an error event, no [DONE] (vLLM 0.32).
+                body = {"type": "error", "error": {"type": "internal_error", "message": msg}}
+                await resp.write(f"event: error\ndata: {_dumps(body)}\n\n".encode("utf-8"))
+            elif ctx.family == "responses":
+                # vLLM's ErrorResponse as an `error` event; the stream then ends.
+                body = error_body(msg, status, rule.get("style") or "new", "InternalServerError")
+                await resp.write(f"event: error\ndata: {_dumps(body)}\n\n".encode("utf-8"))
+            else:
+                body = error_body(msg, status, rule.get("style") or state.config["error_style"])
+                await resp.write(f"data: {_dumps(body)}\n\n".encode("utf-8"))
+                await resp.write(b"data: [DONE]\n\n")
             rec["events"].append({"i": len(rec["events"]), "kind": "error", "time": time.time(),
                                   "monotonic": time.monotonic(), "bytes": 0})
             rec["event_times"].append(time.time())
@@ -925,6 +997,586 @@ def build_apps(state: ServerState, log=print):
         return jresp({"id": rid, "object": "list", "created": int(time.time()), "model": model,
                       "data": data, "usage": usage(prompt_n, 0)})
 
+    # ---- helpers shared by the other API families ----------------------------------
+    def validation_error(loc: str, msg: str = "Field required", kind: str = "missing", value: Any = None):
+        """vLLM's answer to a body pydantic rejects (its RequestValidationError handler):
+        400, OpenAI's shape on every route, /v1/messages included."""
+        err = {"type": kind, "loc": ("body",) + tuple(loc.split(".")), "msg": msg, "input": value}
+        return verr(f"1 validation error:\n  {err}", 400, "Bad Request", "body." + loc)
+
+    def family_usage(u: Dict[str, Any]) -> Dict[str, Any]:
+        """usage_override applied to a usage object of another family: only the keys it has."""
+        override = state.config.get("usage_override")
+        if isinstance(override, dict):
+            for k, v in override.items():
+                if k in u:
+                    u[k] = v
+        return u
+
+    def content_text(content: Any) -> str:
+        """Text of a message/item content: a string, or the `text` of its parts."""
+        if isinstance(content, str):
+            return content
+        parts = []
+        if isinstance(content, list):
+            for p in content:
+                if isinstance(p, dict):
+                    if isinstance(p.get("text"), str):
+                        parts.append(p["text"])
+                    elif "content" in p:
+                        parts.append(content_text(p["content"]))
+        return " ".join(x for x in parts if x)
+
+    def generation_time(tokens: List[str]) -> float:
+        return (float(state.config.get("first_token_delay") or 0)
+                + float(state.config.get("stream_event_delay") or 0) * len(tokens))
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    # ---- Responses API (vllm/entrypoints/openai/responses: api_router, serving, protocol)
+    def responses_input_text(inp: Any) -> Optional[str]:
+        if isinstance(inp, str):
+            return inp
+        if isinstance(inp, list):
+            return " ".join(t for t in (content_text(i.get("content")) if isinstance(i, dict) else ""
+                                        for i in inp) if t)
+        return None
+
+    def responses_usage(prompt_n: int, output_n: int) -> Dict[str, Any]:
+        return family_usage({
+            "input_tokens": prompt_n,
+            "input_tokens_details": {"cached_tokens": 0, "input_tokens_per_turn": [prompt_n],
+                                     "cached_tokens_per_turn": [0]},
+            "output_tokens": output_n,
+            "output_tokens_details": {"reasoning_tokens": 0, "tool_output_tokens": 0,
+                                      "output_tokens_per_turn": [output_n],
+                                      "tool_output_tokens_per_turn": [0]},
+            "total_tokens": prompt_n + output_n,
+        })
+
+    def response_object(rid: str, body: Dict[str, Any], model: str, created: int, status: str,
+                        output: List[Dict[str, Any]], usage_obj: Optional[Dict[str, Any]],
+                        max_output: int) -> Dict[str, Any]:
+        """ResponsesResponse.from_request(...).model_dump(), field for field."""
+        return {
+            "id": rid, "created_at": created,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+            "instructions": body.get("instructions"), "metadata": body.get("metadata"),
+            "model": model, "object": "response", "output": output,
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "temperature": body.get("temperature") if body.get("temperature") is not None else 1.0,
+            "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
+            "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
+            "background": bool(body.get("background")), "max_output_tokens": max_output,
+            "max_tool_calls": body.get("max_tool_calls"),
+            "previous_response_id": body.get("previous_response_id"), "prompt": None,
+            "reasoning": body.get("reasoning"), "service_tier": body.get("service_tier", "auto"),
+            "status": status, "text": body.get("text"), "top_logprobs": None,
+            "truncation": body.get("truncation", "disabled"), "usage": usage_obj,
+            "user": body.get("user"), "input_messages": None, "output_messages": None,
+        }
+
+    def output_message(item_id: str, text: str, status: str = "completed") -> Dict[str, Any]:
+        return {"id": item_id, "content": [{"annotations": [], "text": text, "type": "output_text",
+                                            "logprobs": None}],
+                "role": "assistant", "status": status, "type": "message"}
+
+    def response_not_found(response_id: str):
+        return verr(f"Response with id '{response_id}' not found.", 404, "invalid_request_error",
+                    "response_id")
+
+    def store_response(obj: Dict[str, Any], text: str) -> None:
+        state.responses[obj["id"]] = obj
+        state.response_texts[obj["id"]] = text
+        limit = int(state.config.get("responses_store_limit") or 10000)
+        while len(state.responses) > limit:
+            oldest = next(iter(state.responses))
+            state.responses.pop(oldest, None)
+            state.response_texts.pop(oldest, None)
+
+    @api_handler("responses", family="responses")
+    async def create_response(request, ctx: _Ctx, body):
+        if "model" in body and body["model"] is not None and not isinstance(body["model"], str):
+            return validation_error("model", "Input should be a valid string", "string_type", body["model"])
+        model, err = resolve_model(body)
+        if err is not None:
+            return err
+        if "input" not in body:
+            return validation_error("input")
+        text = responses_input_text(body["input"])
+        if text is None:
+            return validation_error("input", "Input should be a valid string", "string_type", body["input"])
+        prev_id = body.get("previous_response_id")
+        if prev_id is not None and not isinstance(prev_id, str):
+            return validation_error("previous_response_id", "Input should be a valid string", "string_type", prev_id)
+        for flag in ("stream", "store", "background"):
+            if body.get(flag) is not None and not isinstance(body.get(flag), bool):
+                return validation_error(flag, "Input should be a valid boolean", "bool_type", body.get(flag))
+        store_on = bool(state.config.get("responses_store", True))
+        store = body.get("store", True) is not False
+        if body.get("background") and not store:
+            return validation_error("background", "Value error, background can only be used when `store` is true",
+                                    "value_error", body.get("background"))
+        if store and not store_on and body.get("background"):
+            return verr("This vLLM engine does not support `store=True` and therefore does not support the "
+                        "background mode. To enable these features, set the environment variable "
+                        "`VLLM_ENABLE_RESPONSES_API_STORE=1` when launching the vLLM server.", 400,
+                        "invalid_request_error", "background")
+        store = store and store_on  # vLLM ignores store=True silently when its store is off
+        history = ""
+        if prev_id is not None:
+            if prev_id not in state.responses:
+                return response_not_found(prev_id)
+            history = state.response_texts.get(prev_id, "")
+        instructions = body.get("instructions") if isinstance(body.get("instructions"), str) else ""
+        prompt_text = " ".join(t for t in (instructions, history, text) if t)
+        prompt_n = prompt_tokens_for(prompt_text)
+        max_len = int(state.config["max_model_len"])
+        if prompt_n >= max_len:
+            return verr(f"The engine prompt length {prompt_n} exceeds the max_model_len {max_len}. "
+                        "Please reduce prompt.", 400, "invalid_request_error", "input")
+        max_output = body.get("max_output_tokens")
+        max_output = min(max_output, max_len - prompt_n) if is_int(max_output) else max_len - prompt_n
+        rid = f"resp_{random_uuid()}"
+        ctx.request_id = rid
+        created = int(time.time())
+        tokens, finish, _ = plan_reply("responses", {"max_tokens": max_output}, text)
+        status = "incomplete" if finish == "length" else "completed"
+        output_n = completion_tokens_for(tokens, finish)
+        reply = "".join(tokens)
+        conversation = " ".join(t for t in (history, text, reply) if t)
+
+        if body.get("background"):
+            queued = response_object(rid, body, model, created, "queued", [], None, max_output)
+            store_response(queued, conversation)
+
+            async def run_background():
+                try:
+                    if rid in state.responses:
+                        state.responses[rid]["status"] = "in_progress"
+                    await bounded_sleep(generation_time(tokens))
+                    if state.responses.get(rid, {}).get("status") != "in_progress":
+                        return  # cancelled, or the store was reset
+                    done = response_object(rid, body, model, created, status,
+                                           [output_message(f"msg_{random_uuid()}", reply)] if reply else [],
+                                           responses_usage(prompt_n, output_n), max_output)
+                    store_response(done, conversation)
+                finally:
+                    state.background.pop(rid, None)
+            state.background[rid] = asyncio.get_running_loop().create_task(run_background())
+            return jresp(queued)
+
+        if body.get("stream"):
+            return await run_responses_stream(request, ctx, body, model, rid, created, tokens, finish,
+                                              prompt_n, max_output, store, conversation)
+        ctx.phase = "generating"
+        await bounded_sleep(generation_time(tokens))
+        obj = response_object(rid, body, model, created, status,
+                              [output_message(f"msg_{random_uuid()}", reply)] if reply else [],
+                              responses_usage(prompt_n, output_n), max_output)
+        if store:
+            store_response(obj, conversation)
+        return jresp(obj)
+
+    async def run_responses_stream(request, ctx: _Ctx, body, model, rid, created, tokens, finish,
+                                   prompt_n, max_output, store, conversation):
+        """vLLM's responses_stream_generator for plain text: `event: TYPE` + `data: JSON`
+        pairs, sequence_number from 0, the final response (with usage) in response.completed."""
+        fail_rule = state._take(state.stream_fail_rules, request.path)
+        if fail_rule is not None:
+            fail_rule = dict(fail_rule)
+        resp, rec = await open_stream(request, ctx, rid, model)
+        delay = float(state.config.get("stream_event_delay") or 0)
+        seq = 0
+        item_id = f"msg_{random_uuid()}"
+
+        async def emit(ev: Dict[str, Any], kind: str = "event"):
+            nonlocal seq
+            ev["sequence_number"] = seq
+            seq += 1
+            await send_event(resp, ctx, rec, ev, kind, fail_rule, event=ev["type"])
+
+        try:
+            initial = response_object(rid, body, model, created, "in_progress", [], None, max_output)
+            await emit({"response": initial, "sequence_number": 0, "type": "response.created"})
+            await emit({"response": initial, "sequence_number": 0, "type": "response.in_progress"})
+            await bounded_sleep(float(state.config.get("first_token_delay") or 0))
+            text = ""
+            for idx, tok in enumerate(tokens):
+                if idx:
+                    await bounded_sleep(delay)
+                if idx == 0:
+                    await emit({"item": {"id": item_id, "content": [], "role": "assistant",
+                                         "status": "in_progress", "type": "message"},
+                                "output_index": 0, "sequence_number": 0, "type": "response.output_item.added"})
+                    await emit({"content_index": 0, "item_id": item_id, "output_index": 0,
+                                "part": {"annotations": [], "text": "", "type": "output_text", "logprobs": []},
+                                "sequence_number": 0, "type": "response.content_part.added"})
+                text += tok
+                await emit({"content_index": 0, "delta": tok, "item_id": item_id, "logprobs": [],
+                            "output_index": 0, "sequence_number": 0, "type": "response.output_text.delta"},
+                           "content")
+            if tokens:
+                await emit({"content_index": 0, "item_id": item_id, "logprobs": [], "output_index": 0,
+                            "sequence_number": 0, "text": text, "type": "response.output_text.done"})
+                await emit({"content_index": 0, "item_id": item_id, "output_index": 0,
+                            "part": {"annotations": [], "text": text, "type": "output_text", "logprobs": None},
+                            "sequence_number": 0, "type": "response.content_part.done"})
+                await emit({"item": output_message(item_id, text), "output_index": 0,
+                            "sequence_number": 0, "type": "response.output_item.done"})
+            status = "incomplete" if finish == "length" else "completed"
+            final = response_object(rid, body, model, created, status,
+                                    [output_message(item_id, text)] if text else [],
+                                    responses_usage(prompt_n, completion_tokens_for(tokens, finish)), max_output)
+            if store:
+                store_response(final, conversation)
+            await emit({"response": final, "sequence_number": 0, "type": "response.completed"}, "usage")
+            await resp.write_eof()
+            rec["completed"] = True
+            ctx.phase = "done"
+        except _StreamEnded:
+            pass
+        return resp
+
+    @api_handler("responses", family="responses")
+    async def retrieve_response(request, ctx: _Ctx, body):
+        response_id = request.match_info["response_id"]
+        obj = state.responses.get(response_id)
+        if obj is None:
+            return response_not_found(response_id)
+        if request.query.get("stream", "").lower() in ("true", "1"):
+            # Only background streams can be replayed; vLLM's VLLMValidationError -> 400.
+            return verr(f"Unknown response_id: {response_id}", 400, "BadRequestError", "response_id")
+        return jresp(obj)
+
+    @api_handler("responses", family="responses", body_required=False)
+    async def cancel_response(request, ctx: _Ctx, body):
+        response_id = request.match_info["response_id"]
+        obj = state.responses.get(response_id)
+        if obj is None:
+            return response_not_found(response_id)
+        if obj.get("status") not in ("queued", "in_progress"):
+            return verr("Cannot cancel a synchronous response.", 400, "invalid_request_error", "response_id")
+        obj["status"] = "cancelled"
+        task = state.background.pop(response_id, None)
+        if task is not None:
+            task.cancel()
+        return jresp(obj)
+
+    # ---- Anthropic Messages (vllm/entrypoints/anthropic: api_router, serving, protocol) --
+    def anthropic_prompt_text(body: Dict[str, Any]) -> str:
+        parts = [content_text(body.get("system"))] if body.get("system") else []
+        for m in body.get("messages") or []:
+            if isinstance(m, dict):
+                parts.append(content_text(m.get("content")))
+        return " ".join(p for p in parts if p)
+
+    def anthropic_validate(body: Dict[str, Any], need_max_tokens: bool):
+        if not isinstance(body.get("model"), str):
+            if "model" not in body:
+                return validation_error("model")
+            return validation_error("model", "Input should be a valid string", "string_type", body.get("model"))
+        msgs = body.get("messages")
+        if not isinstance(msgs, list):
+            return validation_error("messages") if msgs is None else \
+                validation_error("messages", "Input should be a valid list", "list_type", msgs)
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system"):
+                return validation_error(f"messages.{i}.role", "Input should be 'user' or 'assistant'",
+                                        "literal_error", m)
+        if need_max_tokens:
+            mt = body.get("max_tokens")
+            if mt is None:
+                return validation_error("max_tokens")
+            if not is_int(mt):
+                return validation_error("max_tokens", "Input should be a valid integer", "int_type", mt)
+            if mt <= 0:
+                return validation_error("max_tokens", "Value error, max_tokens must be positive", "value_error", mt)
+            if body.get("stream") is not None and not isinstance(body.get("stream"), bool):
+                return validation_error("stream", "Input should be a valid boolean", "bool_type", body.get("stream"))
+        if not msgs:
+            return aerr("messages must contain at least one item", 400, "BadRequestError")
+        return None
+
+    def anthropic_model(body: Dict[str, Any]):
+        model = body["model"]
+        if model not in state.config["models"] and model not in state.config.get("lora_adapters", []):
+            return None, aerr(f"The model `{model}` does not exist.", 404, "NotFoundError")
+        return model, None
+
+    STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+    @api_handler("messages", family="anthropic")
+    async def anthropic_messages(request, ctx: _Ctx, body):
+        bad = anthropic_validate(body, need_max_tokens=True)
+        if bad is not None:
+            return bad
+        model, err = anthropic_model(body)
+        if err is not None:
+            return err
+        prompt_n = prompt_tokens_for(anthropic_prompt_text(body))
+        max_len = int(state.config["max_model_len"])
+        if prompt_n + body["max_tokens"] > max_len:
+            return aerr(f"This model's maximum context length is {max_len} tokens. However, you requested "
+                        f"{prompt_n + body['max_tokens']} tokens ({prompt_n} in the messages, {body['max_tokens']} "
+                        "in the completion). Please reduce the length of the messages or completion.",
+                        400, "BadRequestError")
+        rid = f"chatcmpl-{random_uuid()}"  # vLLM reuses the chat completion's id
+        ctx.request_id = rid
+        user = ""
+        for m in reversed(body["messages"]):
+            if isinstance(m, dict) and m.get("role") == "user":
+                user = content_text(m.get("content"))
+                break
+        tokens, finish, _ = plan_reply("messages", {"max_tokens": body["max_tokens"]}, user)
+        output_n = completion_tokens_for(tokens, finish)
+        if body.get("stream"):
+            return await run_anthropic_stream(request, ctx, model, rid, tokens, finish, prompt_n, output_n)
+        ctx.phase = "generating"
+        await bounded_sleep(generation_time(tokens))
+        # model_dump(exclude_none=True): stop_sequence (None) is left out.
+        return jresp({"id": rid, "type": "message", "role": "assistant",
+                      "content": [{"type": "text", "text": "".join(tokens)}], "model": model,
+                      "stop_reason": STOP_REASONS[finish],
+                      "usage": family_usage({"input_tokens": prompt_n, "output_tokens": output_n})})
+
+    async def run_anthropic_stream(request, ctx: _Ctx, model, rid, tokens, finish, prompt_n, output_n):
+        """vLLM's message_stream_converter: message_start (input_tokens, output_tokens 0),
+        content_block_start, content_block_delta (text_delta) per token, content_block_stop,
+        message_delta (stop_reason; usage with input_tokens again and the cumulative
+        output_tokens), message_stop. No ping and no [DONE] unless anthropic_ping /
+        anthropic_done say so (Anthropic's own API pings; older vLLM ended with [DONE])."""
+        fail_rule = state._take(state.stream_fail_rules, request.path)
+        if fail_rule is not None:
+            fail_rule = dict(fail_rule)
+        resp, rec = await open_stream(request, ctx, rid, model)
+        delay = float(state.config.get("stream_event_delay") or 0)
+
+        async def emit(ev: Dict[str, Any], kind: str = "event"):
+            await send_event(resp, ctx, rec, ev, kind, fail_rule, event=ev["type"])
+
+        try:
+            await bounded_sleep(float(state.config.get("first_token_delay") or 0))
+            await emit({"type": "message_start", "message": {
+                "id": rid, "type": "message", "role": "assistant", "content": [], "model": model,
+                "stop_reason": None, "stop_sequence": None,
+                "usage": family_usage({"input_tokens": prompt_n, "output_tokens": 0})}})
+            if state.config.get("anthropic_ping"):
+                await emit({"type": "ping"})
+            for idx, tok in enumerate(tokens):
+                await bounded_sleep(delay)
+                if idx == 0:
+                    await emit({"type": "content_block_start", "content_block": {"type": "text", "text": ""},
+                                "index": 0})
+                await emit({"type": "content_block_delta", "delta": {"type": "text_delta", "text": tok},
+                            "index": 0}, "content")
+            if tokens:
+                await emit({"type": "content_block_stop", "index": 0})
+            await emit({"type": "message_delta", "delta": {"stop_reason": STOP_REASONS[finish]},
+                        "usage": family_usage({"input_tokens": prompt_n, "output_tokens": output_n})}, "usage")
+            await emit({"type": "message_stop"}, "done")
+            if state.config.get("anthropic_done"):
+                await send_event(resp, ctx, rec, "[DONE]", "done", fail_rule)
+            await resp.write_eof()
+            rec["completed"] = True
+            ctx.phase = "done"
+        except _StreamEnded:
+            pass
+        return resp
+
+    @api_handler("count_tokens", family="anthropic")
+    async def anthropic_count_tokens(request, ctx: _Ctx, body):
+        bad = anthropic_validate(body, need_max_tokens=False)
+        if bad is not None:
+            return bad
+        _, err = anthropic_model(body)
+        if err is not None:
+            return err
+        n = prompt_tokens_for(anthropic_prompt_text(body))
+        return jresp({"input_tokens": n, "context_management": {"original_input_tokens": n}})
+
+    # ---- rerank / score (vllm/entrypoints/pooling/scoring) -------------------------------
+    def doc_text(d: Any) -> Optional[str]:
+        if isinstance(d, str):
+            return d
+        if isinstance(d, dict):
+            return content_text(d.get("content"))
+        return None
+
+    def relevance(query: str, doc: str) -> float:
+        a, b = embedding_vector(query, 16), embedding_vector(doc, 16)
+        return round((1.0 + sum(x * y for x, y in zip(a, b))) / 2.0, 6)
+
+    def pooling_model(body: Dict[str, Any]):
+        if "model" in body and body["model"] is not None and not isinstance(body["model"], str):
+            return None, validation_error("model", "Input should be a valid string", "string_type", body["model"])
+        return resolve_model(body)
+
+    @api_handler("rerank")
+    async def rerank(request, ctx: _Ctx, body):
+        model, err = pooling_model(body)
+        if err is not None:
+            return err
+        query = body.get("query")
+        if not isinstance(query, (str, dict)):
+            return validation_error("query")
+        docs = body.get("documents")
+        if docs is None:
+            return validation_error("documents")
+        docs = docs if isinstance(docs, list) else [docs]
+        texts = [doc_text(d) for d in docs]
+        if any(t is None for t in texts):
+            return validation_error("documents", "Input should be a valid string", "string_type", docs)
+        top_n = body.get("top_n", 0)
+        if not is_int(top_n) or top_n < 0:
+            return validation_error("top_n", "Input should be greater than or equal to 0", "greater_than_equal", top_n)
+        rid = f"score-{random_uuid()}"
+        ctx.request_id = rid
+        ctx.phase = "generating"
+        await bounded_sleep(float(state.config.get("first_token_delay") or 0))
+        q = doc_text(query) or ""
+        results, prompt_n = [], 0
+        for i, (d, t) in enumerate(zip(docs, texts)):
+            document = {"text": d, "multi_modal": None} if isinstance(d, str) else \
+                {"text": None, "multi_modal": d.get("content", [])}
+            results.append({"index": i, "document": document, "relevance_score": relevance(q, t)})
+            prompt_n += prompt_tokens_for(f"{q} {t}")
+        results.sort(key=lambda r: r["relevance_score"], reverse=True)
+        if top_n and top_n < len(results):
+            results = results[:top_n]
+        return jresp({"id": rid, "model": model,
+                      "usage": family_usage({"prompt_tokens": prompt_n, "total_tokens": prompt_n}),
+                      "results": results})
+
+    @api_handler("score")
+    async def score(request, ctx: _Ctx, body):
+        model, err = pooling_model(body)
+        if err is not None:
+            return err
+        for a, b in (("text_1", "text_2"), ("queries", "documents"), ("queries", "items"), ("data_1", "data_2")):
+            if a in body and b in body:
+                left, right = body[a], body[b]
+                break
+        else:
+            return validation_error("text_1")
+        left = left if isinstance(left, list) else [left]
+        right = right if isinstance(right, list) else [right]
+        lt, rt = [doc_text(x) for x in left], [doc_text(x) for x in right]
+        if any(t is None for t in lt + rt):
+            return validation_error("text_1", "Input should be a valid string", "string_type", body.get("text_1"))
+        if len(lt) == 1:
+            lt = lt * len(rt)
+        if len(lt) != len(rt):
+            return verr("Input lengths must be either 1:1, 1:N or N:N", 400)
+        rid = f"score-{random_uuid()}"
+        ctx.request_id = rid
+        ctx.phase = "generating"
+        await bounded_sleep(float(state.config.get("first_token_delay") or 0))
+        data, prompt_n = [], 0
+        for i, (x, y) in enumerate(zip(lt, rt)):
+            data.append({"index": i, "object": "score", "score": relevance(x, y)})
+            prompt_n += prompt_tokens_for(f"{x} {y}")
+        return jresp({"id": rid, "object": "list", "created": int(time.time()), "model": model,
+                      "data": data, "usage": usage(prompt_n, 0)})
+
+    # ---- tokenize / detokenize (vllm/entrypoints/serve/tokenize) -------------------------
+    def token_id(word: str) -> int:
+        if word not in state.vocab:
+            state.vocab[word] = 1000 + len(state.vocab_words)
+            state.vocab_words.append(word)
+        return state.vocab[word]
+
+    @api_handler("tokenize")
+    async def tokenize_route(request, ctx: _Ctx, body):
+        model, err = pooling_model(body)
+        if err is not None:
+            return err
+        if "messages" in body:
+            if not isinstance(body["messages"], list):
+                return validation_error("messages", "Input should be a valid list", "list_type", body["messages"])
+            text = chat_prompt_text(body["messages"])
+        elif isinstance(body.get("prompt"), str):
+            text = body["prompt"]
+        else:
+            return validation_error("prompt") if "prompt" not in body else \
+                validation_error("prompt", "Input should be a valid string", "string_type", body.get("prompt"))
+        words = text.split()
+        ids = [token_id(w) for w in words]
+        return jresp({"count": len(ids), "max_model_len": int(state.config["max_model_len"]), "tokens": ids,
+                      "token_strs": words if body.get("return_token_strs") else None})
+
+    @api_handler("detokenize")
+    async def detokenize_route(request, ctx: _Ctx, body):
+        model, err = pooling_model(body)
+        if err is not None:
+            return err
+        toks = body.get("tokens")
+        if not isinstance(toks, list) or not all(is_int(t) and t >= 0 for t in toks):
+            return validation_error("tokens") if toks is None else \
+                validation_error("tokens", "Input should be a valid integer", "int_type", toks)
+        words = []
+        for t in toks:
+            i = t - 1000
+            if not 0 <= i < len(state.vocab_words):
+                return verr(f"Token id {t} is out of vocabulary", 400)
+            words.append(state.vocab_words[i])
+        return jresp({"prompt": " ".join(words)})
+
+    # ---- pooling / classify (vllm/entrypoints/pooling) -----------------------------------
+    def pooling_inputs(body: Dict[str, Any]):
+        if "messages" in body:
+            if not isinstance(body["messages"], list):
+                return None, validation_error("messages", "Input should be a valid list", "list_type", body["messages"])
+            return [chat_prompt_text(body["messages"])], None
+        texts = completion_prompts(body.get("input"))
+        if texts is None:
+            return None, validation_error("input")
+        return texts, None
+
+    @api_handler("pooling")
+    async def pooling(request, ctx: _Ctx, body):
+        model, err = pooling_model(body)
+        if err is not None:
+            return err
+        texts, err = pooling_inputs(body)
+        if err is not None:
+            return err
+        rid = f"pool-{random_uuid()}"
+        ctx.request_id = rid
+        ctx.phase = "generating"
+        await bounded_sleep(float(state.config.get("first_token_delay") or 0))
+        dim = int(state.config["embedding_dim"])
+        data, prompt_n = [], 0
+        for i, t in enumerate(texts):
+            data.append({"index": i, "object": "pooling", "data": embedding_vector(t, dim)})
+            prompt_n += prompt_tokens_for(t)
+        return jresp({"id": rid, "object": "list", "created": int(time.time()), "model": model,
+                      "data": data, "usage": usage(prompt_n, 0)})
+
+    @api_handler("classify")
+    async def classify(request, ctx: _Ctx, body):
+        model, err = pooling_model(body)
+        if err is not None:
+            return err
+        texts, err = pooling_inputs(body)
+        if err is not None:
+            return err
+        rid = f"classify-{random_uuid()}"
+        ctx.request_id = rid
+        ctx.phase = "generating"
+        await bounded_sleep(float(state.config.get("first_token_delay") or 0))
+        labels = list(state.config.get("classify_labels") or ["negative", "positive"])
+        data, prompt_n = [], 0
+        for i, t in enumerate(texts):
+            raw = [math.exp(3 * v) for v in embedding_vector(t, len(labels))]
+            probs = [v / sum(raw) for v in raw]
+            best = max(range(len(probs)), key=lambda k: probs[k])
+            data.append({"index": i, "label": labels[best], "probs": probs, "num_classes": len(labels)})
+            prompt_n += prompt_tokens_for(t)
+        return jresp({"id": rid, "object": "list", "created": int(time.time()), "model": model,
+                      "data": data, "usage": usage(prompt_n, 0)})
+
     async def not_found(request):
         return jresp({"detail": "Not Found"}, 404)
 
@@ -1032,6 +1684,9 @@ def build_apps(state: ServerState, log=print):
     async def c_cancellations(request):
         return jresp(state.cancellations)
 
+    async def c_responses(request):
+        return jresp({rid: obj.get("status") for rid, obj in state.responses.items()})
+
     async def c_listener(request):
         b = await cbody(request)
         if request.method == "POST" and "enabled" in b:
@@ -1065,6 +1720,7 @@ def build_apps(state: ServerState, log=print):
         r.add_get("/_control/requests", c_requests)
         r.add_get("/_control/last_stream", c_last_stream)
         r.add_get("/_control/cancellations", c_cancellations)
+        r.add_get("/_control/responses", c_responses)
         r.add_get("/_control/listener", c_listener)
         r.add_post("/_control/listener", c_listener)
         r.add_post("/_control/drop_connections", c_drop_connections)
@@ -1083,6 +1739,19 @@ def build_apps(state: ServerState, log=print):
     main.router.add_post("/v1/chat/completions", chat_completions)
     main.router.add_post("/v1/completions", completions)
     main.router.add_post("/v1/embeddings", embeddings)
+    main.router.add_post("/v1/responses", create_response)
+    main.router.add_get("/v1/responses/{response_id}", retrieve_response)
+    main.router.add_post("/v1/responses/{response_id}/cancel", cancel_response)
+    main.router.add_post("/v1/messages", anthropic_messages)
+    main.router.add_post("/v1/messages/count_tokens", anthropic_count_tokens)
+    for path in ("/rerank", "/v1/rerank", "/v2/rerank"):
+        main.router.add_post(path, rerank)
+    main.router.add_post("/score", score)
+    main.router.add_post("/v1/score", score)
+    main.router.add_post("/tokenize", tokenize_route)
+    main.router.add_post("/detokenize", detokenize_route)
+    main.router.add_post("/pooling", pooling)
+    main.router.add_post("/classify", classify)
     add_control_routes(main)
 
     control = web.Application()
@@ -1139,6 +1808,15 @@ async def serve(args) -> None:
         "lora_adapters": [],
         "metrics_max_lora": 0,
         "metrics_lora_running": [],
+        # Responses API: the store (vLLM: VLLM_ENABLE_RESPONSES_API_STORE=1; off, store=true
+        # is ignored and previous_response_id always 404s), and how many responses it keeps.
+        "responses_store": True,
+        "responses_store_limit": 10000,
+        # Anthropic stream extras vLLM does not send: a `ping` after message_start (as
+        # Anthropic's API does), a trailing `data: [DONE]` (as vLLM <= 0.11 did).
+        "anthropic_ping": False,
+        "anthropic_done": False,
+        "classify_labels": ["negative", "positive"],
     }
     state = ServerState(defaults)
     main_app, control_app = build_apps(state, log=lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -1480,6 +2158,10 @@ class FakeVLLM:
 
     def cancellations(self) -> List[Dict[str, Any]]:
         return self.control("cancellations")
+
+    def stored_responses(self) -> Dict[str, str]:
+        """{response id: status} of the Responses API store of this instance."""
+        return self.control("responses")
 
     def state(self) -> Dict[str, Any]:
         return self.control("state")

@@ -252,6 +252,62 @@ def sse_events(host: str, port: int, path: str, body: Any, headers: Optional[Map
         conn.close()
 
 
+def parse_sse(body: bytes) -> List[Tuple[Optional[str], str]]:
+    """[(event name or None, data)] of every complete SSE event in body (``event:`` and
+    ``data:`` lines of one block; data lines joined with newlines)."""
+    out: List[Tuple[Optional[str], str]] = []
+    for block in body.decode("utf-8", "replace").replace("\r\n", "\n").split("\n\n")[:-1]:
+        event, data = None, []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                v = line[5:]
+                data.append(v[1:] if v.startswith(" ") else v)
+        if data or event:
+            out.append((event, "\n".join(data)))
+    return out
+
+
+def sse_named_events(host: str, port: int, path: str, body: Any, headers: Optional[Mapping[str, str]] = None,
+                     timeout: float = 30.0, max_events: int = 10000) -> Iterator[Tuple[float, Optional[str], str]]:
+    """Like sse_events, for streams that name their events (Responses, Anthropic): yields
+    (receive time.time(), event name or None, data) per event as it arrives. The status
+    must be 200; stop iterating (or .close()) to disconnect. A body cut short raises
+    http.client.IncompleteRead."""
+    hdrs = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    hdrs.update(headers or {})
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=json.dumps(body).encode(), headers=hdrs)
+        r = conn.getresponse()
+        if r.status != 200:
+            raise AssertionError(f"SSE request got {r.status}: {r.read()[:500]!r}")
+        event: Optional[str] = None
+        data_lines: List[str] = []
+        count = 0
+        while count < max_events:
+            line = r.readline()
+            if not line:
+                if (r.chunked and r.chunk_left is not None) or (not r.chunked and r.length):
+                    raise http.client.IncompleteRead(b"".join(d.encode() for d in data_lines))
+                return
+            s = line.decode("utf-8").rstrip("\r\n")
+            if s == "":
+                if data_lines or event:
+                    count += 1
+                    yield time.time(), event, "\n".join(data_lines)
+                    event, data_lines = None, []
+                continue
+            if s.startswith("event:"):
+                event = s[6:].strip()
+            elif s.startswith("data:"):
+                v = s[5:]
+                data_lines.append(v[1:] if v.startswith(" ") else v)
+    finally:
+        conn.close()
+
+
 # ------------------------------------------------------------------------------------
 # Metrics helpers
 # ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from fake_vllm import DEFAULT_STREAM_EVENTS, default_text, hermes_tool_text, tokenize
-from gateway import http_request, sse_events
+from gateway import http_request, parse_sse, sse_events, sse_named_events
 
 HOST = "127.0.0.1"
 
@@ -427,3 +427,268 @@ def test_command_line_listening_line(fake_vllm_factory):
     assert line.startswith(f"fake_vllm listening on http://127.0.0.1:{fv.port} ")
     assert client(fv).chat.completions.create(model="b", messages=msgs()).choices[0].message.content \
         == default_text(3)
+
+
+# --------------------------------------------------------------------------------------
+# The other APIs vLLM serves: Responses, Anthropic Messages, rerank/score, tokenize,
+# pooling, classify (issue 23)
+# --------------------------------------------------------------------------------------
+
+RESPONSES_STREAM = (["response.created", "response.in_progress", "response.output_item.added",
+                     "response.content_part.added"]
+                    + ["response.output_text.delta"] * DEFAULT_STREAM_EVENTS
+                    + ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                       "response.completed"])
+ANTHROPIC_STREAM = (["message_start", "content_block_start"] + ["content_block_delta"] * DEFAULT_STREAM_EVENTS
+                    + ["content_block_stop", "message_delta", "message_stop"])
+
+
+def raw_named_sse(fv, path, body, timeout=10.0):
+    conn = http.client.HTTPConnection(HOST, fv.port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200, r.read()[:300]
+        assert r.getheader("Content-Type").startswith("text/event-stream")
+        return parse_sse(r.read())
+    finally:
+        conn.close()
+
+
+def test_responses_plain_with_the_sdk(fake_vllm):
+    resp = client(fake_vllm).responses.create(model="fake-model", input="one two three", instructions="be brief")
+    assert resp.id.startswith("resp_") and resp.object == "response" and resp.status == "completed"
+    assert resp.model == "fake-model"
+    assert resp.output_text == default_text(DEFAULT_STREAM_EVENTS)
+    item = resp.output[0]
+    assert item.type == "message" and item.role == "assistant" and item.id.startswith("msg_")
+    assert item.content[0].type == "output_text" and item.content[0].annotations == []
+    # input = words of instructions + input; output = tokens + EOS
+    assert resp.usage.input_tokens == 5 and resp.usage.output_tokens == DEFAULT_STREAM_EVENTS + 1
+    assert resp.usage.total_tokens == 5 + DEFAULT_STREAM_EVENTS + 1
+    assert resp.usage.input_tokens_details.cached_tokens == 0
+    assert resp.usage.output_tokens_details.reasoning_tokens == 0
+    short = client(fake_vllm).responses.create(model="fake-model", input="x", max_output_tokens=3)
+    assert short.status == "incomplete" and short.incomplete_details.reason == "max_output_tokens"
+    assert short.output_text == default_text(3) and short.usage.output_tokens == 3
+
+
+def test_responses_stream_event_sequence(fake_vllm):
+    events = raw_named_sse(fake_vllm, "/v1/responses", {"model": "fake-model", "input": "hi there", "stream": True})
+    assert [e for e, _ in events] == RESPONSES_STREAM
+    datas = [json.loads(d) for _, d in events]
+    assert [d["type"] for d in datas] == RESPONSES_STREAM
+    assert [d["sequence_number"] for d in datas] == list(range(len(datas)))
+    created, completed = datas[0]["response"], datas[-1]["response"]
+    assert created["status"] == "in_progress" and created["usage"] is None and created["output"] == []
+    assert completed["id"] == created["id"] and completed["status"] == "completed"
+    assert completed["usage"]["input_tokens"] == 2
+    assert completed["usage"]["output_tokens"] == DEFAULT_STREAM_EVENTS + 1
+    deltas = "".join(d["delta"] for d in datas if d["type"] == "response.output_text.delta")
+    assert deltas == default_text(DEFAULT_STREAM_EVENTS) == datas[-4]["text"]
+    assert completed["output"][0]["content"][0]["text"] == deltas
+    # the SDK reads it too
+    with client(fake_vllm).responses.stream(model="fake-model", input="hi") as stream:
+        final = stream.get_final_response()
+    assert final.output_text == default_text(DEFAULT_STREAM_EVENTS) and final.usage.input_tokens == 1
+    rec = fake_vllm.last_stream()
+    assert [e["event"] for e in rec["events"]] == RESPONSES_STREAM
+    assert [e["kind"] for e in rec["events"]].count("content") == DEFAULT_STREAM_EVENTS
+
+
+def test_responses_store_follow_up_get_and_cancel(fake_vllm_factory):
+    a, b = fake_vllm_factory(), fake_vllm_factory()
+    first = raw_post(a, "/v1/responses", {"model": "fake-model", "input": "alpha beta"}).json()
+    rid = first["id"]
+    assert a.stored_responses() == {rid: "completed"} and b.stored_responses() == {}
+    # GET: the stored object, on this instance only (vLLM keeps it in one server's memory)
+    got = http_request(HOST, a.port, "GET", f"/v1/responses/{rid}")
+    assert got.status == 200 and got.json() == first
+    miss = http_request(HOST, b.port, "GET", f"/v1/responses/{rid}")
+    assert miss.status == 404
+    assert miss.json() == {"error": {"message": f"Response with id '{rid}' not found.",
+                                     "type": "invalid_request_error", "param": "response_id", "code": 404}}
+    # a follow-up carries the conversation: 2 words before + 9 reply words + 1 new
+    follow = raw_post(a, "/v1/responses", {"model": "fake-model", "input": "gamma", "previous_response_id": rid})
+    assert follow.status == 200
+    assert follow.json()["previous_response_id"] == rid
+    assert follow.json()["usage"]["input_tokens"] == 2 + len(default_text().split()) + 1
+    refused = raw_post(b, "/v1/responses", {"model": "fake-model", "input": "gamma", "previous_response_id": rid})
+    assert refused.status == 404 and refused.json()["error"]["param"] == "response_id"
+    assert raw_post(a, "/v1/responses", {"input": "x", "previous_response_id": 7}).status == 400
+    # cancel: only background responses; a finished one is a 400
+    done = raw_post(a, f"/v1/responses/{rid}/cancel", None)
+    assert done.status == 400
+    assert done.json()["error"] == {"message": "Cannot cancel a synchronous response.",
+                                    "type": "invalid_request_error", "param": "response_id", "code": 400}
+    assert raw_post(b, f"/v1/responses/{rid}/cancel", None).status == 404
+    # store: false is not kept
+    unstored = raw_post(a, "/v1/responses", {"input": "x", "store": False}).json()
+    assert http_request(HOST, a.port, "GET", f"/v1/responses/{unstored['id']}").status == 404
+    # background: queued at once, cancellable while it runs, completed later
+    a.set_stream(delay=0.2)
+    bg = raw_post(a, "/v1/responses", {"input": "x", "background": True}).json()
+    assert bg["status"] == "queued" and bg["output"] == [] and bg["background"] is True
+    cancelled = raw_post(a, f"/v1/responses/{bg['id']}/cancel", None)
+    assert cancelled.status == 200 and cancelled.json()["status"] == "cancelled"
+    a.set_stream(delay=0.0)
+    bg2 = raw_post(a, "/v1/responses", {"input": "x", "background": True}).json()
+    deadline = time.monotonic() + 5
+    while a.stored_responses()[bg2["id"]] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    final = http_request(HOST, a.port, "GET", f"/v1/responses/{bg2['id']}").json()
+    assert final["status"] == "completed" and final["usage"]["output_tokens"] == DEFAULT_STREAM_EVENTS + 1
+    assert raw_post(a, "/v1/responses", {"input": "x", "background": True, "store": False}).status == 400
+    # vLLM's default (VLLM_ENABLE_RESPONSES_API_STORE unset): nothing is stored
+    a.config(responses_store=False)
+    off = raw_post(a, "/v1/responses", {"input": "x"}).json()
+    assert http_request(HOST, a.port, "GET", f"/v1/responses/{off['id']}").status == 404
+    assert raw_post(a, "/v1/responses", {"input": "x", "background": True}).json()["error"]["param"] == "background"
+
+
+def test_responses_rules_and_failures(fake_vllm):
+    fake_vllm.fail_next(count=1, status=503, routes=["/v1/responses"])
+    r = raw_post(fake_vllm, "/v1/responses", {"input": "x"})
+    assert r.status == 503 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert raw_post(fake_vllm, "/v1/responses", {"model": "nope", "input": "x"}).json()["error"]["code"] == 404
+    assert raw_post(fake_vllm, "/v1/responses", {"model": 3, "input": "x"}).status == 400
+    assert raw_post(fake_vllm, "/v1/responses", {"model": "fake-model"}).status == 400
+    # mid-stream: cut after 3 events, or an `error` event in vLLM's ErrorResponse shape
+    fake_vllm.fail_stream(count=1, after_events=3, mode="close", routes=["/v1/responses"])
+    with pytest.raises(http.client.IncompleteRead):
+        list(sse_named_events(HOST, fake_vllm.port, "/v1/responses", {"input": "x", "stream": True}))
+    fake_vllm.fail_stream(count=1, after_events=5, mode="error_event", routes=["/v1/responses"], message="engine died")
+    events = raw_named_sse(fake_vllm, "/v1/responses", {"input": "x", "stream": True})
+    assert [e for e, _ in events] == RESPONSES_STREAM[:5] + ["error"]
+    assert json.loads(events[-1][1])["error"]["message"] == "engine died"
+    state = fake_vllm.counters()
+    assert state["requests"]["/v1/responses"] == 6
+
+
+def test_responses_stream_disconnect_is_recorded(fake_vllm):
+    fake_vllm.set_stream(events=40, delay=0.1)
+    it = sse_named_events(HOST, fake_vllm.port, "/v1/responses", {"input": "x", "stream": True})
+    for _ in range(5):
+        next(it)
+    it.close()
+    c = fake_vllm.wait_for_cancellation(1, timeout=5)[0]
+    assert c["path"] == "/v1/responses" and c["phase"] == "streaming" and c["request_id"].startswith("resp_")
+
+
+def test_anthropic_messages_with_the_sdk(fake_vllm):
+    anthropic = pytest.importorskip("anthropic")
+    ac = anthropic.Anthropic(base_url=fake_vllm.url, api_key="unused", max_retries=0, timeout=20.0)
+    msg = ac.messages.create(model="fake-model", max_tokens=64, system="be brief",
+                             messages=[{"role": "user", "content": "one two three"}])
+    assert msg.type == "message" and msg.role == "assistant" and msg.model == "fake-model"
+    assert msg.id.startswith("chatcmpl-")  # vLLM reuses the chat completion's id
+    assert msg.content[0].type == "text" and msg.content[0].text == default_text(DEFAULT_STREAM_EVENTS)
+    assert msg.stop_reason == "end_turn" and msg.stop_sequence is None
+    assert msg.usage.input_tokens == 5 and msg.usage.output_tokens == DEFAULT_STREAM_EVENTS + 1
+    assert ac.messages.create(model="fake-model", max_tokens=3,
+                              messages=[{"role": "user", "content": "x"}]).stop_reason == "max_tokens"
+    with ac.messages.stream(model="fake-model", max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == default_text(DEFAULT_STREAM_EVENTS)
+    assert final.usage.input_tokens == 1 and final.usage.output_tokens == DEFAULT_STREAM_EVENTS + 1
+    assert ac.messages.count_tokens(model="fake-model", messages=[{"role": "user", "content": "a b c"}]).input_tokens == 3
+    with pytest.raises(anthropic.NotFoundError):
+        ac.messages.create(model="nope", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+
+
+def test_anthropic_stream_event_sequence(fake_vllm):
+    body = {"model": "fake-model", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "a b"}]}
+    events = raw_named_sse(fake_vllm, "/v1/messages", body)
+    assert [e for e, _ in events] == ANTHROPIC_STREAM
+    datas = [json.loads(d) for _, d in events]
+    assert [d["type"] for d in datas] == ANTHROPIC_STREAM
+    start = datas[0]["message"]
+    assert start["usage"] == {"input_tokens": 2, "output_tokens": 0}
+    assert start["type"] == "message" and start["role"] == "assistant" and start["content"] == []
+    assert datas[1] == {"type": "content_block_start", "content_block": {"type": "text", "text": ""}, "index": 0}
+    assert "".join(d["delta"]["text"] for d in datas[2:-3]) == default_text(DEFAULT_STREAM_EVENTS)
+    # message_delta repeats input_tokens; output_tokens is the total so far
+    assert datas[-2] == {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                         "usage": {"input_tokens": 2, "output_tokens": DEFAULT_STREAM_EVENTS + 1}}
+    assert datas[-1] == {"type": "message_stop"}
+    fake_vllm.config(anthropic_ping=True, anthropic_done=True)
+    events = raw_named_sse(fake_vllm, "/v1/messages", body)
+    assert [e for e, _ in events] == ANTHROPIC_STREAM[:1] + ["ping"] + ANTHROPIC_STREAM[1:] + [None]
+    assert events[-1][1] == "[DONE]"
+
+
+def test_anthropic_errors(fake_vllm):
+    body = {"model": "fake-model", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}
+    r = raw_post(fake_vllm, "/v1/messages", dict(body, model="nope"))
+    assert r.status == 404
+    assert r.json() == {"type": "error", "error": {"type": "NotFoundError", "message": "The model `nope` does not exist."}}
+    # a body pydantic rejects gets vLLM's generic (OpenAI-shaped) 400, even here
+    for bad in ({"model": "fake-model", "messages": []}, dict(body, model=5), dict(body, max_tokens=0)):
+        r = raw_post(fake_vllm, "/v1/messages", bad)
+        assert r.status == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}, r
+    r = raw_post(fake_vllm, "/v1/messages", dict(body, messages=[]))
+    assert r.status == 400 and r.json()["type"] == "error"
+    fake_vllm.fail_next(count=1, status=500, routes=["/v1/messages"], message="boom")
+    r = raw_post(fake_vllm, "/v1/messages", body)
+    assert r.status == 500
+    assert r.json() == {"type": "error", "error": {"type": "InternalServerError", "message": "boom"}}
+    fake_vllm.fail_next(count=1, status=429, routes=["/v1/messages/count_tokens"], retry_after=3)
+    r = raw_post(fake_vllm, "/v1/messages/count_tokens", {"model": "fake-model", "messages": body["messages"]})
+    assert r.status == 429 and r.headers["retry-after"] == "3" and r.json()["error"]["type"] == "RateLimitError"
+    fake_vllm.fail_stream(count=1, after_events=4, mode="error_event", routes=["/v1/messages"], message="gone")
+    events = raw_named_sse(fake_vllm, "/v1/messages", dict(body, stream=True))
+    assert [e for e, _ in events] == ANTHROPIC_STREAM[:4] + ["error"]
+    assert json.loads(events[-1][1]) == {"type": "error", "error": {"type": "internal_error", "message": "gone"}}
+    r = raw_post(fake_vllm, "/v1/messages/count_tokens", {"model": "fake-model", "system": "s t",
+                                                           "messages": [{"role": "user", "content": "a b c"}]})
+    assert r.json() == {"input_tokens": 5, "context_management": {"original_input_tokens": 5}}
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/rerank", "/v2/rerank"])
+def test_rerank(fake_vllm, path):
+    r = raw_post(fake_vllm, path, {"model": "fake-model", "query": "red fox", "documents": ["a fox", "the sea", "x"],
+                                   "top_n": 2})
+    assert r.status == 200, r
+    body = r.json()
+    assert body["id"].startswith("score-") and body["model"] == "fake-model"
+    assert body["usage"] == {"prompt_tokens": 4 + 4 + 3, "total_tokens": 11}
+    assert len(body["results"]) == 2
+    scores = [x["relevance_score"] for x in body["results"]]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    for res in body["results"]:
+        assert res["document"]["text"] == ["a fox", "the sea", "x"][res["index"]]
+    assert raw_post(fake_vllm, path, {"model": "nope", "query": "q", "documents": ["d"]}).status == 404
+    assert raw_post(fake_vllm, path, {"query": "q"}).status == 400
+    assert fake_vllm.requests_seen(path) == 3
+
+
+def test_score_tokenize_pooling_classify(fake_vllm):
+    for path in ("/v1/score", "/score"):
+        r = raw_post(fake_vllm, path, {"model": "fake-model", "text_1": "what is it", "text_2": ["a b", "c"]})
+        body = r.json()
+        assert r.status == 200 and body["object"] == "list" and body["id"].startswith("score-")
+        assert [(d["index"], d["object"]) for d in body["data"]] == [(0, "score"), (1, "score")]
+        assert body["usage"]["prompt_tokens"] == 5 + 4 and body["usage"]["total_tokens"] == 9
+    tok = raw_post(fake_vllm, "/tokenize", {"model": "fake-model", "prompt": "a b a", "return_token_strs": True}).json()
+    assert tok["count"] == 3 and tok["max_model_len"] == 4096 and tok["tokens"][0] == tok["tokens"][2]
+    assert tok["token_strs"] == ["a", "b", "a"]
+    chat_tok = raw_post(fake_vllm, "/tokenize", {"messages": [{"role": "user", "content": "a c"}]}).json()
+    assert chat_tok["count"] == 2 and chat_tok["token_strs"] is None
+    assert raw_post(fake_vllm, "/detokenize", {"tokens": tok["tokens"]}).json() == {"prompt": "a b a"}
+    assert raw_post(fake_vllm, "/detokenize", {"tokens": [5]}).status == 400
+    pool = raw_post(fake_vllm, "/pooling", {"model": "fake-model", "input": ["a b", "c"]}).json()
+    assert pool["id"].startswith("pool-") and pool["object"] == "list"
+    assert [d["object"] for d in pool["data"]] == ["pooling", "pooling"] and len(pool["data"][0]["data"]) == 32
+    assert pool["usage"]["prompt_tokens"] == 3
+    cls = raw_post(fake_vllm, "/classify", {"model": "fake-model", "input": "good stuff"}).json()
+    assert cls["id"].startswith("classify-")
+    d = cls["data"][0]
+    assert d["num_classes"] == 2 and d["label"] in ("negative", "positive") and math.isclose(sum(d["probs"]), 1.0)
+    assert cls["usage"]["prompt_tokens"] == 2
+    for path, body in [("/v1/score", {"text_1": "a", "text_2": "b"}), ("/tokenize", {"prompt": "a"}),
+                       ("/detokenize", {"tokens": []}), ("/pooling", {"input": "a"}), ("/classify", {"input": "a"})]:
+        r = raw_post(fake_vllm, path, dict(body, model="nope"))
+        assert r.status == 404 and r.json()["error"]["message"] == "The model `nope` does not exist.", path
+        fake_vllm.fail_next(count=1, status=502, routes=[path])
+        assert raw_post(fake_vllm, path, body).status == 502
