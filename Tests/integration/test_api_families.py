@@ -389,9 +389,10 @@ def test_bad_previous_response_id_is_400_before_any_upstream(gateway_factory, fa
 
 def test_response_id_length_bound(gateway_factory, fake_vllm):
     gw = gateway_factory(config=config(fake_vllm), workers=1)
+    # A path whose id is too long is no route: 404 in OpenAI's shape, nothing forwarded.
     for rid in ["r" * 257, "r" * 4000]:
-        openai_error(get(gw, f"{RESP}/{rid}"), 400)
-        openai_error(post(gw, f"{RESP}/{rid}/cancel", b""), 400)
+        openai_error(get(gw, f"{RESP}/{rid}"), 404)
+        openai_error(post(gw, f"{RESP}/{rid}/cancel", b""), 404)
     assert fake_vllm.requests_seen(f"{RESP}/{'r' * 257}") == fake_vllm.requests_seen(f"{RESP}/{'r' * 4000}") == 0
     assert fake_vllm.requests_seen(f"{RESP}/{'r' * 257}/cancel") == 0
     # 256 bytes is still an id: the upstream decides
@@ -436,7 +437,7 @@ def test_messages_plain_and_streamed(gateway_factory, fake_vllm):
 
 
 def test_messages_with_the_anthropic_sdk(gateway_factory, fake_vllm):
-    anthropic = pytest.importorskip("anthropic")
+    import anthropic  # Tests/integration/requirements.txt: never skipped
     gw = gateway_factory(config=config(fake_vllm, keys=SCOPED_KEYS), workers=1)
     ac = anthropic.Anthropic(base_url=gw.url, api_key=ALICE, max_retries=0, timeout=20.0)  # sends x-api-key
     msg = ac.messages.create(model="m-alias", max_tokens=64, messages=[{"role": "user", "content": "hi"}])

@@ -576,7 +576,7 @@ def test_responses_stream_disconnect_is_recorded(fake_vllm):
 
 
 def test_anthropic_messages_with_the_sdk(fake_vllm):
-    anthropic = pytest.importorskip("anthropic")
+    import anthropic  # Tests/integration/requirements.txt: never skipped
     ac = anthropic.Anthropic(base_url=fake_vllm.url, api_key="unused", max_retries=0, timeout=20.0)
     msg = ac.messages.create(model="fake-model", max_tokens=64, system="be brief",
                              messages=[{"role": "user", "content": "one two three"}])

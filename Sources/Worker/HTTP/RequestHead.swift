@@ -8,7 +8,7 @@ public protocol RequestRoute {
 }
 
 /// A client's request head as the gateway reads it: the request line, its route, and the
-/// six fields it acts on (and whether `host` came once, as HTTP/1.1 requires). The others
+/// seven fields it acts on (and whether `host` came once, as HTTP/1.1 requires). The others
 /// (an SDK sends a dozen: `user-agent`, `x-stainless-…`, `accept`) are checked by the
 /// parser and dropped. A class: the head travels through the connection's states and the
 /// request as one reference.
@@ -29,6 +29,8 @@ public final class RequestHead<Route: RequestRoute>: HTTP1Head {
     private var hosts = 0
     /// The first `x-api-key` field (Anthropic's clients send their key there).
     public private(set) var apiKey: String?
+    /// The first `anthropic-version` field (passed on to the upstream).
+    public private(set) var anthropicVersion: String?
     /// The first `x-request-id` field (the gateway decides whether it is used).
     public private(set) var requestID: String?
     /// The first field named ``SessionField/name``: the session routing keeps on one upstream
@@ -93,6 +95,8 @@ public final class RequestHead<Route: RequestRoute>: HTTP1Head {
             hosts += 1
         case 9 where name.isName("x-api-key"):
             if apiKey == nil { apiKey = String(decoding: value, as: UTF8.self) }
+        case 17 where name.isName("anthropic-version"):
+            if anthropicVersion == nil { anthropicVersion = String(decoding: value.prefix(64), as: UTF8.self) }
         case 12 where name.isName("x-request-id"):
             if requestID == nil { requestID = String(decoding: value, as: UTF8.self) }
         case 10 where name.isName("connection"):
@@ -129,6 +133,7 @@ public final class RequestHead<Route: RequestRoute>: HTTP1Head {
     public static func == (a: RequestHead, b: RequestHead) -> Bool {
         a === b
             || (a.method == b.method && a.uri == b.uri && a.version == b.version && a.authorization == b.authorization && a.apiKey == b.apiKey
+                && a.anthropicVersion == b.anthropicVersion
                 && a.requestID == b.requestID && a.expectsContinue == b.expectsContinue && a.contentLength == b.contentLength
                 && a.connection == b.connection)
     }

@@ -145,7 +145,8 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
         let route = request.route
         return UpstreamRequest(
             method: route.method, pathPrefix: pool.url.pathPrefix, route: route.namesResponse ? Self.path(of: request.head.uri) : route.template,
-            host: pool.hostHeader, acceptsEventStream: body.stream, requestID: request.requestID, authorization: pool.authorization)
+            host: pool.hostHeader, acceptsEventStream: body.stream, requestID: request.requestID,
+            anthropicVersion: route.family == .anthropic ? request.head.anthropicVersion : nil, authorization: pool.authorization)
     }
 
     /// The path of a request target, without its query (a ``Route/namesResponse`` route's,

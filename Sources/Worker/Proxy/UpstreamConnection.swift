@@ -73,6 +73,7 @@ final class UpstreamConnection: ChannelDuplexHandler {
             head.append(decimal: body.readableBytes)
             head.append(request.acceptsEventStream ? "\r\naccept: text/event-stream\r\n" : "\r\naccept: application/json\r\n")
             head.field("x-request-id", request.requestID)
+            if let version = request.anthropicVersion { head.field("anthropic-version", version) }
             if let authorization = request.authorization { head.field("authorization", authorization) }
             head.append("\r\n")
         }

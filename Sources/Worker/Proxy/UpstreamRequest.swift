@@ -14,6 +14,8 @@ struct UpstreamRequest {
     /// `accept: text/event-stream` (a streamed request) rather than `application/json`.
     var acceptsEventStream: Bool
     var requestID: String
+    /// The client's `anthropic-version` (Anthropic's Messages API), passed on.
+    var anthropicVersion: String? = nil
     /// A cloud fallback's `Authorization` (never logged).
     var authorization: String?
 }
