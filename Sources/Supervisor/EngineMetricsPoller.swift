@@ -87,6 +87,12 @@ final class EngineMetricsPoller: Sendable {
         if let blocks = load.gpuBlocks, let size = load.blockSize {
             status.cacheBlocks = Self.promptBlocks(gpuBlocks: blocks, blockSize: size)
         }
+        // Requests waiting while others run: the batch is full, and its size is the engine's
+        // capacity (the workers count their own requests beyond it as queued at once, before
+        // the next scrape shows the queue).
+        if let waiting = load.waiting, waiting >= 1, let running = load.running, running >= 1 {
+            status.engineBatchCapacity = UInt64(min(running, 1e9))
+        }
         status.publishEngineLoad(
             EngineLoadSnapshot(
                 waiting: load.waiting.map { UInt64(min($0, 1e12)) }, running: load.running.map { UInt64(min($0, 1e12)) },

@@ -41,6 +41,19 @@ import Testing
         #expect(segment.nextRoutingTicket() == 0 && segment.nextRoutingTicket() == 1)
     }
 
+    @Test func requestsInFlightBeyondTheEnginesBatchCountAsQueuedAtOnce() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        for _ in 0..<11 { segment.workerSlot(0).requestStarted(upstream: 2) }
+        segment.upstream(2).publishEngineLoad(EngineLoadSnapshot(waiting: 1, running: 8, kvCacheUsage: 0.5, readAtMicros: 1_000_000))
+        func waiting(now: UInt64) -> UInt64 { segment.routingCandidate(2, model: "m", nowMicros: now, engineMaxAgeMicros: 5_000_000).engineWaiting }
+        #expect(waiting(now: 2_000_000) == 1, "batch capacity not seen yet: the scrape's figure")
+        segment.upstream(2).engineBatchCapacity = 8
+        #expect(waiting(now: 2_000_000) == 3, "11 in flight, 8 run at once")
+        #expect(waiting(now: 90_000_000) == 3, "the capacity does not go stale with the scrape")
+        segment.upstream(2).publishEngineLoad(EngineLoadSnapshot(waiting: 5, running: 8, kvCacheUsage: 0.5, readAtMicros: 1_000_000))
+        #expect(waiting(now: 2_000_000) == 5, "other clients' requests queue there too")
+    }
+
     @Test func leastLoadedPutsUpstreamsRunningTheAdapterFirstThenAFreeSlot() {
         let candidates = [
             RoutingCandidate(index: 0, isWell: true, inflight: 0, adapter: .full),

@@ -31,7 +31,8 @@ extension UpstreamStatus {
 extension SharedSegment {
     /// Upstream `index` as routing sees it for a request of `model` (the name the upstream
     /// knows it by), its matched blocks left at 0; engine figures older than
-    /// `engineMaxAgeMicros` are not used.
+    /// `engineMaxAgeMicros` are not used. Its engine's queue is the larger of the scraped one
+    /// and this gateway's requests in flight beyond the engine's batch capacity.
     public func routingCandidate(_ index: Int, model: String, nowMicros: UInt64, engineMaxAgeMicros: UInt64) -> RoutingCandidate {
         let status = upstream(index)
         var waiting: UInt64 = 0
@@ -43,9 +44,11 @@ extension SharedSegment {
                 adapter = lora.running.mayContain(model) ? .running : lora.hasFreeSlot ? .freeSlot : .full
             }
         }
-        return RoutingCandidate(
-            index: index, isWell: status.isWell, inflight: inflightRequests(upstream: index),
-            engineWaiting: waiting, adapter: adapter)
+        let inflight = inflightRequests(upstream: index)
+        // This gateway's own requests beyond the engine's batch wait in its queue now, whatever
+        // the last scrape (up to an interval old) said.
+        if let capacity = status.engineBatchCapacity, inflight > capacity { waiting = max(waiting, inflight - capacity) }
+        return RoutingCandidate(index: index, isWell: status.isWell, inflight: inflight, engineWaiting: waiting, adapter: adapter)
     }
 
     /// A number that grows by one per call, shared by every worker (round robin).

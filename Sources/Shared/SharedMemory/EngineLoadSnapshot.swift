@@ -64,6 +64,16 @@ extension UpstreamStatus {
         engineField(.engineReadAt).store(load.readAtMicros, ordering: .releasing)
     }
 
+    /// How many requests its engine runs at once, as last seen with a full batch (nil: never
+    /// seen saturated). Kept across scrapes: it is a property of the engine, not its load.
+    public var engineBatchCapacity: UInt64? {
+        get {
+            let value = engineField(.engineBatchCapacity).load(ordering: .relaxed)
+            return value == 0 ? nil : value
+        }
+        nonmutating set { engineField(.engineBatchCapacity).store(newValue ?? 0, ordering: .relaxed) }
+    }
+
     /// The last scrape published; nil when none was.
     public var engineLoad: EngineLoadSnapshot? {
         let readAt = engineField(.engineReadAt).load(ordering: .acquiring)

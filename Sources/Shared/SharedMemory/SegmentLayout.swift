@@ -130,5 +130,9 @@ public enum SegmentLayout {
         case loraSlots = 96
         case loraRunningLow = 104
         case loraRunningHigh = 112
+        /// Requests its engine runs at once (vLLM's `max_num_seqs`, which `/metrics` does not
+        /// state): the running count of the last scrape that found requests waiting, when its
+        /// batch was full (0 = not seen yet; version 5).
+        case engineBatchCapacity = 120
     }
 }
