@@ -125,3 +125,20 @@ def test_beta_messages_query_string(target):
     n = client.beta.messages.count_tokens(model=target.model, messages=MESSAGES,
                                           betas=["interleaved-thinking-2025-05-14"])
     assert n.input_tokens > 0
+
+
+@pytest.mark.routes("/v1/messages")
+def test_claude_code_shaped_request(target):
+    """What Claude Code sends, roughly: the beta endpoint, streamed, system prompt as blocks
+    with cache_control, metadata.user_id, tools with cache_control, and beta headers."""
+    client = target.anthropic(default_headers={"anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
+                                               "x-app": "cli", "anthropic-dangerous-direct-browser-access": "true"})
+    tool = dict(WEATHER_TOOL, cache_control={"type": "ephemeral"})
+    with client.beta.messages.stream(
+            model=target.model, max_tokens=8, metadata={"user_id": "user_abc_account__session_123"},
+            system=[{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+            messages=[{"role": "user", "content": [{"type": "text", "text": "hello",
+                                                    "cache_control": {"type": "ephemeral"}}]}],
+            tools=[tool]) as stream:
+        final = stream.get_final_message()
+    assert final.model == target.model and final.usage.output_tokens <= 8

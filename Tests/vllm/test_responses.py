@@ -138,3 +138,21 @@ def test_responses_store_false_then_not_retrievable(target):
     r = client.responses.create(model=target.model, input="hi", max_output_tokens=2, store=False)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(r.id)
+
+
+@pytest.mark.routes("/v1/responses")
+def test_codex_shaped_request(target):
+    """What Codex sends, roughly: instructions, input items, function tools with
+    tool_choice auto, store false, include reasoning.encrypted_content, a prompt_cache_key,
+    streamed."""
+    shell = {"type": "function", "name": "shell", "description": "Runs a command.", "strict": False,
+             "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}},
+                            "required": ["command"], "additionalProperties": False}}
+    events = list(target.openai().responses.create(
+        model=target.model, instructions="You are Codex.", max_output_tokens=8, stream=True, store=False,
+        input=[{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "list files"}]}],
+        tools=[shell], tool_choice="auto", parallel_tool_calls=False,
+        include=["reasoning.encrypted_content"], prompt_cache_key="codex-session-1"))
+    assert events[0].type == "response.created"
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    assert events[-1].response.model == target.model
