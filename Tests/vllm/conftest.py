@@ -100,6 +100,8 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(config, items):
+    # The pooling vLLM starts in the background: its tests go last, so it is up by then.
+    items.sort(key=lambda item: "pool_target" in getattr(item, "fixturenames", ()))
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is None or callspec.params.get("target") != "gateway":
@@ -402,8 +404,9 @@ def gateway_server(request, vllm_server, tmp_path_factory) -> Iterator[Gateway]:
         pytest.skip(f"llm-gateway binaries missing in {bin_dir}: {', '.join(missing)} "
                     "(build with `swift build -c release` or set LLM_GATEWAY_BIN_DIR)")
     workdir = tmp_path_factory.mktemp("gateway")
+    # UPSTREAM_HEALTH_INTERVAL 0.5 s: the pooling vLLM, still starting, is seen up soon after.
     gw = Gateway(bin_dir, config=gateway_config(vllm_server.url, pooling_url()), workers=2, workdir=workdir,
-                 log_path=workdir / "gateway.log", start=False)
+                 log_path=workdir / "gateway.log", start=False, env={"UPSTREAM_HEALTH_INTERVAL": "0.5"})
     gw.start()
     try:
         # Not /ready: that waits for every upstream, and the pooling vLLM may still be starting.
