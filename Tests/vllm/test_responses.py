@@ -156,3 +156,18 @@ def test_codex_shaped_request(target):
     assert events[0].type == "response.created"
     assert events[-1].type in ("response.completed", "response.incomplete")
     assert events[-1].response.model == target.model
+
+
+@pytest.mark.routes("/v1/responses", "/v1/responses/{id}")
+def test_background_stream_replay(target):
+    """A background streamed response keeps its events: GET /v1/responses/{id}?stream=true
+    &starting_after=N replays those after sequence number N (a query string on the by-id
+    route, answered by the replica that holds the events)."""
+    client = target.openai()
+    events = list(client.responses.create(model=target.model, input="Hello there", max_output_tokens=6,
+                                          background=True, stream=True))
+    rid = events[0].response.id
+    assert events[-1].type == "response.completed"
+    replay = list(client.responses.retrieve(rid, stream=True, starting_after=2))
+    assert [e.sequence_number for e in replay] == [e.sequence_number for e in events[3:]]
+    assert replay[-1].response.id == rid and replay[-1].response.model == target.model
