@@ -25,6 +25,7 @@ import Testing
             ("/v1/responses", .responses, "responses"), ("/v1/messages", .messages, "anthropic"),
             ("/v1/messages/count_tokens", .messagesCountTokens, "anthropic"), ("/v1/rerank", .rerank, "openai"),
             ("/rerank", .rerankUnversioned, "openai"), ("/v2/rerank", .rerankV2, "openai"), ("/v1/score", .score, "openai"),
+            ("/score", .scoreUnversioned, "openai"),
             ("/tokenize", .tokenize, "openai"), ("/detokenize", .detokenize, "openai"), ("/pooling", .pooling, "openai"),
             ("/classify", .classify, "openai"),
         ]

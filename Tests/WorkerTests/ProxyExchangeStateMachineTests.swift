@@ -30,6 +30,17 @@ import Testing
         #expect(state.phase == .done)
     }
 
+    @Test func aStoredResponseNotFoundIsAskedOfTheNextUpstreamTheLastAnswerStands() {
+        var state = sending()
+        #expect(state.head(status: 404, isJSON: true, isEventStream: false) == .whole(status: 404), "404 is an answer elsewhere")
+        state = sending()
+        #expect(state.head(status: 404, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .failOver)
+        _ = state.attemptEnded()
+        #expect(state.nextAttempt() == .attempt(1))
+        state.sending(probe: false)
+        #expect(state.head(status: 404, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .whole(status: 404))
+    }
+
     @Test func failuresBeforeTheHeadFailOverWithTheirOutcome() {
         var state = sending(attempts: 4)
         #expect(state.failed(.unreachable("connection refused")) == .failOver(.unavailable))

@@ -5,7 +5,7 @@ x-api-key), key scopes, the `upstream_model` rewrite both ways (inside stream ev
 each family's error shape, response-id affinity across replicas and workers, token usage
 and limits, breaker, fallbacks, disconnect-cancel and hostile input.
 
-The contract (lead's routes): same path upstream as the client used, query dropped; route
+The contract (lead's routes): same path upstream as the client used, query dropped (kept on GET /v1/responses/{id}: stream replay); route
 label = the template; errors on /v1/messages and /v1/messages/count_tokens are
 {"type":"error","error":{"type","message"}} with Anthropic's type names, OpenAI's shape
 on every other route; a response id or previous_response_id longer than 256 bytes (or
@@ -364,7 +364,10 @@ def test_background_response_is_cancelled_where_it_runs(gateway_factory, fake_vl
         assert fakes[home_of(fakes, rid)].stored_responses()[rid] == "cancelled"
 
 
-def test_ids_the_gateway_never_saw_go_to_one_upstream(gateway_factory, fake_vllm_factory):
+def test_ids_the_gateway_never_saw_are_asked_of_each_upstream_once(gateway_factory, fake_vllm_factory):
+    """An id the table does not hold (forgotten, or made by another gateway) is asked of each
+    upstream that may hold it, in turn, until one answers other than 404; the last 404 stands.
+    A new response naming it as previous_response_id goes to one upstream, by routing."""
     fakes = replicas(fake_vllm_factory)
     gw = gateway_factory(config=config(*fakes), workers=2, env={"RATE_LIMIT_RPM": OK_RPM})
     rid = "resp_" + "0" * 32
@@ -372,7 +375,7 @@ def test_ids_the_gateway_never_saw_go_to_one_upstream(gateway_factory, fake_vllm
         r = get(gw, path) if method == "GET" else post(gw, path, b"")
         err = openai_error(r, 404)
         assert err["message"] == f"Response with id '{rid}' not found." and err["param"] == "response_id"
-        assert sum(f.requests_seen(path) for f in fakes) == 1, path
+        assert [f.requests_seen(path) for f in fakes] == [1] * len(fakes), path
     r = post(gw, RESP, responses_body(previous_response_id=rid))
     assert openai_error(r, 404)["param"] == "response_id"
     assert sum(f.requests_seen(RESP) for f in fakes) == 1

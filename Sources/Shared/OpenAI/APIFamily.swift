@@ -89,7 +89,7 @@ extension Route {
     /// The API family a proxied route speaks; nil for the gateway's own routes.
     public var family: APIFamily? {
         switch self {
-        case .chatCompletions, .completions, .embeddings, .rerank, .rerankUnversioned, .rerankV2, .score, .tokenize, .detokenize, .pooling,
+        case .chatCompletions, .completions, .embeddings, .rerank, .rerankUnversioned, .rerankV2, .score, .scoreUnversioned, .tokenize, .detokenize, .pooling,
             .classify:
             .openAI
         case .responses, .response, .responseCancel: .responses

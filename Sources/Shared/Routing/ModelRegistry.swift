@@ -80,13 +80,13 @@ public struct ModelRegistry: Sendable {
         configuredNames.indices.contains(position) ? byClientName[configuredNames[position]] : nil
     }
 
-    /// The first model a key scoped to `allowed` (nil: any) may use: configured order, else
-    /// the discovered upstream's first model.
-    public func firstTarget(allowed: Set<String>?, segment: SharedSegment) -> Target? {
+    /// The models a key scoped to `allowed` (nil: any) may use, in configuration order; the
+    /// discovered upstream's first model when none are configured.
+    public func targets(allowed: Set<String>?, segment: SharedSegment) -> [Target] {
         if isConfigured {
-            return configuredNames.lazy.filter { allowed?.contains($0) ?? true }.compactMap { byClientName[$0] }.first
+            return configuredNames.filter { allowed?.contains($0) ?? true }.compactMap { byClientName[$0] }
         }
-        return listedNames(segment: segment).first.flatMap { resolve($0, segment: segment) }
+        return listedNames(segment: segment).first.flatMap { resolve($0, segment: segment) }.map { [$0] } ?? []
     }
 
     /// Model names a client may list, configured order, or as discovered.

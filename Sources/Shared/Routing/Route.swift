@@ -21,6 +21,7 @@ public enum Route: String, Sendable, CaseIterable {
     case rerankUnversioned = "/rerank"
     case rerankV2 = "/v2/rerank"
     case score = "/v1/score"
+    case scoreUnversioned = "/score"
     case tokenize = "/tokenize"
     case detokenize = "/detokenize"
     case pooling = "/pooling"

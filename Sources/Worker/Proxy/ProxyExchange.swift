@@ -144,15 +144,16 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private func upstreamRequest(pool: UpstreamPool) -> UpstreamRequest {
         let route = request.route
         return UpstreamRequest(
-            method: route.method, pathPrefix: pool.url.pathPrefix, route: route.namesResponse ? Self.path(of: request.head.uri) : route.template,
+            method: route.method, pathPrefix: pool.url.pathPrefix, route: route.namesResponse ? Self.target(of: request.head.uri) : route.template,
             host: pool.hostHeader, acceptsEventStream: body.stream, requestID: request.requestID,
             anthropicVersion: route.family == .anthropic ? request.head.anthropicVersion : nil, authorization: pool.authorization)
     }
 
-    /// The path of a request target, without its query (a ``Route/namesResponse`` route's,
-    /// whose id ``Route`` checked).
-    static func path(of uri: String) -> String {
-        String(decoding: uri.utf8.prefix { $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#") }, as: UTF8.self)
+    /// A request target as forwarded: its path and query (`?stream=true&starting_after=3`
+    /// replays a stored response), without a fragment (a ``Route/namesResponse`` route's,
+    /// whose id ``Route`` checked; the parser checked the rest).
+    static func target(of uri: String) -> String {
+        String(decoding: uri.utf8.prefix { $0 != UInt8(ascii: "#") }, as: UTF8.self)
     }
 
     private func forwardedBody(_ attempt: ProxyHandler.Attempt) -> ByteBuffer {
@@ -233,7 +234,8 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
         let status = head.status
         let contentType = head.contentType
         let action = state.head(
-            status: status, isJSON: contentType.map(Self.isJSON) ?? false, isEventStream: contentType.map(Self.isEventStream) ?? false)
+            status: status, isJSON: contentType.map(Self.isJSON) ?? false, isEventStream: contentType.map(Self.isEventStream) ?? false,
+            notFoundMovesOn: request.route.namesResponse)
         guard action != .ignore else { return }
         let upstream = proxy.registry.upstreams[attempt.upstream]
         // The upstream answered: that is what a (half-open) breaker needs to know, now, not
@@ -245,8 +247,10 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
         case .ignore:
             return
         case .failOver:
-            proxy.logger.warning(
-                "upstream answered \(status); trying the next", metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)"])
+            // A 404 for a stored response is an answer (another upstream may hold it), not a fault.
+            proxy.logger.log(
+                level: status == 404 ? .debug : .warning, "upstream answered \(status); trying the next",
+                metadata: ["request_id": "\(request.requestID)", "upstream": "\(upstream.name)"])
             connection?.abandon()
             endAttempt()
             tryNextAttempt()
@@ -279,7 +283,9 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private func relayContext(attempt: ProxyHandler.Attempt, upstream: GatewayConfiguration.Upstream) -> RelayContext {
         awaitingResponseID = request.route == .responses
         return RelayContext(
-            clientModel: clientModel, upstreamModel: attempt.target.upstreamModel, modelLabel: attempt.target.name,
+            // A stored response's model is that of the upstream's model it was asked of.
+            clientModel: request.route.namesResponse ? attempt.target.name : clientModel, upstreamModel: attempt.target.upstreamModel,
+            modelLabel: attempt.target.name,
             upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
             clientWantsUsage: body.includeUsage, promptEstimate: body.bytes.count / 4,
             toolParser: request.route == .chatCompletions

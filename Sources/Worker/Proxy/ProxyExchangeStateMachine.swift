@@ -132,10 +132,12 @@ struct ProxyExchangeStateMachine {
     /// The answer's head. `isJSON` / `isEventStream`: what its content type is. The breaker
     /// hears of the head at once (not when a long stream ends): a 5xx is a failure, anything
     /// else a success — see ``breakerSuccess(status:)``.
-    mutating func head(status: Int, isJSON: Bool, isEventStream: Bool) -> HeadAction {
+    /// - Parameter notFoundMovesOn: a 404 also moves on to the next attempt (a stored
+    ///   response asked of every upstream that may hold it; the last one's answer stands).
+    mutating func head(status: Int, isJSON: Bool, isEventStream: Bool, notFoundMovesOn: Bool = false) -> HeadAction {
         guard case .awaitingHead = phase, let current else { return .ignore }
         probing = false  // judged, either way
-        if status >= 500 && !isLastAttempt {
+        if (status >= 500 || (notFoundMovesOn && status == 404)) && !isLastAttempt {
             lastFailure = RecordedFailure(attempt: current, failure: .status(status))
             phase = .idle
             return .failOver

@@ -109,33 +109,39 @@ final class ProxyHandler: Sendable {
     }
 
     /// `GET /v1/responses/{id}` and `POST /v1/responses/{id}/cancel`: to the upstream that
-    /// created the response when the shared table remembers it; else to the first model the
-    /// key may use, whose upstream decides (vLLM answers 404 for an id it does not hold).
+    /// created the response when the shared table remembers it, then (on a 404) to the other
+    /// upstreams that may hold it: those of its model, or of every model the key may use when
+    /// the table has forgotten the id. The last upstream's answer stands (vLLM's 404 for an
+    /// id it does not hold).
     private func handleStoredResponse(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) {
         guard let id = Route.responseID(inPath: request.head.uri) else {
             writer.send(error: .routeNotFound(method: request.route.method, path: request.route.template))
             return
         }
         let owner = segment.responseOwners.owner(of: id)
-        let target: ModelRegistry.Target?
-        if let owner, let position = owner.modelPosition {
-            target = registry.configuredTarget(position: position)
+        let targets: [ModelRegistry.Target]
+        if let owner, let position = owner.modelPosition, let target = registry.configuredTarget(position: position) {
+            targets = [target]
         } else {
-            target = registry.firstTarget(allowed: identity.models, segment: segment)
+            targets = registry.targets(allowed: identity.models, segment: segment)
         }
         // A response made for a model the key may not use is, for this key, not there.
-        guard let target, identity.models?.contains(target.name) ?? true else {
+        guard let first = targets.first, identity.models?.contains(first.name) ?? true else {
             writer.send(error: .responseNotFound(id))
             return
         }
-        writer.request.logFields.model = target.configured ? target.name : "other"
+        writer.request.logFields.model = first.configured ? first.name : "other"
         guard admit(identity, writer: writer) else { return }
-        var attempts = AttemptPlan(target.upstreams.map { Attempt(target: target, upstream: $0) })
-        if let owner { attempts.moveFirst(upstream: owner.upstream) }
-        ProxyExchange(
-            proxy: self, request: request, body: .empty, clientModel: target.name, identity: identity, writer: writer, attempts: attempts
-        )
-        .start()
+        var attempts: [Attempt] = []
+        for target in targets {
+            for upstream in target.upstreams where !attempts.contains(where: { $0.upstream == upstream }) {
+                attempts.append(Attempt(target: target, upstream: upstream))
+            }
+        }
+        var plan = AttemptPlan(attempts)
+        if let owner { plan.moveFirst(upstream: owner.upstream) }
+        ProxyExchange(proxy: self, request: request, body: .empty, clientModel: first.name, identity: identity, writer: writer, attempts: plan)
+            .start()
     }
 
     /// The key's request (and token) limits: false, and the 429 sent, when they refuse it.
