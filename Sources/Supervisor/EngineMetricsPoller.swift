@@ -91,7 +91,7 @@ final class EngineMetricsPoller: Sendable {
         // capacity (the workers count their own requests beyond it as queued at once, before
         // the next scrape shows the queue).
         if let waiting = load.waiting, waiting >= 1, let running = load.running, running >= 1 {
-            status.engineBatchCapacity = UInt64(min(running, 1e9))
+            status.engineBatchCapacity = max(status.engineBatchCapacity ?? 0, UInt64(min(running, 1e9)))
         }
         status.publishEngineLoad(
             EngineLoadSnapshot(
