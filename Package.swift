@@ -36,10 +36,14 @@ let package = Package(
         .systemLibrary(name: "CLibcap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
         .target(name: "CGatewayShims", cSettings: [.define("_GNU_SOURCE")]),
 
+        // Redis's URL, parsed without NIO: the configuration (Shared) reads `REDIS_URL` with
+        // it and the client (Redis) connects with it.
+        .target(name: "RedisURLParsing", swiftSettings: swiftSettings),
+
         .target(
             name: "Shared",
             dependencies: [
-                "CGatewayShims",
+                "CGatewayShims", "RedisURLParsing",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -95,10 +99,21 @@ let package = Package(
         .target(
             name: "Redis",
             dependencies: [
+                "RedisURLParsing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Per-key limits in Redis, for several gateway hosts: the GCRA scripts, and the pure
+        // pieces around them (which store a request uses, the deny cache, the charge retries).
+        .target(
+            name: "RedisLimits",
+            dependencies: [
+                "Redis", "RedisURLParsing", "Shared",
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -110,7 +125,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "SharedTests", dependencies: ["Shared", "GatewayTestKit", "CGatewayShims"],
+            name: "SharedTests", dependencies: ["Shared", "GatewayTestKit", "CGatewayShims", "RedisURLParsing"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "SupervisorTests",
@@ -146,10 +161,19 @@ let package = Package(
         .testTarget(
             name: "RedisTests",
             dependencies: [
-                "Redis",
+                "Redis", "RedisURLParsing",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "RedisLimitsTests",
+            dependencies: [
+                "RedisLimits", "Redis", "RedisURLParsing", "Shared",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOSSL
+import RedisURLParsing
 
 /// Redis for one event loop: owns one ``RedisConnection`` on it and keeps it up —
 /// reconnecting with backoff (``RedisReconnectStateMachine`` decides when) — and fails a

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import NIOSSL
+import RedisURLParsing
 
 /// One connection to Redis on one event loop (the gateway keeps one per worker loop, so a
 /// command never changes thread): connected, logged in (`AUTH`) and on its database

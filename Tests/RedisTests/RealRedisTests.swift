@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import RedisURLParsing
 import Testing
 
 @testable import Redis

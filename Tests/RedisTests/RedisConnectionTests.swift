@@ -1,5 +1,6 @@
 import NIOCore
 import NIOEmbedded
+import RedisURLParsing
 import Testing
 
 @testable import Redis

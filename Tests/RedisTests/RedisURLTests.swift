@@ -1,6 +1,5 @@
+import RedisURLParsing
 import Testing
-
-@testable import Redis
 
 /// `REDIS_URL`: what parses, the defaults, refusals that say what is wrong without
 /// repeating the URL, and a description that never shows the password.

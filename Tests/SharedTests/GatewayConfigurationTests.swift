@@ -1,3 +1,5 @@
+import Foundation
+import RedisURLParsing
 import Testing
 
 @testable import Shared
@@ -184,5 +186,54 @@ import Testing
         let token = try load(env: ["BEARER_TOKEN": "t"], file: "{}\n")
         #expect(try token.checkingAuthentication(against: running) == "reload: authentication changes from 1 key(s) from the config file to BEARER_TOKEN")
         #expect(try running.checkingAuthentication(against: running) == nil)
+    }
+
+    @Test func sharedLimitsAreOffByDefault() throws {
+        let limits = try load().sharedLimits
+        #expect(limits.redisURL == nil)
+        #expect(limits.failureMode == .local)
+        #expect(limits.gatewayHosts == 1)
+        #expect(limits.redisTimeout == 0.025)
+        #expect(try load(env: ["REDIS_URL": " "]).sharedLimits.redisURL == nil)
+    }
+
+    @Test func sharedLimitsComeFromTheEnvironmentOrTheFile() throws {
+        let env = try load(env: ["REDIS_URL": "rediss://gw:pw@cache:6380/2", "REDIS_FAILURE_MODE": "Closed", "GATEWAY_HOSTS": "3", "REDIS_TIMEOUT": "0.05"])
+        #expect(env.sharedLimits.redisURL == RedisURL(tls: true, host: "cache", port: 6380, user: "gw", password: "pw", database: 2))
+        #expect(env.sharedLimits.failureMode == .closed)
+        #expect(env.sharedLimits.gatewayHosts == 3)
+        #expect(env.sharedLimits.redisTimeout == 0.05)
+        let file = try load(file: "redis_url: redis://127.0.0.1\nredis_failure_mode: open\ngateway_hosts: 2\nredis_timeout: 0.1\n")
+        #expect(file.sharedLimits.redisURL == RedisURL(host: "127.0.0.1"))
+        #expect(file.sharedLimits.failureMode == .open)
+        #expect(file.sharedLimits.gatewayHosts == 2)
+        #expect(file.sharedLimits.redisTimeout == 0.1)
+        // The environment wins over the file, as for every setting.
+        #expect(try load(env: ["GATEWAY_HOSTS": "5"], file: "gateway_hosts: 2\n").sharedLimits.gatewayHosts == 5)
+    }
+
+    @Test func badSharedLimitSettingsNameTheirKey() {
+        #expect(error { try load(env: ["REDIS_URL": "http://cache:6379"]) }?.key == "REDIS_URL")
+        #expect(error { try load(file: "redis_url: redis://cache:99999\n") }?.key == "gw.yaml: redis_url")
+        #expect(error { try load(env: ["REDIS_FAILURE_MODE": "fail"]) }?.reason.contains("local|open|closed") == true)
+        #expect(error { try load(env: ["GATEWAY_HOSTS": "0"]) }?.key == "GATEWAY_HOSTS")
+        #expect(error { try load(env: ["GATEWAY_HOSTS": "two"]) }?.key == "GATEWAY_HOSTS")
+        #expect(error { try load(dotEnv: ["REDIS_TIMEOUT": "0"]) }?.key == ".env:REDIS_TIMEOUT")
+        #expect(error { try load(env: ["REDIS_TIMEOUT": "60"]) }?.key == "REDIS_TIMEOUT")
+    }
+
+    @Test func aRefusedRedisURLNeverShowsItsPassword() {
+        for url in ["redis://:hunter2@cache:0", "redis://gw:hunter2@ca che", "redis://:hunter2@cache/x", "http://:hunter2@cache"] {
+            let refused = error { try load(env: ["REDIS_URL": url]) }
+            #expect(refused?.key == "REDIS_URL")
+            #expect(refused?.description.contains("hunter2") == false, "\(url)")
+        }
+    }
+
+    @Test func theRedisURLSurvivesTheWorkersEncoding() throws {
+        let config = try load(env: ["REDIS_URL": "redis://gw:p%40ss@cache:6380/1", "GATEWAY_HOSTS": "2"])
+        let decoded = try JSONDecoder().decode(GatewayConfiguration.self, from: JSONEncoder().encode(config))
+        #expect(decoded == config)
+        #expect(decoded.sharedLimits.redisURL?.password == "p@ss")
     }
 }

@@ -1,3 +1,4 @@
+import RedisURLParsing
 import Yams
 
 extension GatewayConfiguration {
@@ -45,6 +46,10 @@ extension GatewayConfiguration {
         "runningTokens": Setting(flag: nil, env: "ROUTING_RUNNING_REQUEST_TOKENS", fileKey: "routing_running_request_tokens"),
         "waitingTokens": Setting(flag: nil, env: "ROUTING_WAITING_REQUEST_TOKENS", fileKey: "routing_waiting_request_tokens"),
         "coldSlack": Setting(flag: nil, env: "ROUTING_COLD_SLACK", fileKey: "routing_cold_slack"),
+        "redisURL": Setting(flag: nil, env: "REDIS_URL", fileKey: "redis_url"),
+        "redisFailureMode": Setting(flag: nil, env: "REDIS_FAILURE_MODE", fileKey: "redis_failure_mode"),
+        "gatewayHosts": Setting(flag: nil, env: "GATEWAY_HOSTS", fileKey: "gateway_hosts"),
+        "redisTimeout": Setting(flag: nil, env: "REDIS_TIMEOUT", fileKey: "redis_timeout"),
     ]
 
     static let fileSectionKeys: Set<String> = ["upstreams", "models", "keys"]
@@ -107,6 +112,7 @@ extension GatewayConfiguration {
         if let r = resolved("breakerEnabled") { config.circuitBreaker.enabled = try boolean(r) }
         if let r = resolved("breakerThreshold") { config.circuitBreaker.threshold = try integer(r, in: 1...1000) }
         if let r = resolved("breakerCooldown") { config.circuitBreaker.cooldown = try seconds(r, in: 0.1...3600) }
+        try loadSharedLimits(into: &config.sharedLimits, resolved)
         if let r = resolved("logLevel") {
             let level = r.value.lowercased()
             guard logLevels.contains(level) else {
@@ -128,6 +134,27 @@ extension GatewayConfiguration {
             throw refusal
         }
         return config
+    }
+
+    /// `REDIS_URL` and the settings of limits shared through it. A refused URL's message
+    /// never repeats the URL (it may carry a password).
+    static func loadSharedLimits(into limits: inout SharedLimits, _ resolved: (String) -> Resolved?) throws {
+        if let r = resolved("redisURL"), !r.value.trimmingWhitespace().isEmpty {
+            do {
+                limits.redisURL = try RedisURL(parsing: r.value.trimmingWhitespace())
+            } catch {
+                throw ConfigurationError(key: r.key, reason: "not a Redis URL: \(error.reason)")
+            }
+        }
+        if let r = resolved("redisFailureMode") {
+            let modes = RedisFailureMode.allCases.map(\.rawValue)
+            guard let mode = RedisFailureMode(rawValue: r.value.trimmingWhitespace().lowercased()) else {
+                throw ConfigurationError(key: r.key, reason: "expected one of \(modes.joined(separator: "|")) (got \"\(r.value)\")")
+            }
+            limits.failureMode = mode
+        }
+        if let r = resolved("gatewayHosts") { limits.gatewayHosts = try integer(r, in: 1...1000) }
+        if let r = resolved("redisTimeout") { limits.redisTimeout = try seconds(r, in: 0.001...10) }
     }
 
     static func lookup(_ name: String, in sources: ConfigurationSources, file: [String: Any], fileName: String) -> Resolved? {

@@ -1,3 +1,5 @@
+import RedisURLParsing
+
 /// Everything the gateway runs with, resolved from flags, environment, `.env`, the YAML
 /// file and defaults (in that order of precedence) by
 /// ``GatewayConfiguration/load(from:)``.
@@ -109,6 +111,33 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         public init() {}
     }
 
+    /// Per-key limits shared by several gateway hosts through Redis (or Valkey).
+    public struct SharedLimits: Sendable, Codable, Equatable {
+        /// `REDIS_URL`: where the hosts keep their per-key limits; nil = each host alone,
+        /// in its shared segment.
+        public var redisURL: RedisURL?
+        /// `REDIS_FAILURE_MODE`: the limits that apply while Redis cannot be used.
+        public var failureMode = RedisFailureMode.local
+        /// `GATEWAY_HOSTS`: gateway hosts sharing the limits; in `local` failure mode each
+        /// enforces limit ÷ this.
+        public var gatewayHosts = 1
+        /// `REDIS_TIMEOUT`, seconds a limits command may take: the most a paused Redis adds
+        /// to a request.
+        public var redisTimeout: Double = 0.025
+
+        public init() {}
+    }
+
+    /// What a host does about per-key limits while Redis cannot be used (`REDIS_FAILURE_MODE`).
+    public enum RedisFailureMode: String, Sendable, Codable, CaseIterable {
+        /// Each host enforces its shared-memory limits at limit ÷ `GATEWAY_HOSTS`.
+        case local
+        /// Admit every request the other checks admit.
+        case open
+        /// Refuse with 503 and `Retry-After`.
+        case closed
+    }
+
     /// The shared per-upstream circuit breaker.
     public struct CircuitBreaker: Sendable, Codable, Equatable {
         /// `CIRCUIT_BREAKER_ENABLED`.
@@ -192,6 +221,7 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
     public var auth = Auth()
     public var limits = Limits()
     public var circuitBreaker = CircuitBreaker()
+    public var sharedLimits = SharedLimits()
     /// Upstreams by configuration order; with no config file, the single `default`
     /// upstream from `--upstream` / `VLLM_UPSTREAM_URL`.
     public var upstreams: [Upstream] = [Upstream(name: "default", url: "http://127.0.0.1:18000")]

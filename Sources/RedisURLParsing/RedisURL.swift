@@ -1,8 +1,9 @@
 /// Where Redis is and how to log in: `redis://[user:password@]host[:port][/db]`, or
 /// `rediss://` for TLS. Port 6379 and database 0 by default; user and password are
 /// percent-decoded. Its ``description`` (and what `dump` or a debugger shows) never
-/// contains the password.
-public struct RedisURL: Sendable, Hashable {
+/// contains the password; its encoded form (`Codable`, how the supervisor hands the
+/// configuration to its workers) does.
+public struct RedisURL: Sendable, Hashable, Codable {
     /// Longest URL accepted.
     static let maxLength = 4096
 
