@@ -21,10 +21,10 @@ import Testing
     }
 
     @Test func aWarmUpstreamIsLeftOnceItsQueueCostsMoreThanThePrefill() {
-        // 40 cached blocks are worth 40 / 2 = 20 more requests in flight.
-        let near = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (19, 40)]), promptBlocks: 40, firstBlock: 7))
+        // 40 cached blocks are worth 40 / 0.5 = 80 more requests in flight.
+        let near = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (79, 40)]), promptBlocks: 40, firstBlock: 7))
         #expect(near.order.first == 1 && near.reason == .prefix)
-        let saturated = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (21, 40)]), promptBlocks: 40, firstBlock: 7))
+        let saturated = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (81, 40)]), promptBlocks: 40, firstBlock: 7))
         #expect(saturated.order == [0, 1] && saturated.reason == .load)
     }
 

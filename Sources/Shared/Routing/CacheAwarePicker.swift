@@ -4,7 +4,7 @@ public struct CacheAwareTuning: Sendable, Equatable {
     /// much as one more request in flight on the upstream: the exchange rate between cache
     /// affinity and load while the engine batches everything it is sent (a running request
     /// slows the batch a little).
-    public var blocksPerRunningRequest: Double = 2
+    public var blocksPerRunningRequest: Double = 0.5
     /// The same for one request waiting in the engine's queue (its `/metrics`): the engine is
     /// saturated, and a new request waits for a whole one to finish.
     public var blocksPerWaitingRequest: Double = 4
