@@ -61,9 +61,7 @@ public enum Route: String, Sendable, CaseIterable {
         // Byte-wise over the path's contiguous UTF-8: it runs on every request.
         var path = path
         self = path.withUTF8 { bytes in
-            var end = bytes.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? bytes.count
-            if end > 1, bytes[end - 1] == UInt8(ascii: "/") { end -= 1 }
-            let p = UnsafeBufferPointer(rebasing: bytes[..<end])
+            let p = Self.pathPart(bytes)
             if let route = Self.paths.first(where: { $0.1.count == p.count && p.elementsEqual($0.1) })?.0 { return route }
             return Self.responseRoute(p) ?? .other
         }
@@ -73,14 +71,17 @@ public enum Route: String, Sendable, CaseIterable {
     public static func responseID(inPath path: String) -> String? {
         var path = path
         return path.withUTF8 { bytes in
-            let end = bytes.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? bytes.count
-            var p = UnsafeBufferPointer(rebasing: bytes[..<end])
-            if p.count > 1, p[p.count - 1] == UInt8(ascii: "/") { p = UnsafeBufferPointer(rebasing: p[..<(p.count - 1)]) }
+            let p = pathPart(bytes)
             guard responseRoute(p) != nil else { return nil }
-            let rest = p[responsesPrefix.count...]
-            let id = rest.prefix { $0 != UInt8(ascii: "/") }
-            return String(decoding: id, as: UTF8.self)
+            return String(decoding: p[responsesPrefix.count...].prefix { $0 != UInt8(ascii: "/") }, as: UTF8.self)
         }
+    }
+
+    /// A target's path: what comes before its query or fragment, without one trailing slash.
+    private static func pathPart(_ bytes: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        var end = bytes.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? bytes.count
+        if end > 1, bytes[end - 1] == UInt8(ascii: "/") { end -= 1 }
+        return UnsafeBufferPointer(rebasing: bytes[..<end])
     }
 
     /// `/v1/responses/{id}` or `/v1/responses/{id}/cancel` with a well-formed id.
