@@ -142,6 +142,14 @@ DEFAULT_MODEL = "fake-model"
 DEFAULT_MAX_MODEL_LEN = 4096
 DEFAULT_EMBEDDING_DIM = 32
 DEFAULT_STREAM_EVENTS = 8
+# The named events of a default Responses / Anthropic Messages stream, in order.
+RESPONSES_STREAM = (["response.created", "response.in_progress", "response.output_item.added",
+                     "response.content_part.added"]
+                    + ["response.output_text.delta"] * DEFAULT_STREAM_EVENTS
+                    + ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                       "response.completed"])
+ANTHROPIC_STREAM = (["message_start", "content_block_start"] + ["content_block_delta"] * DEFAULT_STREAM_EVENTS
+                    + ["content_block_stop", "message_delta", "message_stop"])
 
 # Default reply: the words of this sentence, cycled, one token per word.
 DEFAULT_WORDS = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."]
@@ -1534,18 +1542,26 @@ def build_apps(state: ServerState, log=print):
             return None, validation_error("input")
         return texts, None
 
-    @api_handler("pooling")
-    async def pooling(request, ctx: _Ctx, body):
+    async def pooled_request(ctx: _Ctx, body, id_prefix: str):
+        """(model, texts, id, None) of a pooling or classify request, once the first-token
+        delay has passed; (None, None, None, error response) when it is refused."""
         model, err = pooling_model(body)
         if err is not None:
-            return err
+            return None, None, None, err
         texts, err = pooling_inputs(body)
         if err is not None:
-            return err
-        rid = f"pool-{random_uuid()}"
+            return None, None, None, err
+        rid = f"{id_prefix}-{random_uuid()}"
         ctx.request_id = rid
         ctx.phase = "generating"
         await bounded_sleep(float(state.config.get("first_token_delay") or 0))
+        return model, texts, rid, None
+
+    @api_handler("pooling")
+    async def pooling(request, ctx: _Ctx, body):
+        model, texts, rid, err = await pooled_request(ctx, body, "pool")
+        if err is not None:
+            return err
         dim = int(state.config["embedding_dim"])
         data, prompt_n = [], 0
         for i, t in enumerate(texts):
@@ -1556,16 +1572,9 @@ def build_apps(state: ServerState, log=print):
 
     @api_handler("classify")
     async def classify(request, ctx: _Ctx, body):
-        model, err = pooling_model(body)
+        model, texts, rid, err = await pooled_request(ctx, body, "classify")
         if err is not None:
             return err
-        texts, err = pooling_inputs(body)
-        if err is not None:
-            return err
-        rid = f"classify-{random_uuid()}"
-        ctx.request_id = rid
-        ctx.phase = "generating"
-        await bounded_sleep(float(state.config.get("first_token_delay") or 0))
         labels = list(state.config.get("classify_labels") or ["negative", "positive"])
         data, prompt_n = [], 0
         for i, t in enumerate(texts):

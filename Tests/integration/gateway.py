@@ -216,11 +216,11 @@ def http_request(host: str, port: int, method: str, path: str, body: Union[bytes
         conn.close()
 
 
-def sse_events(host: str, port: int, path: str, body: Any, headers: Optional[Mapping[str, str]] = None,
-               timeout: float = 30.0, max_events: int = 10000) -> Iterator[Tuple[float, str]]:
-    """POST body and yield (receive time.time(), data) for every SSE ``data:`` event, as it
-    arrives (the status must be 200). The caller may stop iterating (or .close()) to
-    disconnect. A body cut short (no terminating chunk) raises http.client.IncompleteRead."""
+def _sse_blocks(host: str, port: int, path: str, body: Any, headers: Optional[Mapping[str, str]],
+                timeout: float) -> Iterator[Tuple[float, Optional[str], Optional[str]]]:
+    """POST body; yield (receive time.time(), event name or None, data or None when the
+    event had no data line) per SSE event as it arrives. The status must be 200; closing
+    the generator disconnects. A body cut short raises http.client.IncompleteRead."""
     hdrs = {"Content-Type": "application/json", "Accept": "text/event-stream"}
     hdrs.update(headers or {})
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -229,9 +229,10 @@ def sse_events(host: str, port: int, path: str, body: Any, headers: Optional[Map
         r = conn.getresponse()
         if r.status != 200:
             raise AssertionError(f"SSE request got {r.status}: {r.read()[:500]!r}")
+        event: Optional[str] = None
         data_lines: List[str] = []
-        count = 0
-        while count < max_events:
+        has_data = False
+        while True:
             line = r.readline()
             if not line:
                 # http.client's readline hides a truncated body: check the framing ourselves
@@ -240,16 +241,51 @@ def sse_events(host: str, port: int, path: str, body: Any, headers: Optional[Map
                 return
             s = line.decode("utf-8").rstrip("\r\n")
             if s == "":
-                if data_lines:
-                    count += 1
-                    yield time.time(), "\n".join(data_lines)
-                    data_lines = []
+                if has_data or event:
+                    yield time.time(), event, "\n".join(data_lines) if has_data else None
+                    event, data_lines, has_data = None, [], False
                 continue
-            if s.startswith("data:"):
+            if s.startswith("event:"):
+                event = s[6:].strip()
+            elif s.startswith("data:"):
                 v = s[5:]
                 data_lines.append(v[1:] if v.startswith(" ") else v)
+                has_data = True
     finally:
         conn.close()
+
+
+def sse_events(host: str, port: int, path: str, body: Any, headers: Optional[Mapping[str, str]] = None,
+               timeout: float = 30.0, max_events: int = 10000) -> Iterator[Tuple[float, str]]:
+    """POST body and yield (receive time.time(), data) for every SSE ``data:`` event, as it
+    arrives (the status must be 200). The caller may stop iterating (or .close()) to
+    disconnect. A body cut short (no terminating chunk) raises http.client.IncompleteRead."""
+    blocks = _sse_blocks(host, port, path, body, headers, timeout)
+    try:
+        count = 0
+        for received, _, data in blocks:
+            if data is None:
+                continue
+            yield received, data
+            count += 1
+            if count >= max_events:
+                return
+    finally:
+        blocks.close()
+
+
+def sse_named_events(host: str, port: int, path: str, body: Any, headers: Optional[Mapping[str, str]] = None,
+                     timeout: float = 30.0, max_events: int = 10000) -> Iterator[Tuple[float, Optional[str], str]]:
+    """Like sse_events, for streams that name their events (Responses, Anthropic): yields
+    (receive time.time(), event name or None, data) per event as it arrives."""
+    blocks = _sse_blocks(host, port, path, body, headers, timeout)
+    try:
+        for count, (received, event, data) in enumerate(blocks, 1):
+            yield received, event, data or ""
+            if count >= max_events:
+                return
+    finally:
+        blocks.close()
 
 
 def parse_sse(body: bytes) -> List[Tuple[Optional[str], str]]:
@@ -267,45 +303,6 @@ def parse_sse(body: bytes) -> List[Tuple[Optional[str], str]]:
         if data or event:
             out.append((event, "\n".join(data)))
     return out
-
-
-def sse_named_events(host: str, port: int, path: str, body: Any, headers: Optional[Mapping[str, str]] = None,
-                     timeout: float = 30.0, max_events: int = 10000) -> Iterator[Tuple[float, Optional[str], str]]:
-    """Like sse_events, for streams that name their events (Responses, Anthropic): yields
-    (receive time.time(), event name or None, data) per event as it arrives. The status
-    must be 200; stop iterating (or .close()) to disconnect. A body cut short raises
-    http.client.IncompleteRead."""
-    hdrs = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-    hdrs.update(headers or {})
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("POST", path, body=json.dumps(body).encode(), headers=hdrs)
-        r = conn.getresponse()
-        if r.status != 200:
-            raise AssertionError(f"SSE request got {r.status}: {r.read()[:500]!r}")
-        event: Optional[str] = None
-        data_lines: List[str] = []
-        count = 0
-        while count < max_events:
-            line = r.readline()
-            if not line:
-                if (r.chunked and r.chunk_left is not None) or (not r.chunked and r.length):
-                    raise http.client.IncompleteRead(b"".join(d.encode() for d in data_lines))
-                return
-            s = line.decode("utf-8").rstrip("\r\n")
-            if s == "":
-                if data_lines or event:
-                    count += 1
-                    yield time.time(), event, "\n".join(data_lines)
-                    event, data_lines = None, []
-                continue
-            if s.startswith("event:"):
-                event = s[6:].strip()
-            elif s.startswith("data:"):
-                v = s[5:]
-                data_lines.append(v[1:] if v.startswith(" ") else v)
-    finally:
-        conn.close()
 
 
 # ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from fake_vllm import DEFAULT_STREAM_EVENTS, default_text
+from fake_vllm import ANTHROPIC_STREAM, DEFAULT_STREAM_EVENTS, RESPONSES_STREAM, default_text
 from gateway import http_request, metric_value, parse_sse, sse_named_events, wait_until
 
 pytestmark = pytest.mark.gateway
@@ -39,13 +39,6 @@ OK_RPM = "100000"
 REPLY = default_text(DEFAULT_STREAM_EVENTS)
 COMPLETION = DEFAULT_STREAM_EVENTS + 1  # tokens + EOS
 
-RESPONSES_STREAM = (["response.created", "response.in_progress", "response.output_item.added",
-                     "response.content_part.added"]
-                    + ["response.output_text.delta"] * DEFAULT_STREAM_EVENTS
-                    + ["response.output_text.done", "response.content_part.done", "response.output_item.done",
-                       "response.completed"])
-ANTHROPIC_STREAM = (["message_start", "content_block_start"] + ["content_block_delta"] * DEFAULT_STREAM_EVENTS
-                    + ["content_block_stop", "message_delta", "message_stop"])
 
 
 # --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from fake_vllm import DEFAULT_STREAM_EVENTS, default_text, hermes_tool_text, tokenize
+from fake_vllm import ANTHROPIC_STREAM, DEFAULT_STREAM_EVENTS, RESPONSES_STREAM, default_text, hermes_tool_text, tokenize
 from gateway import http_request, parse_sse, sse_events, sse_named_events
 
 HOST = "127.0.0.1"
@@ -434,13 +434,6 @@ def test_command_line_listening_line(fake_vllm_factory):
 # pooling, classify (issue 23)
 # --------------------------------------------------------------------------------------
 
-RESPONSES_STREAM = (["response.created", "response.in_progress", "response.output_item.added",
-                     "response.content_part.added"]
-                    + ["response.output_text.delta"] * DEFAULT_STREAM_EVENTS
-                    + ["response.output_text.done", "response.content_part.done", "response.output_item.done",
-                       "response.completed"])
-ANTHROPIC_STREAM = (["message_start", "content_block_start"] + ["content_block_delta"] * DEFAULT_STREAM_EVENTS
-                    + ["content_block_stop", "message_delta", "message_stop"])
 
 
 def raw_named_sse(fv, path, body, timeout=10.0):
