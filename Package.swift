@@ -80,7 +80,7 @@ let package = Package(
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "Shared", "CGatewayShims", "HTTP1",
+                "Shared", "CGatewayShims", "HTTP1", "Redis", "RedisLimits", "RedisURLParsing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -46,6 +46,18 @@ public final class RedisClient: Sendable {
     /// True while a connection is up (on the event loop).
     public var isConnected: Bool { driver.value.machine.isConnected }
 
+    /// Succeeds when the first connection attempt has ended, whether it connected or not
+    /// (it takes at most the connect timeout): a gateway starting next to its Redis waits
+    /// for it once rather than meeting its first requests with no connection.
+    public func firstAttemptEnded() -> EventLoopFuture<Void> {
+        guard eventLoop.inEventLoop else { return eventLoop.flatSubmit { self.firstAttemptEnded() } }
+        let driver = driver.value
+        guard !driver.firstAttemptEnded else { return eventLoop.makeSucceededVoidFuture() }
+        let promise = driver.firstAttemptWaiter ?? eventLoop.makePromise()
+        driver.firstAttemptWaiter = promise
+        return promise.futureResult
+    }
+
     /// Sends `command` on the connection; ``RedisError/notConnected`` at once when none is up.
     public func send(command: RedisCommand) -> EventLoopFuture<RESPValue> {
         guard eventLoop.inEventLoop else { return eventLoop.flatSubmit { self.send(command: command) } }
@@ -80,6 +92,10 @@ extension RedisClient {
         private(set) var connection: RedisConnection?
         private var timer: Scheduled<Void>?
         private let connect: @Sendable (any EventLoop) -> EventLoopFuture<RedisConnection>
+        /// True once the first attempt ended (or the client shut down).
+        private(set) var firstAttemptEnded = false
+        /// Who waits for that (made only when someone asks).
+        var firstAttemptWaiter: EventLoopPromise<Void>?
 
         init(
             eventLoop: any EventLoop, machine: RedisReconnectStateMachine,
@@ -96,6 +112,7 @@ extension RedisClient {
                 break
             case .connect:
                 connect(eventLoop).assumeIsolated().whenComplete { [self] result in
+                    endFirstAttempt()
                     switch result {
                     case .success(let connection): connected(connection)
                     case .failure: perform(machine.connectFailed(now: eventLoop.now))
@@ -113,6 +130,13 @@ extension RedisClient {
                 timer?.cancel()
                 timer = nil
             }
+            if machine.state == .shutDown { endFirstAttempt() }
+        }
+
+        private func endFirstAttempt() {
+            firstAttemptEnded = true
+            firstAttemptWaiter?.succeed()
+            firstAttemptWaiter = nil
         }
 
         private func connected(_ new: RedisConnection) {

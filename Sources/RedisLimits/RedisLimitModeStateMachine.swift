@@ -116,7 +116,7 @@ public struct RedisLimitModeStateMachine: Sendable {
             return .redis(probe: false)
         case .down(let since), .probing(let since):
             let elapsed = now > since ? now - since : 0
-            guard elapsed >= configuration.cooldownMicros else { return failureRoute(retryAfterMicros: configuration.cooldownMicros - elapsed) }
+            guard elapsed >= configuration.cooldownMicros else { return failureRoute(now: now) }
             state = .probing(since: now)
             return .redis(probe: true)
         }
@@ -155,11 +155,17 @@ public struct RedisLimitModeStateMachine: Sendable {
         }
     }
 
-    private func failureRoute(retryAfterMicros: UInt64) -> Route {
+    /// Where a request arriving at `now` goes when Redis is not asked — the breaker is open,
+    /// or the command for it just failed: the failure mode's route. `closed`'s
+    /// `Retry-After` is the rest of the cooldown (at least 1 s).
+    public func failureRoute(now: UInt64) -> Route {
         switch configuration.failureMode {
-        case .local: .local(divisor: configuration.gatewayHosts)
-        case .open: .admit
-        case .closed: .refuse(retryAfterSeconds: max(1, Int((retryAfterMicros + 999_999) / 1_000_000)))
+        case .local: return .local(divisor: configuration.gatewayHosts)
+        case .open: return .admit
+        case .closed:
+            var wait = configuration.cooldownMicros
+            if case .down(let since) = state, now > since { wait -= min(wait, now - since) }
+            return .refuse(retryAfterSeconds: max(1, Int((wait + 999_999) / 1_000_000)))
         }
     }
 }

@@ -12,6 +12,16 @@ public struct ClientIdentity: Sendable, Equatable {
     public var requestsPerMinute: Int
     /// 0 = no token limit.
     public var tokensPerMinute: Int
+
+    /// This key with its limits divided by `divisor` (at least 1 per minute each; a token
+    /// limit that is off stays off): one host's share while the hosts cannot share them.
+    public func dividingLimits(by divisor: Int) -> ClientIdentity {
+        guard divisor > 1 else { return self }
+        var share = self
+        share.requestsPerMinute = max(1, requestsPerMinute / divisor)
+        if tokensPerMinute > 0 { share.tokensPerMinute = max(1, tokensPerMinute / divisor) }
+        return share
+    }
 }
 
 /// Checks `Authorization: Bearer <key>` against `BEARER_TOKEN` or the config file's key

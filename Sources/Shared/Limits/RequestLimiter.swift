@@ -24,6 +24,9 @@ public struct RequestLimiter: Sendable {
         public var refusal: MetricsLayout.Limit?
         public var retryAfterSeconds: Int
         public var headers: [(String, String)]
+
+        /// Admitted with no per-key limit applied (no headers).
+        public static let unlimited = Admission(refusal: nil, retryAfterSeconds: 0, headers: [])
     }
 
     /// Microseconds on CLOCK_MONOTONIC (the tables' time base).
@@ -31,33 +34,45 @@ public struct RequestLimiter: Sendable {
 
     /// Takes one request for `identity`, and checks its token bucket.
     public func admit(_ identity: ClientIdentity, now: UInt64 = RequestLimiter.now()) -> Admission {
+        let requestOutcome = requests.take(key: identity.keyID, gcra: GCRA(rate: identity.requestsPerMinute), now: now, cost: 1)
+        guard case .allowed = requestOutcome, identity.tokensPerMinute > 0 else {
+            return Self.admission(identity, requests: requestOutcome, tokens: nil)
+        }
+        let tokenOutcome = tokens.check(key: identity.keyID, gcra: GCRA(rate: identity.tokensPerMinute), now: now)
+        return Self.admission(identity, requests: requestOutcome, tokens: tokenOutcome)
+    }
+
+    /// The verdict and headers of a request bucket's outcome and a token bucket's (nil when
+    /// not checked), wherever they were decided (this host's segment, or Redis). Without a
+    /// request outcome (a refusal remembered from the token bucket), no request headers.
+    public static func admission(_ identity: ClientIdentity, requests: RateLimitTable.Outcome?, tokens: RateLimitTable.Outcome?) -> Admission {
         var headers: [(String, String)] = []
         headers.reserveCapacity(6)
-        let requestGCRA = GCRA(rate: identity.requestsPerMinute)
-        let requestOutcome = requests.take(key: identity.keyID, gcra: requestGCRA, now: now, cost: 1)
-        headers.append(("x-ratelimit-limit-requests", String(identity.requestsPerMinute)))
-        switch requestOutcome {
-        case .allowed(let remaining, let reset):
-            headers.append(("x-ratelimit-remaining-requests", String(remaining)))
-            headers.append(("x-ratelimit-reset-requests", Self.duration(reset)))
-        case .limited(let retry, let reset):
-            headers.append(("x-ratelimit-remaining-requests", "0"))
-            headers.append(("x-ratelimit-reset-requests", Self.duration(reset)))
-            return Admission(refusal: .requests, retryAfterSeconds: Self.seconds(retry), headers: headers)
-        case .tableFull:
-            return Admission(refusal: .tableFull, retryAfterSeconds: 1, headers: headers)
+        if let requests {
+            headers.append(("x-ratelimit-limit-requests", String(identity.requestsPerMinute)))
+            switch requests {
+            case .allowed(let remaining, let reset):
+                headers.append(("x-ratelimit-remaining-requests", String(remaining)))
+                headers.append(("x-ratelimit-reset-requests", duration(reset)))
+            case .limited(let retry, let reset):
+                headers.append(("x-ratelimit-remaining-requests", "0"))
+                headers.append(("x-ratelimit-reset-requests", duration(reset)))
+                return Admission(refusal: .requests, retryAfterSeconds: seconds(retry), headers: headers)
+            case .tableFull:
+                return Admission(refusal: .tableFull, retryAfterSeconds: 1, headers: headers)
+            }
         }
-        guard identity.tokensPerMinute > 0 else { return Admission(refusal: nil, retryAfterSeconds: 0, headers: headers) }
+        guard identity.tokensPerMinute > 0, let tokens else { return Admission(refusal: nil, retryAfterSeconds: 0, headers: headers) }
         headers.append(("x-ratelimit-limit-tokens", String(identity.tokensPerMinute)))
-        switch tokens.check(key: identity.keyID, gcra: GCRA(rate: identity.tokensPerMinute), now: now) {
+        switch tokens {
         case .allowed(let remaining, let reset):
             headers.append(("x-ratelimit-remaining-tokens", String(remaining)))
-            headers.append(("x-ratelimit-reset-tokens", Self.duration(reset)))
+            headers.append(("x-ratelimit-reset-tokens", duration(reset)))
             return Admission(refusal: nil, retryAfterSeconds: 0, headers: headers)
         case .limited(let retry, let reset):
             headers.append(("x-ratelimit-remaining-tokens", "0"))
-            headers.append(("x-ratelimit-reset-tokens", Self.duration(reset)))
-            return Admission(refusal: .tokens, retryAfterSeconds: Self.seconds(retry), headers: headers)
+            headers.append(("x-ratelimit-reset-tokens", duration(reset)))
+            return Admission(refusal: .tokens, retryAfterSeconds: seconds(retry), headers: headers)
         case .tableFull:
             return Admission(refusal: .tableFull, retryAfterSeconds: 1, headers: headers)
         }

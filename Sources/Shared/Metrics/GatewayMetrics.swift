@@ -51,4 +51,20 @@ public struct GatewayMetrics: Sendable {
 
     /// A request refused by a limit.
     public func rateLimited(_ limit: MetricsLayout.Limit) { area.add(MetricsLayout.rateLimited(limit)) }
+
+    /// This worker's limits store now (`llm_gateway_limits_store_up`).
+    public func limitsStore(_ state: MetricsLayout.LimitsStoreState) { area.set(MetricsLayout.limitsStoreStateWord, state.rawValue) }
+
+    /// A limits command Redis answered, in `seconds`.
+    public func limitsStoreAnswered(seconds: Double) {
+        area.observe(histogram: MetricsLayout.limitsStoreLatencyBase, seconds: seconds, bounds: MetricsLayout.limitsStoreBuckets)
+    }
+
+    /// A limits command that failed, by the error's kind (`timeout`, `not_connected`, …).
+    public func limitsStoreFailed(kind: String) { area.add(MetricsLayout.limitsStoreError(kind: kind)) }
+
+    /// Token charges given up on (the retry queue was full, or they failed too often).
+    public func limitsStoreChargesDropped(_ count: UInt64) {
+        if count > 0 { area.add(MetricsLayout.limitsStoreDroppedWord, count) }
+    }
 }

@@ -12,7 +12,9 @@ public struct MetricsArea: Sendable {
     /// Adds `value` to the counter at `index`.
     func add(_ index: Int, _ value: UInt64 = 1) { word(index).wrappingIncrement(by: value, ordering: .relaxed) }
 
-    /// Records `seconds` in the histogram starting at `base`.
+    /// Sets the gauge word at `index` (only its worker writes it).
+    func set(_ index: Int, _ value: UInt64) { word(index).store(value, ordering: .relaxed) }
+
     /// One share (0 to 1) in a histogram over ``MetricsLayout/matchBuckets``; its sum in millionths.
     func observe(shareHistogram base: Int, share: Double) {
         let share = min(1, max(0, share))
@@ -21,10 +23,11 @@ public struct MetricsArea: Sendable {
         add(base + MetricsLayout.matchBuckets.count + 2)
     }
 
-    func observe(histogram base: Int, seconds: Double) {
-        add(base + MetricsLayout.bucket(seconds))
-        add(base + MetricsLayout.durationBuckets.count + 1, UInt64(max(0, seconds) * 1e9))
-        add(base + MetricsLayout.durationBuckets.count + 2)
+    /// Records `seconds` in the histogram starting at `base`, over `bounds`; its sum in ns.
+    func observe(histogram base: Int, seconds: Double, bounds: [Double] = MetricsLayout.durationBuckets) {
+        add(base + (bounds.firstIndex { seconds <= $0 } ?? bounds.count))
+        add(base + bounds.count + 1, UInt64(max(0, seconds) * 1e9))
+        add(base + bounds.count + 2)
     }
 }
 

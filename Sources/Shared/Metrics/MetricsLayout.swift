@@ -53,8 +53,25 @@ public enum MetricsLayout {
     static let routingBase = rateLimitedBase + Limit.allCases.count
     static let matchHistogramWords = matchBuckets.count + 3  // buckets, +Inf, sum (millionths), count
     static let prefixMatchBase = routingBase + modelSlots * RoutingReason.allCases.count
+    static let limitsStoreStateWord = prefixMatchBase + modelSlots * matchHistogramWords
+    static let limitsStoreHistogramWords = limitsStoreBuckets.count + 3  // buckets, +Inf, sum (ns), count
+    static let limitsStoreLatencyBase = limitsStoreStateWord + 1
+    static let limitsStoreErrorsBase = limitsStoreLatencyBase + limitsStoreHistogramWords
+    static let limitsStoreDroppedWord = limitsStoreErrorsBase + limitsStoreErrorKinds.count
     /// Words in one worker's metrics area.
-    public static let words = prefixMatchBase + modelSlots * matchHistogramWords
+    public static let words = limitsStoreDroppedWord + 1
+
+    /// Upper bounds (seconds) of the limits store's latency histogram: a Redis round trip
+    /// on loopback is tens of microseconds, its deadline 25 ms by default.
+    public static let limitsStoreBuckets: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
+    /// `kind` label values of `llm_gateway_limits_store_errors_total` (a Redis error's kind).
+    public static let limitsStoreErrorKinds = ["timeout", "not_connected", "connection_closed", "server", "protocol"]
+
+    /// What a worker's limits store is, in its state word: no Redis, Redis in use, Redis not
+    /// usable (the failure mode applies).
+    public enum LimitsStoreState: UInt64, Sendable {
+        case none = 0, up = 1, down = 2
+    }
 
     static func methodIndex(_ method: String) -> Int { methods.firstIndex(of: method) ?? methods.count - 1 }
     static func statusIndex(_ status: Int) -> Int { statuses.firstIndex(of: status) ?? statuses.count }
@@ -72,7 +89,8 @@ public enum MetricsLayout {
     static func rateLimited(_ limit: Limit) -> Int { rateLimitedBase + limit.rawValue }
     static func routing(model: Int, reason: RoutingReason) -> Int { routingBase + model * RoutingReason.allCases.count + reason.rawValue }
     static func prefixMatch(model: Int) -> Int { prefixMatchBase + model * matchHistogramWords }
+    static func limitsStoreError(kind: String) -> Int {
+        limitsStoreErrorsBase + (limitsStoreErrorKinds.firstIndex(of: kind) ?? limitsStoreErrorKinds.count - 1)
+    }
 
-    /// The histogram bucket a duration falls in (the last is +Inf).
-    static func bucket(_ seconds: Double) -> Int { durationBuckets.firstIndex { seconds <= $0 } ?? durationBuckets.count }
 }

@@ -132,6 +132,31 @@ public struct PrometheusExposition: Sendable {
             sample(&out, "llm_gateway_rate_limited_total", [("limit", limit.label)], totals[MetricsLayout.rateLimited(limit)])
         }
 
+        // Only with REDIS_URL: a worker's state word is 0 without it.
+        var storeStates = Set<UInt64>()
+        for slot in 0..<segment.slotsUsed {
+            storeStates.insert(segment.metricsArea(slot: slot).word(MetricsLayout.limitsStoreStateWord).load(ordering: .relaxed))
+        }
+        storeStates.remove(MetricsLayout.LimitsStoreState.none.rawValue)
+        if !storeStates.isEmpty {
+            header(
+                &out, "llm_gateway_limits_store_up", "gauge",
+                "1 while every worker keeps per-key limits in Redis; 0 while any applies REDIS_FAILURE_MODE instead.")
+            sample(&out, "llm_gateway_limits_store_up", [], storeStates.contains(MetricsLayout.LimitsStoreState.down.rawValue) ? 0 : 1)
+            header(&out, "llm_gateway_limits_store_latency_seconds", "histogram", "Time Redis took to answer a limits command.")
+            histogram(
+                &out, "llm_gateway_limits_store_latency_seconds", [], totals, base: MetricsLayout.limitsStoreLatencyBase,
+                bounds: MetricsLayout.limitsStoreBuckets)
+            header(&out, "llm_gateway_limits_store_errors_total", "counter", "Limits commands Redis did not answer in time or at all, by kind.")
+            for kind in MetricsLayout.limitsStoreErrorKinds {
+                sample(&out, "llm_gateway_limits_store_errors_total", [("kind", kind)], totals[MetricsLayout.limitsStoreError(kind: kind)])
+            }
+            header(
+                &out, "llm_gateway_limits_store_charges_dropped_total", "counter",
+                "Token charges never recorded in Redis: the retry queue was full, or they failed too often.")
+            sample(&out, "llm_gateway_limits_store_charges_dropped_total", [], totals[MetricsLayout.limitsStoreDroppedWord])
+        }
+
         header(&out, "llm_gateway_circuit_breaker_state", "gauge", "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open.")
         for (u, upstream) in upstreams.enumerated() where !retired.contains(u) {
             sample(&out, "llm_gateway_circuit_breaker_state", [("upstream", upstream)], segment.upstream(u).breaker.phase.rawValue)

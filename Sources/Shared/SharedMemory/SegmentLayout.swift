@@ -12,7 +12,7 @@
 /// ...    responses  the ResponseOwners table (version 5)
 ///
 /// Version 5 added the LoRA figures of an upstream block (``Upstream/loraSlots``) and the
-/// response owners.
+/// response owners; version 6 the limits store's words to each metrics area.
 /// ```
 /// Every field a process updates after start-up is a 64-bit word updated with atomics, so
 /// a process killed at any instant leaves nothing locked and no word half-written. A
@@ -21,7 +21,7 @@ public enum SegmentLayout {
     /// "LLMGWSEG" in ASCII.
     public static let magic: UInt64 = 0x4C4C_4D47_5753_4547
     /// Bumped on every incompatible layout change.
-    public static let version: UInt32 = 5
+    public static let version: UInt32 = 6
     /// Worker slots in the segment: the `--workers` upper bound.
     public static let maxWorkers = 128
 

@@ -80,7 +80,13 @@ enum GatewayWorker {
         let eventLoop = group.next()
         let upstreams = try UpstreamPools(configuration: configuration, eventLoop: eventLoop, environment: ProcessInfo.processInfo.environment)
         SessionField.name = Array(configuration.server.routingSessionHeader.utf8)  // before any connection
-        let handler = RequestHandler(configuration: configuration, segment: segment, slot: slot, upstreams: upstreams, logger: logger)
+        let sharedLimits = try SharedLimits.make(
+            configuration: configuration, eventLoop: eventLoop, local: RequestLimiter(segment: segment),
+            metrics: GatewayMetrics(segment: segment, slot: slot.index, models: configuration.metricModels), logger: logger)
+        // With REDIS_URL: connect before taking requests (at most the connect timeout).
+        try await sharedLimits?.start().get()
+        let handler = RequestHandler(
+            configuration: configuration, segment: segment, slot: slot, upstreams: upstreams, logger: logger, sharedLimits: sharedLimits)
         let server = HTTPServer(
             listenerFD: WorkerHandoff.listenerFD, group: group, slot: slot, handler: handler,
             maxBodyBytes: configuration.server.maxRequestBodyBytes,
@@ -103,6 +109,7 @@ enum GatewayWorker {
             upstreams.shutdown()
             handler.flushAccessLog()
         }.get()
+        try? await sharedLimits?.shutdown().get()
     }
 
     static func readConfiguration() throws -> GatewayConfiguration {

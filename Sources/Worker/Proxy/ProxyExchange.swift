@@ -559,6 +559,6 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private func chargeUnreportedStream() {
         guard streamUsage == nil, let relay else { return }
         streamUsage = TokenUsage(prompt: 0, completion: 0)
-        proxy.limiter.charge(relay.identity, tokens: relay.promptEstimate + streamedEvents)
+        proxy.charge(relay.identity, tokens: relay.promptEstimate + streamedEvents)
     }
 }

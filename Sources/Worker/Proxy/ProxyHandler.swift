@@ -19,6 +19,9 @@ final class ProxyHandler: Sendable {
     let slot: WorkerSlot
     let demo: DemoModel
     let limiter: RequestLimiter
+    /// With `REDIS_URL`: the limits shared with the other hosts (``limiter`` is then their
+    /// failure mode's store).
+    let sharedLimits: SharedLimits?
     let metrics: GatewayMetrics
     let breaker: GatewayConfiguration.CircuitBreaker
     let upstreamTimeout: Double
@@ -34,8 +37,9 @@ final class ProxyHandler: Sendable {
 
     init(
         registry: ModelRegistry, upstreams: UpstreamPools, segment: SharedSegment, slot: WorkerSlot, demo: DemoModel,
-        limiter: RequestLimiter, metrics: GatewayMetrics, breaker: GatewayConfiguration.CircuitBreaker, upstreamTimeout: Double,
-        maxTools: Int = 128, maxEventBytes: Int = 16 << 20, routingTuning: CacheAwareTuning = CacheAwareTuning(), logger: Logger
+        limiter: RequestLimiter, sharedLimits: SharedLimits? = nil, metrics: GatewayMetrics, breaker: GatewayConfiguration.CircuitBreaker,
+        upstreamTimeout: Double, maxTools: Int = 128, maxEventBytes: Int = 16 << 20, routingTuning: CacheAwareTuning = CacheAwareTuning(),
+        logger: Logger
     ) {
         self.registry = registry
         self.upstreams = upstreams
@@ -43,6 +47,7 @@ final class ProxyHandler: Sendable {
         self.slot = slot
         self.demo = demo
         self.limiter = limiter
+        self.sharedLimits = sharedLimits
         self.metrics = metrics
         self.breaker = breaker
         self.upstreamTimeout = upstreamTimeout
@@ -98,13 +103,28 @@ final class ProxyHandler: Sendable {
             writer.send(error: refusal)
             return
         }
-        guard admit(identity, writer: writer) else { return }
+        guard let sharedLimits else {
+            guard admitted(limiter.admit(identity), identity, writer: writer) else { return }
+            forward(request, body: body, target: target, clientModel: modelName, identity: identity, previousResponse: previousResponse, writer: writer)
+            return
+        }
+        sharedLimits.admit(identity) { [self] verdict in
+            guard admitted(verdict, identity, writer: writer) else { return }
+            forward(request, body: body, target: target, clientModel: modelName, identity: identity, previousResponse: previousResponse, writer: writer)
+        }
+    }
+
+    /// Routes an admitted request and starts its exchange.
+    private func forward(
+        _ request: GatewayRequest, body: OpenAIRequestBody, target: ModelRegistry.Target, clientModel: String, identity: ClientIdentity,
+        previousResponse: String?, writer: ResponseWriter
+    ) {
         var attempts = plan(target, for: identity, body: body, sessionID: request.head.sessionID)
         // A follow-up of a stored response goes to the upstream that holds it.
         if let previousResponse, let owner = segment.responseOwners.owner(of: previousResponse) {
             attempts.moveFirst(upstream: owner.upstream)
         }
-        ProxyExchange(proxy: self, request: request, body: body, clientModel: modelName, identity: identity, writer: writer, attempts: attempts)
+        ProxyExchange(proxy: self, request: request, body: body, clientModel: clientModel, identity: identity, writer: writer, attempts: attempts)
             .start()
     }
 
@@ -131,7 +151,21 @@ final class ProxyHandler: Sendable {
             return
         }
         writer.request.logFields.model = first.configured ? first.name : "other"
-        guard admit(identity, writer: writer) else { return }
+        guard let sharedLimits else {
+            guard admitted(limiter.admit(identity), identity, writer: writer) else { return }
+            forwardStored(request, targets: targets, owner: owner, identity: identity, writer: writer)
+            return
+        }
+        sharedLimits.admit(identity) { [self] verdict in
+            guard admitted(verdict, identity, writer: writer) else { return }
+            forwardStored(request, targets: targets, owner: owner, identity: identity, writer: writer)
+        }
+    }
+
+    private func forwardStored(
+        _ request: GatewayRequest, targets: [ModelRegistry.Target], owner: ResponseOwners.Owner?, identity: ClientIdentity, writer: ResponseWriter
+    ) {
+        let first = targets[0]
         var attempts: [Attempt] = []
         for target in targets {
             for upstream in target.upstreams where !attempts.contains(where: { $0.upstream == upstream }) {
@@ -144,9 +178,21 @@ final class ProxyHandler: Sendable {
             .start()
     }
 
+    /// What the shared limits decided: false, and the 429 or 503 sent, when they refuse it
+    /// (nothing is sent to a client that hung up meanwhile).
+    private func admitted(_ verdict: SharedLimits.Verdict, _ identity: ClientIdentity, writer: ResponseWriter) -> Bool {
+        guard !writer.clientGone else { return false }
+        switch verdict {
+        case .decided(let admission):
+            return admitted(admission, identity, writer: writer)
+        case .unavailable(let retryAfter):
+            writer.send(error: .unavailable("Rate limits cannot be checked right now; try again shortly.", retryAfterSeconds: retryAfter))
+            return false
+        }
+    }
+
     /// The key's request (and token) limits: false, and the 429 sent, when they refuse it.
-    private func admit(_ identity: ClientIdentity, writer: ResponseWriter) -> Bool {
-        let admission = limiter.admit(identity)
+    private func admitted(_ admission: RequestLimiter.Admission, _ identity: ClientIdentity, writer: ResponseWriter) -> Bool {
         writer.request.extraHeaders = admission.headers
         guard let refusal = admission.refusal else { return true }
         metrics.rateLimited(refusal)
@@ -291,6 +337,16 @@ final class ProxyHandler: Sendable {
         }
     }
 
+    /// Charges the tokens an answer used to the key's token bucket: in Redis with
+    /// `REDIS_URL`, else in this host's segment.
+    func charge(_ identity: ClientIdentity, tokens used: Int) {
+        if let sharedLimits {
+            sharedLimits.charge(identity, tokens: used)
+        } else {
+            limiter.charge(identity, tokens: used)
+        }
+    }
+
     /// One SSE event as the client gets it (nil = drop): `model` renamed back, and the
     /// usage-only chunk dropped when only the gateway asked for it; plus its usage, if any.
     func transform(event: [UInt8], context: RelayContext) -> ([UInt8]?, TokenUsage?) {
@@ -316,7 +372,7 @@ final class ProxyHandler: Sendable {
                 ])
         }
         metrics.tokens(model: context.modelLabel, prompt: usage.prompt, completion: usage.completion)
-        limiter.charge(context.identity, tokens: usage.total)
+        charge(context.identity, tokens: usage.total)
         let whole = soFar?.clamped.usage ?? usage
         writer.request.logFields.promptTokens = whole.prompt
         writer.request.logFields.completionTokens = whole.completion

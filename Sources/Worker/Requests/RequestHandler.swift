@@ -30,9 +30,10 @@ final class RequestHandler: Sendable {
     private let accessLog: AccessLog?
 
     /// - Parameter accessLogFD: where access lines go (standard error).
+    /// - Parameter sharedLimits: with `REDIS_URL`, the worker's limits in Redis.
     init(
         configuration: GatewayConfiguration, segment: SharedSegment, slot: WorkerSlot, upstreams: UpstreamPools, logger: Logger,
-        accessLogFD: Int32 = 2
+        accessLogFD: Int32 = 2, sharedLimits: SharedLimits? = nil
     ) {
         self.configuration = configuration
         self.segment = segment
@@ -48,7 +49,7 @@ final class RequestHandler: Sendable {
             exposition: PrometheusExposition(models: modelNames, upstreams: configuration.upstreams.map { ($0.name, $0.retired) }))
         self.proxy = ProxyHandler(
             registry: registry, upstreams: upstreams, segment: segment, slot: slot, demo: DemoModel(),
-            limiter: RequestLimiter(segment: segment), metrics: metrics, breaker: configuration.circuitBreaker,
+            limiter: RequestLimiter(segment: segment), sharedLimits: sharedLimits, metrics: metrics, breaker: configuration.circuitBreaker,
             upstreamTimeout: configuration.server.upstreamTimeout, maxTools: configuration.server.maxToolsPerRequest,
             maxEventBytes: configuration.server.maxSSEEventBytes,
             routingTuning: CacheAwareTuning(configuration.server), logger: logger)
