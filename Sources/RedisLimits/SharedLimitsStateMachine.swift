@@ -83,6 +83,26 @@ public struct SharedLimitsStateMachine: Sendable {
         return (change, Self.admission(for: mode.failureRoute(now: now)))
     }
 
+    /// While Redis cannot be used and no request has probed it since the cooldown: true
+    /// when a background probe (a `PING`) should go now, so the limits come back — and
+    /// `llm_gateway_limits_store_up` says so — even with no request arriving. Report it with
+    /// ``probeSucceeded(now:)`` or ``probeFailed(_:now:)``.
+    public mutating func backgroundProbeDue(now: UInt64) -> Bool {
+        guard !mode.isStoreUp, case .redis(probe: true) = mode.route(now: now) else { return false }
+        return true
+    }
+
+    /// The microseconds between two probes while Redis cannot be used.
+    public var probeInterval: UInt64 { mode.configuration.cooldownMicros }
+
+    /// A background probe was answered.
+    public mutating func probeSucceeded(now: UInt64) -> RedisLimitModeStateMachine.ModeChange? { mode.commandSucceeded(now: now) }
+
+    /// A background probe failed (or there was no connection to send it on).
+    public mutating func probeFailed(_ error: RedisError, now: UInt64) -> RedisLimitModeStateMachine.ModeChange? {
+        mode.commandFailed(error, now: now)
+    }
+
     /// Where the tokens of an answer ending at `now` go: Redis while its breaker is closed
     /// (no probe: a charge never tests whether Redis is back), else as the failure mode says.
     public func chargeRoute() -> ChargeRoute {

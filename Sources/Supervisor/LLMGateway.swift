@@ -128,6 +128,8 @@ struct LLMGateway: ParsableCommand {
                     "address": "\(listener.localAddress)", "systemd_socket": "\(listener.fromSystemd)",
                     "workers": "\(configuration.server.workers)", "uid": "\(outcome.uid)",
                     "upstream": "\(configuration.upstreams.map(\.url).joined(separator: ","))",
+                    // The URL's description never shows a password.
+                    "limits": "\(Self.limitsStore(configuration.sharedLimits))",
                 ])
             let poller = UpstreamHealthPoller(configuration: configuration, segment: segment, logger: logger)
             poller.start()
@@ -190,6 +192,13 @@ struct LLMGateway: ParsableCommand {
 
     /// A close-on-exec copy numbered ≥ 10, so handing fds 3, 4, 5 to a child can never
     /// overwrite a source before it is copied.
+    /// Where per-key limits are kept, for the start-up line: the Redis URL (its description
+    /// never shows a password) and the failure mode, or this host's segment.
+    static func limitsStore(_ limits: GatewayConfiguration.SharedLimits) -> String {
+        guard let url = limits.redisURL else { return "this host" }
+        return "\(url) (REDIS_FAILURE_MODE=\(limits.failureMode.rawValue), GATEWAY_HOSTS=\(limits.gatewayHosts))"
+    }
+
     static func moveAbove(_ fd: Int32) -> Int32 {
         let moved = gw_dup_above(fd, 10)
         guard moved >= 0 else { fail("dup failed: \(errnoText())", code: 1) }

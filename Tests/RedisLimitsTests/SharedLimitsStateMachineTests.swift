@@ -114,4 +114,19 @@ import Testing
         #expect(machine.pendingCharges == 0)
         #expect(machine.droppedCharges == 0)
     }
+
+    @Test func aBackgroundProbeGoesOncePerCooldownWhileNoRequestProbes() {
+        var machine = Self.machine()
+        #expect(machine.backgroundProbeDue(now: 0) == false)  // Redis in use: nothing to probe
+        #expect(machine.probeFailed(.notConnected, now: 0)?.to == .degraded(.local))
+        #expect(machine.backgroundProbeDue(now: machine.probeInterval - 1) == false)
+        #expect(machine.backgroundProbeDue(now: machine.probeInterval) == true)
+        // That probe is under way: neither a request nor another probe tests Redis now.
+        #expect(machine.backgroundProbeDue(now: machine.probeInterval + 1) == false)
+        #expect(machine.admission(keyID: Self.key, now: machine.probeInterval + 1) == .local(divisor: 3))
+        #expect(machine.probeFailed(.timeout, now: machine.probeInterval + 2) == nil)
+        #expect(machine.backgroundProbeDue(now: 2 * machine.probeInterval + 2) == true)
+        #expect(machine.probeSucceeded(now: 2 * machine.probeInterval + 3)?.to == .shared)
+        #expect(machine.isStoreUp)
+    }
 }

@@ -34,6 +34,8 @@ final class SharedLimits: Sendable {
     private final class State {
         var machine: SharedLimitsStateMachine
         var retryTimer: Scheduled<Void>?
+        /// While Redis cannot be used: the next background probe.
+        var probeTimer: Scheduled<Void>?
         /// ``SharedLimitsStateMachine/droppedCharges`` as last counted in the metrics.
         var droppedCounted: UInt64 = 0
 
@@ -70,12 +72,16 @@ final class SharedLimits: Sendable {
     }
 
     /// Connects; succeeds when the first attempt has ended (connected or not), so the
-    /// worker's first requests do not meet a connection still being made.
+    /// worker's first requests do not meet a connection still being made. Without a
+    /// connection the failure mode applies from the start, and says so in the log.
     func start() -> EventLoopFuture<Void> {
         eventLoop.flatSubmit { [self] in
             metrics.limitsStore(.up)
             client.start()
-            return client.firstAttemptEnded()
+            return client.firstAttemptEnded().assumeIsolated().map { [self] in
+                guard !client.isConnected else { return }
+                announce(state.value.machine.probeFailed(.notConnected, now: RequestLimiter.now()))
+            }.nonisolated()
         }
     }
 
@@ -84,6 +90,8 @@ final class SharedLimits: Sendable {
         eventLoop.flatSubmit { [self] in
             state.value.retryTimer?.cancel()
             state.value.retryTimer = nil
+            state.value.probeTimer?.cancel()
+            state.value.probeTimer = nil
             metrics.limitsStore(.none)
             return client.shutdown()
         }
@@ -196,15 +204,40 @@ final class SharedLimits: Sendable {
         box.droppedCounted = box.machine.droppedCharges
     }
 
-    /// One log line and the gauge when the store changes.
+    /// One log line and the gauge when the store changes; while Redis cannot be used, a
+    /// background probe after each cooldown.
     private func announce(_ change: RedisLimitModeStateMachine.ModeChange?) {
         guard let change else { return }
         if change.to == .shared {
             logger.notice("\(change.message)")
             metrics.limitsStore(.up)
+            state.value.probeTimer?.cancel()
+            state.value.probeTimer = nil
         } else {
             logger.warning("\(change.message)")
             metrics.limitsStore(.down)
+            armProbeTimer()
+        }
+    }
+
+    /// Probes Redis with a `PING` once the cooldown is over, unless a request did; again
+    /// after each cooldown until it answers.
+    private func armProbeTimer() {
+        let box = state.value
+        guard box.probeTimer == nil else { return }
+        let interval = TimeAmount.microseconds(Int64(clamping: box.machine.probeInterval))
+        box.probeTimer = eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
+            state.value.probeTimer = nil
+            guard !state.value.machine.isStoreUp else { return }
+            guard state.value.machine.backgroundProbeDue(now: RequestLimiter.now()) else { return armProbeTimer() }
+            client.send(command: RedisCommand("PING")).assumeIsolated().whenComplete { [self] result in
+                let now = RequestLimiter.now()
+                switch result {
+                case .success: announce(state.value.machine.probeSucceeded(now: now))
+                case .failure(let error): announce(state.value.machine.probeFailed(Self.redisError(error), now: now))
+                }
+                if !state.value.machine.isStoreUp { armProbeTimer() }
+            }
         }
     }
 
