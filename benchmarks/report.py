@@ -327,10 +327,11 @@ def redis(run: str) -> int:
         total = m1.get("llm_gateway_limits_store_latency_seconds_sum", 0) - m0.get("llm_gateway_limits_store_latency_seconds_sum", 0)
         errors = m1.get("llm_gateway_limits_store_errors_total", 0) - m0.get("llm_gateway_limits_store_errors_total", 0)
         used = served > 0 and scripts >= 0.99 * served
+        kinds = {k[7:]: m1[k] - m0.get(k, 0) for k in m1 if k.startswith("errors_") and m1[k] - m0.get(k, 0)}
         used_line = (f"Redis used: {scripts} scripts run (EVALSHA/EVAL) for {served:.0f} chat completions through the Redis "
                      f"gateway ({scripts / served if served else 0:.2f} per request){'' if used else ' -- NOT EVERY REQUEST WENT TO REDIS'}; "
                      f"llm_gateway_limits_store_up {m1.get('llm_gateway_limits_store_up', 'absent')}, "
-                     f"store errors during the runs {errors:.0f}, mean store latency {total / count * 1000 if count else 0:.3f} ms "
+                     f"store errors during the runs {errors:.0f}{' ' + json.dumps(kinds) if kinds else ''}, mean store latency {total / count * 1000 if count else 0:.3f} ms "
                      f"over {count:.0f} commands (the gateway's histogram)")
     else:
         used_line = "Redis used: n/a (no redis-before/after.json)"
