@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints the tables of a benchmarks/run run from the JSON files in RUN_DIR/results.
 
-    report.py compare|soak|streams RUN_DIR
+    report.py compare|soak|streams|redis RUN_DIR
 """
 from __future__ import annotations
 
@@ -301,9 +301,92 @@ def streams(run: str) -> int:
     return 0
 
 
+REDIS_TARGET_MS = 0.3  # issue 24: added p50 per request versus shared-memory limits
+REDIS_LIMITS = [("shm", "shared memory"), ("redis", "Redis")]
+
+
+def redis(run: str) -> int:
+    """--redis: the same gateway with limits in its shared segment and in Redis."""
+    p = load(run, "params.json") or {}
+    repeat = int(p.get("repeat", 1))
+    levels = [int(c) for c in str(p.get("redis_connections", "1")).split(",") if c]
+    out = header(run)
+    out.append(f"## Latency Redis-backed limits add (issue 24): the same build twice against the same upstream, "
+               f"limits in the shared segment and with REDIS_URL (redis-server on 127.0.0.1); RATE_LIMIT_TPM={p.get('tpm')}. "
+               f"wrk -d{p.get('duration')}s per run, {repeat} runs per gateway and connection count, interleaved "
+               f"(each after a {p.get('warmup')} s warm-up); median of the runs")
+    # First whether the Redis gateway really took every request to Redis: without that the
+    # comparison means nothing (a REDIS_URL the build ignores gives "0 ms added").
+    before, after = load(run, "redis-before.json") or {}, load(run, "redis-after.json") or {}
+    used = False
+    if before and after:
+        scripts = after["scripts"] - before["scripts"]
+        m0, m1 = before.get("metrics", {}), after.get("metrics", {})
+        served = m1.get("chat_requests", 0) - m0.get("chat_requests", 0)
+        count = m1.get("llm_gateway_limits_store_latency_seconds_count", 0) - m0.get("llm_gateway_limits_store_latency_seconds_count", 0)
+        total = m1.get("llm_gateway_limits_store_latency_seconds_sum", 0) - m0.get("llm_gateway_limits_store_latency_seconds_sum", 0)
+        errors = m1.get("llm_gateway_limits_store_errors_total", 0) - m0.get("llm_gateway_limits_store_errors_total", 0)
+        used = served > 0 and scripts >= 0.99 * served
+        kinds = {k[7:]: m1[k] - m0.get(k, 0) for k in m1 if k.startswith("errors_") and m1[k] - m0.get(k, 0)}
+        used_line = (f"Redis used: {scripts} scripts run (EVALSHA/EVAL) for {served:.0f} chat completions through the Redis "
+                     f"gateway ({scripts / served if served else 0:.2f} per request){'' if used else ' -- NOT EVERY REQUEST WENT TO REDIS'}; "
+                     f"llm_gateway_limits_store_up {m1.get('llm_gateway_limits_store_up', 'absent')}, "
+                     f"store errors during the runs {errors:.0f}{' ' + json.dumps(kinds) if kinds else ''}, mean store latency {total / count * 1000 if count else 0:.3f} ms "
+                     f"over {count:.0f} commands (the gateway's histogram)")
+    else:
+        used_line = "Redis used: n/a (no redis-before/after.json)"
+    failed = not used
+    rows, verdicts = [], []
+    for c in levels:
+        runs = {t: [w for w in (load(run, f"wrk-{t}-c{c}-{i}.json") for i in range(1, repeat + 1)) if w]
+                for t, _ in REDIS_LIMITS}
+        wrk = {t: median_run(runs[t]) for t, _ in REDIS_LIMITS}
+        for t, name in REDIS_LIMITS:
+            w = wrk[t]
+            if not w:
+                rows.append([str(c), name] + ["n/a"] * 7)
+                continue
+            errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_timeout"]
+            failed |= bool(w["non2xx"] or errors)
+            served = w["rps"] * w["duration_s"]
+            per = lambda key: fmt(median([x[key] for x in runs[t]]) * 1e6 / served, 1) if served else "n/a"  # noqa: E731
+            rows.append([str(c), name, f"{w['rps']:.0f}", ms(w["p50_us"]), ms(w["p99_us"]), per("gateway_cpu_s"),
+                         per("redis_cpu_s") if t == "redis" else "-", f"{w['non2xx']}/{errors}",
+                         " / ".join(ms(x["p50_us"]) for x in runs[t])])
+        if wrk["shm"] and wrk["redis"]:
+            added50 = (wrk["redis"]["p50_us"] - wrk["shm"]["p50_us"]) / 1000
+            added99 = (wrk["redis"]["p99_us"] - wrk["shm"]["p99_us"]) / 1000
+            pairs = [(r["p50_us"] - s_["p50_us"]) / 1000 for s_, r in zip(runs["shm"], runs["redis"])]
+            verdicts.append(f"{c} connection{'s' if c != 1 else ''}: added p50 {added50:+.3f} ms, p99 {added99:+.3f} ms "
+                            f"(p50 per round: {', '.join(f'{x:+.3f}' for x in pairs)}) -> "
+                            f"{verdict(added50 <= REDIS_TARGET_MS) if used else 'n/a (Redis not used)'}")
+        else:
+            verdicts.append(f"{c} connections: n/a")
+    out.append(table(["connections", "limits", "req/s", "p50 ms", "p99 ms", "gateway us/req", "redis-server us/req",
+                      "non-2xx/socket errors", "p50 ms of each run"], rows))
+    out.append("")
+    out.append(used_line)
+    for t, name in REDIS_LIMITS:
+        s_ = load(run, f"sanity-{t}.json")
+        if s_:
+            ok = s_.get("plain") == 200 and s_.get("stream") == 200 and s_.get("stream_done") and s_.get("no_key") == 401
+            failed |= not ok
+            out.append(f"sanity ({name}): plain {s_.get('plain')}, stream {s_.get('stream')} ([DONE] {s_.get('stream_done')}), "
+                       f"no key {s_.get('no_key')}")
+    for name in ("gateway", "gateway-redis"):
+        log = load(run, f"{name}-log.json")
+        if log:
+            out.append(f"{name} log: lines by level {json.dumps(log['levels'])}; access-log status counts {json.dumps(log['request_status'])}")
+    out.append("")
+    out.append(f"Target (issue 24): added p50 <= {REDIS_TARGET_MS} ms per request versus shared-memory limits:")
+    out += ["  " + v for v in verdicts]
+    print("\n".join(out))
+    return 1 if failed else 0
+
+
 def main() -> int:
     mode, run = sys.argv[1], sys.argv[2]
-    return {"compare": compare, "soak": soak, "streams": streams}[mode](run)
+    return {"compare": compare, "soak": soak, "streams": streams, "redis": redis}[mode](run)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@
 - gateway_factory      gateway_factory(args=(), env=None, **Gateway kwargs) -> Gateway, all stopped
                        at teardown; logs go to tmp_path
 - gateway              a started Gateway in front of fake_vllm (--workers 2 --upstream fake_vllm.url)
+- redis_server         a private RedisServer (redis_server.py) on 127.0.0.1 and a free port, nothing
+                       persisted, stopped (SIGCONT first) at teardown; redis-server missing fails the
+                       test unless LLM_GATEWAY_SKIP_REDIS=1 (then it is skipped)
 
 On a failing test the last log lines of every fake and gateway it used are printed.
 """
@@ -24,6 +27,7 @@ if str(HERE) not in sys.path:
 
 from fake_vllm import FakeVLLM  # noqa: E402
 from gateway import Gateway, default_bin_dir, missing_binaries  # noqa: E402
+from redis_server import SKIP_ENV, RedisServer, redis_server_path  # noqa: E402
 
 
 def pytest_configure(config):
@@ -115,3 +119,16 @@ def gateway_factory(gateway_binary_dir, tmp_path, request):
 @pytest.fixture
 def gateway(gateway_factory, fake_vllm) -> Gateway:
     return gateway_factory(upstream=fake_vllm, workers=2)
+
+
+@pytest.fixture
+def redis_server(tmp_path, request) -> RedisServer:
+    if redis_server_path() is None:
+        if os.environ.get(SKIP_ENV) == "1":
+            pytest.skip(f"redis-server not on PATH and {SKIP_ENV}=1")
+        pytest.fail(f"redis-server is not on PATH: install it (scripts/setup-deps redis-server) or set {SKIP_ENV}=1")
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+    if _failed(request):
+        _dump(f"redis-server {server.url} log", server.log_text())

@@ -14,12 +14,15 @@ anything that looks like a secret, plus what the test passes. It waits for
 bound) is idempotent and also runs at interpreter exit for every gateway still running.
 
 Standard library only, except the optional ``openai_client()`` / ``metrics()`` helpers.
-Everything talks to 127.0.0.1 only.
+Everything talks to loopback only: 127.0.0.1 by default; ``host="127.0.0.2"`` (any
+127.0.0.0/8 address, all of which Linux routes to ``lo``) makes a second "host" on the same
+machine (each supervisor has its own memfd segment, so nothing else is needed).
 """
 from __future__ import annotations
 
 import atexit
 import http.client
+import ipaddress
 import json
 import os
 import re
@@ -44,9 +47,9 @@ LOOPBACK = "127.0.0.1"
 GATEWAY_ENV_NAMES = {
     "BIND", "WORKERS", "DRAIN_TIMEOUT", "RUN_AS_USER", "BEARER_TOKEN", "MAX_REQUEST_BODY_BYTES",
     "LOG_LEVEL", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC",
-    "WATCHDOG_PID", "CLOUD_API_KEY",
+    "WATCHDOG_PID", "CLOUD_API_KEY", "GATEWAY_HOSTS",
 }
-GATEWAY_ENV_PREFIXES = ("BEARER_TOKEN", "RATE_LIMIT", "VLLM_", "LLM_GATEWAY_", "CIRCUIT_BREAKER", "OPENAI_")
+GATEWAY_ENV_PREFIXES = ("BEARER_TOKEN", "RATE_LIMIT", "VLLM_", "LLM_GATEWAY_", "CIRCUIT_BREAKER", "OPENAI_", "REDIS_")
 SECRET_RE = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|CREDENTIAL|PRIVATE_KEY|AUTH", re.I)
 
 
@@ -195,10 +198,20 @@ class Response:
         return f"<Response {self.status} {self.body[:200]!r}>"
 
 
+def is_loopback(host: str) -> bool:
+    """True for localhost, ::1 and any 127.0.0.0/8 address (the tests' extra "hosts")."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def http_request(host: str, port: int, method: str, path: str, body: Union[bytes, str, None, Any] = None,
                  headers: Optional[Mapping[str, str]] = None, timeout: float = 10.0) -> Response:
     """One request on a fresh connection. Non-bytes/str bodies are sent as JSON."""
-    assert host in (LOOPBACK, "localhost", "::1"), "tests talk to loopback only"
+    assert is_loopback(host), f"tests talk to loopback only (got {host!r})"
     hdrs = dict(headers or {})
     if body is not None and not isinstance(body, (bytes, str)):
         body = json.dumps(body)
@@ -418,6 +431,7 @@ class Gateway:
     - listen_socket: a listening socket handed over as fd 3 with LISTEN_FDS=1/LISTEN_PID
       (systemd socket activation); --bind is still passed unless bind=False.
     - wait_healthy: wait for GET /health == 200 in start().
+    - host: the address to bind and talk to, any 127.0.0.0/8 address (default 127.0.0.1).
     """
 
     def __init__(self, bin_dir: Union[str, Path], args: Sequence[str] = (), env: Optional[Mapping[str, Any]] = None,
@@ -426,6 +440,7 @@ class Gateway:
                  log_path: Union[str, Path, None] = None, start: bool = True, wait_healthy: bool = True,
                  health_timeout: float = 20.0, stop_timeout: float = 15.0, bind: bool = True,
                  listen_socket: Optional[socket.socket] = None, host: str = LOOPBACK):
+        assert is_loopback(host), f"tests bind loopback addresses only (got {host!r})"
         self.bin_dir = Path(bin_dir)
         self.binary = self.bin_dir / SUPERVISOR_BIN
         self.host = host

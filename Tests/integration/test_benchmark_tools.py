@@ -1,15 +1,22 @@
 """The pieces of benchmarks/ that compute figures the README quotes: sse_client.py's pooling
-of interleaved rounds (benchmarks/run merges one client run per round and target)."""
+of interleaved rounds (benchmarks/run merges one client run per round and target), and
+`benchmarks/run --redis` end to end, briefly (that it measures both gateways and shows the
+added latency, not what the figure is)."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-SSE_CLIENT = Path(__file__).resolve().parents[2] / "benchmarks" / "sse_client.py"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+SSE_CLIENT = BENCHMARKS / "sse_client.py"
 
 
 def client_output(ttfe, total, chunks, *, failed=0, errors=None, walls=(0.01,), max_open=1):
@@ -59,3 +66,39 @@ def test_failures_and_a_crashed_round_are_counted(tmp_path):
     assert out["completed"] == 18
     assert out["failed"] == 3
     assert out["errors"] == {"timeout": 2, "client crashed": 1}
+
+
+@pytest.mark.gateway
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_run_redis_compares_the_gateway_with_and_without_redis(gateway_binary_dir, tmp_path):
+    # Its own tools only: the test does not install packages (benchmarks/run would).
+    tools = ["wrk", "nginx", "redis-server", "redis-cli", "curl"]
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not Path("/usr/lib/nginx/modules/ngx_http_echo_module.so").exists():
+        missing.append("libnginx-mod-http-echo")
+    if missing:
+        pytest.skip(f"benchmarks/run --redis needs {', '.join(missing)}")
+    argv = [str(BENCHMARKS / "run"), "--redis", "--bin-dir", str(gateway_binary_dir), "--duration", "1",
+            "--warmup", "0", "--repeat", "1", "--redis-connections", "1,4"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "REDIS_"))}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=200)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # its trap stops nginx, redis-server and both gateways
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        pytest.fail(f"benchmarks/run --redis did not finish in 200 s:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-3000:]
+    assert "| 1           | shared memory |" in out and "| 4           | Redis         |" in out, out[-3000:]
+    used = re.search(r"Redis used: (\d+) scripts run \(EVALSHA/EVAL\) for (\d+) chat completions", out)
+    assert used and int(used.group(1)) >= int(used.group(2)) > 0, out[-3000:]
+    for c in ("1 connection", "4 connections"):
+        assert re.search(rf"{c}: added p50 [+-]\d+\.\d{{3}} ms, p99 [+-]\d+\.\d{{3}} ms .* -> (MET|MISSED)", out), out[-3000:]
+    assert not list(tmp_path.glob("llm-gateway-bench.*")), "the run directory was not removed"
