@@ -112,11 +112,11 @@ extension RedisClient {
                 break
             case .connect:
                 connect(eventLoop).assumeIsolated().whenComplete { [self] result in
-                    endFirstAttempt()
                     switch result {
                     case .success(let connection): connected(connection)
                     case .failure: perform(machine.connectFailed(now: eventLoop.now))
                     }
+                    endFirstAttempt()  // after: a waiter sees the connection up
                 }
             case .scheduleTimer(let deadline):
                 timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in

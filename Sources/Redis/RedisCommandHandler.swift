@@ -15,6 +15,9 @@ final class RedisCommandHandler: ChannelInboundHandler {
     /// every deadline now pending: a timer that finds nothing due re-arms itself).
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
+    /// A flush is scheduled for the end of this event-loop pass: commands sent during one
+    /// pass (the requests of one read burst) leave in one write.
+    private var flushScheduled = false
 
     init() {}
 
@@ -28,8 +31,9 @@ final class RedisCommandHandler: ChannelInboundHandler {
         self.context = nil
     }
 
-    /// Writes `command` (flushed unless `flush` is false: then a later send flushes it);
-    /// `promise` gets the reply, or fails at `deadline`.
+    /// Writes `command`, flushed at the end of this event-loop pass with every other command
+    /// sent in it (not even then when `flush` is false: a later send flushes it); `promise`
+    /// gets the reply, or fails at `deadline`.
     func send(_ command: RedisCommand, deadline: NIODeadline, promise: EventLoopPromise<RESPValue>, flush: Bool = true) {
         guard let context, context.channel.isActive, pipeline.send(promise, deadline: deadline) else {
             promise.fail(RedisError.connectionClosed)
@@ -37,10 +41,13 @@ final class RedisCommandHandler: ChannelInboundHandler {
         }
         var buffer = context.channel.allocator.buffer(capacity: command.encodedCapacity)
         command.encode(into: &buffer)
-        if flush {
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-        } else {
-            context.write(wrapOutboundOut(buffer), promise: nil)
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        if flush && !flushScheduled {
+            flushScheduled = true
+            context.eventLoop.assumeIsolated().execute { [self] in
+                flushScheduled = false
+                self.context?.flush()
+            }
         }
         if timerDeadline.map({ deadline < $0 }) ?? true { armTimer(at: deadline, context: context) }
     }

@@ -16,8 +16,10 @@ struct EmbeddedRedis {
         connection = try RedisConnection(channel: channel, configuration: configuration)
     }
 
-    /// Everything written since the last call, as text.
+    /// Everything written since the last call, as text, once the event-loop pass that wrote
+    /// it is over (the connection flushes then).
     func written() throws -> String {
+        loop.run()
         var text = ""
         while var buffer = try channel.readOutbound(as: ByteBuffer.self) { text += buffer.readString(length: buffer.readableBytes)! }
         return text

@@ -285,6 +285,9 @@ def test_paused_redis_follows_the_failure_mode(mode, gateway_factory, fake_vllm,
                 assert r.status == 503, r
                 assert int(r.headers["retry-after"]) >= 1
                 check_openai_error(r)
+                # The gateway's own refusal, not an upstream's.
+                assert r.json()["error"]["code"] == "limits_unavailable", r.json()
+                assert r.json()["error"]["type"] == "server_error", r.json()
             else:
                 assert r.status == 200, r
 
@@ -304,6 +307,8 @@ def test_paused_redis_follows_the_failure_mode(mode, gateway_factory, fake_vllm,
                 refused = next(r for r in host if r.status == 429)
                 assert int(refused.headers["retry-after"]) >= 1
                 assert refused.headers.get("x-ratelimit-limit-requests") == str(RPM // HOSTS_DIVISOR)
+                # The message names the limit that applies now, as the header does.
+                assert f"({RPM // HOSTS_DIVISOR})" in refused.json()["error"]["message"], refused.json()
         elif mode == "open":
             assert admitted == [15, 15, 15]  # 45 > RPM: no per-key limit while Redis is away
         else:

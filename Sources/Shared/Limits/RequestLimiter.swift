@@ -24,6 +24,9 @@ public struct RequestLimiter: Sendable {
         public var refusal: MetricsLayout.Limit?
         public var retryAfterSeconds: Int
         public var headers: [(String, String)]
+        /// The limits applied (this host's share of them while the hosts cannot share them).
+        public var requestsPerMinute = 0
+        public var tokensPerMinute = 0
 
         /// Admitted with no per-key limit applied (no headers).
         public static let unlimited = Admission(refusal: nil, retryAfterSeconds: 0, headers: [])
@@ -46,6 +49,13 @@ public struct RequestLimiter: Sendable {
     /// not checked), wherever they were decided (this host's segment, or Redis). Without a
     /// request outcome (a refusal remembered from the token bucket), no request headers.
     public static func admission(_ identity: ClientIdentity, requests: RateLimitTable.Outcome?, tokens: RateLimitTable.Outcome?) -> Admission {
+        var admission = verdict(identity, requests: requests, tokens: tokens)
+        admission.requestsPerMinute = identity.requestsPerMinute
+        admission.tokensPerMinute = identity.tokensPerMinute
+        return admission
+    }
+
+    private static func verdict(_ identity: ClientIdentity, requests: RateLimitTable.Outcome?, tokens: RateLimitTable.Outcome?) -> Admission {
         var headers: [(String, String)] = []
         headers.reserveCapacity(6)
         if let requests {

@@ -12,6 +12,8 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         case rateLimited
         case badGateway
         case unavailable
+        /// 503 for the gateway's own reason (not an upstream's).
+        case serviceUnavailable
         case gatewayTimeout
         case internalError
         case httpVersionNotSupported
@@ -89,6 +91,13 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public static func unavailable(_ message: String, retryAfterSeconds: Int, code: String = "upstream_unavailable") -> GatewayError {
         GatewayError(.unavailable, message, code: code, headers: [("retry-after", String(max(1, retryAfterSeconds)))])
     }
+    /// 503 with `Retry-After` for the gateway's own reason, not an upstream's: the limits
+    /// store cannot be used and `REDIS_FAILURE_MODE=closed` refuses rather than guess.
+    public static func limitsUnavailable(retryAfterSeconds: Int) -> GatewayError {
+        GatewayError(
+            .serviceUnavailable, "Rate limits cannot be checked right now (REDIS_FAILURE_MODE=closed); try again shortly.",
+            code: "limits_unavailable", headers: [("retry-after", String(max(1, retryAfterSeconds)))])
+    }
     /// 504: the upstream did not answer in time.
     public static func gatewayTimeout(_ message: String) -> GatewayError {
         GatewayError(.gatewayTimeout, message, code: "upstream_timeout")
@@ -115,7 +124,7 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         case .headersTooLarge: 431
         case .rateLimited: 429
         case .badGateway: 502
-        case .unavailable: 503
+        case .unavailable, .serviceUnavailable: 503
         case .gatewayTimeout: 504
         case .internalError: 500
         case .httpVersionNotSupported: 505
@@ -130,7 +139,7 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         case .forbidden: "permission_error"
         case .rateLimited: "rate_limit_error"
         case .badGateway, .unavailable, .gatewayTimeout: "upstream_error"
-        case .internalError: "server_error"
+        case .internalError, .serviceUnavailable: "server_error"
         }
     }
 
@@ -159,7 +168,7 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         case .notFound: "not_found_error"
         case .payloadTooLarge: "request_too_large"
         case .rateLimited: "rate_limit_error"
-        case .unavailable: "overloaded_error"
+        case .unavailable, .serviceUnavailable: "overloaded_error"
         case .badGateway, .gatewayTimeout, .internalError: "api_error"
         }
     }

@@ -186,7 +186,7 @@ final class ProxyHandler: Sendable {
         case .decided(let admission):
             return admitted(admission, identity, writer: writer)
         case .unavailable(let retryAfter):
-            writer.send(error: .unavailable("Rate limits cannot be checked right now; try again shortly.", retryAfterSeconds: retryAfter))
+            writer.send(error: .limitsUnavailable(retryAfterSeconds: retryAfter))
             return false
         }
     }
@@ -198,8 +198,8 @@ final class ProxyHandler: Sendable {
         metrics.rateLimited(refusal)
         let message =
             switch refusal {
-            case .requests: "Rate limit reached for requests per minute (\(identity.requestsPerMinute)) of this key."
-            case .tokens: "Rate limit reached for tokens per minute (\(identity.tokensPerMinute)) of this key."
+            case .requests: "Rate limit reached for requests per minute (\(admission.requestsPerMinute)) of this key."
+            case .tokens: "Rate limit reached for tokens per minute (\(admission.tokensPerMinute)) of this key."
             case .tableFull: "Too many distinct keys are active; try again shortly."
             }
         writer.send(error: .rateLimited(message, retryAfterSeconds: admission.retryAfterSeconds))
