@@ -54,6 +54,19 @@ Served routes (vLLM's shapes)::
     POST /tokenize, /detokenize  {count, max_model_len, tokens, token_strs} / {prompt}; one id per
                                  whitespace word, ids from 1000 (round-trips through /detokenize)
     POST /pooling, /classify     {id "pool-"|"classify-", object "list", data, usage}
+    POST /v1/audio/transcriptions, /v1/audio/translations
+                                 multipart/form-data (file, model, response_format, stream,
+                                 stream_include_usage, max_completion_tokens, ...; the last of a
+                                 repeated field wins; no model = the first served one):
+                                 {"text", "usage": {"type": "duration", "seconds"}} (translations:
+                                 {"text"}; verbose_json: duration, language, text, segments, words);
+                                 stream: "transcription.chunk" / "translation.chunk" chunks, ids
+                                 "transcribe-" / "translate-", usage chunk only with
+                                 stream_include_usage=true, [DONE]. A file over
+                                 audio_max_filesize_mb (25) -> 400 param audio_filesize_mb; a body
+                                 Starlette cannot read -> 400 {"detail": ...}. last_request holds
+                                 form (fields, order), file (filename, content_type, size, sha256),
+                                 body_size, body_sha256
 
 All API routes go through the same rules: fail / fail_stream / delay keyed by path (for
 GET /v1/responses/{id} the path holds the id), counters, cancellations, model checks.
@@ -257,6 +270,151 @@ def error_body(message: str, status: int, style: str = "new", err_type: Optional
 
 
 # --------------------------------------------------------------------------------------
+# multipart/form-data (the audio routes), read as vLLM reads it: Starlette over
+# python-multipart. Standard library only, so tests can build and check bodies too.
+# --------------------------------------------------------------------------------------
+
+class MultipartError(ValueError):
+    """A body Starlette refuses; str() is its ``detail`` (400 ``{"detail": ...}``)."""
+
+
+def _header_params(value: str):
+    """(first word lower-cased, {key lower-cased: value}) of a header value, as
+    python-multipart's parse_options_header: ``;`` outside quotes splits, ``key*`` parameters
+    are ignored, quotes are removed with ``\\\\`` and ``\\"`` unescaped, the last repeat wins."""
+    segments, current, quoted, escaped = [], [], False, False
+    for ch in value:
+        if ch == ";" and not quoted:
+            segments.append("".join(current))
+            current = []
+            continue
+        if ch == '"' and not escaped:
+            quoted = not quoted
+        escaped = ch == "\\" and not escaped
+        current.append(ch)
+    segments.append("".join(current))
+    first, params = segments[0].strip(" \t").lower(), {}
+    for segment in segments[1:]:
+        key, _, val = segment.partition("=")
+        key, val = key.strip(" \t").lower(), val.strip(" \t")
+        if not key or "*" in key:
+            continue
+        if len(val) >= 2 and val[0] == '"' and val[-1] == '"':
+            val = val[1:-1].replace("\\\\", "\\").replace('\\"', '"')
+        params[key] = val
+    return first, params
+
+
+def multipart_boundary(content_type: str) -> Optional[str]:
+    """The boundary of a multipart/form-data ``content-type``; None for another media type.
+    Raises MultipartError("Missing boundary in multipart.") when it has none."""
+    kind, params = _header_params(content_type or "")
+    if kind != "multipart/form-data":
+        return None
+    if "boundary" not in params:
+        raise MultipartError("Missing boundary in multipart.")
+    return params["boundary"]
+
+
+def parse_multipart(body: bytes, boundary: str) -> List[Dict[str, Any]]:
+    """The parts of a multipart/form-data body, in order: ``{"name", "filename" (None for a
+    field), "content_type", "headers", "data" (bytes)}``. As python-multipart: leading CR/LF
+    skipped, the first line must be the boundary, a delimiter is CRLF ``--boundary`` then
+    CRLF (blanks allowed before it) or ``--``; a part missing its closing delimiter is
+    dropped. Raises MultipartError("Invalid multipart data.") otherwise."""
+    invalid = MultipartError("Invalid multipart data.")
+    dash = b"--" + boundary.encode("latin-1")
+    delimiter = b"\r\n" + dash
+    i = 0
+    while i < len(body) and body[i] in b"\r\n":
+        i += 1
+    if not body.startswith(dash, i):
+        raise invalid
+    i += len(dash)
+    parts: List[Dict[str, Any]] = []
+    while True:
+        if body.startswith(b"--", i):
+            return parts
+        while i < len(body) and body[i] in b" \t":
+            i += 1
+        if not body.startswith(b"\r\n", i):
+            if i >= len(body):
+                return parts
+            raise invalid
+        i += 2
+        end_headers = body.find(b"\r\n\r\n", i - 2)
+        if end_headers < 0:
+            return parts
+        headers: Dict[str, str] = {}
+        raw_headers = body[i:end_headers]
+        for line in raw_headers.split(b"\r\n") if raw_headers else []:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or any(c in name for c in b" \t\r\n"):
+                raise invalid
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1").lstrip(" ")
+        _, params = _header_params(headers.get("content-disposition", ""))
+        if "name" not in params:
+            raise MultipartError('The Content-Disposition header field "name" must be provided.')
+        start = end_headers + 4
+        end = body.find(delimiter, start)
+        while end >= 0 and not (body.startswith(b"\r\n", end + len(delimiter))
+                                or body.startswith(b"--", end + len(delimiter))
+                                or body[end + len(delimiter):end + len(delimiter) + 1] in (b" ", b"\t")):
+            end = body.find(delimiter, end + 1)  # "--boundaryX" inside data is data
+        if end < 0:
+            return parts
+        parts.append({"name": _decode(params["name"]),
+                      "filename": _decode(params["filename"]) if "filename" in params else None,
+                      "content_type": headers.get("content-type"), "headers": headers,
+                      "data": body[start:end]})
+        i = end + len(delimiter)
+
+
+# pydantic's words for a boolean given as a string (a form field).
+TRUE_WORDS = {"1", "on", "t", "true", "y", "yes"}
+FALSE_WORDS = {"0", "off", "f", "false", "n", "no"}
+
+
+def _decode(value: str) -> str:
+    raw = value.encode("latin-1")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+def form_summary(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """What a test reads of a received form: ``fields`` (name -> value, the last wins, as in
+    vLLM; a file is ``{"filename", "content_type", "size", "sha256"}``) and ``order`` (every
+    part's name in order, repeats kept)."""
+    fields: Dict[str, Any] = {}
+    for part in parts:
+        if part["filename"] is None:
+            fields[part["name"]] = part["data"].decode("utf-8", "replace")
+        else:
+            fields[part["name"]] = {"filename": part["filename"], "content_type": part["content_type"],
+                                    "size": len(part["data"]), "sha256": hashlib.sha256(part["data"]).hexdigest()}
+    return {"fields": fields, "order": [p["name"] for p in parts]}
+
+
+def multipart_body(parts: List[Any], boundary: Optional[str] = None):
+    """(body, content_type) of a multipart/form-data body: each part ``(name, "value")`` or
+    ``(name, (filename, bytes, content_type))``, in order (repeats allowed)."""
+    boundary = boundary or "fakevllm" + uuid.uuid4().hex
+    out = bytearray()
+    for name, value in parts:
+        out += b"--" + boundary.encode() + b"\r\n"
+        if isinstance(value, tuple):
+            filename, data, ctype = value
+            out += f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode()
+            out += f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n"
+        else:
+            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + str(value).encode() + b"\r\n"
+    out += b"--" + boundary.encode() + b"--\r\n"
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+# --------------------------------------------------------------------------------------
 # Server
 # --------------------------------------------------------------------------------------
 
@@ -440,6 +598,40 @@ def build_apps(state: ServerState, log=print):
             ctx.model = body.get("model")
         return body, err
 
+    async def read_form(request, ctx: _Ctx):
+        """(fields, None), or (None, the 400 Starlette gives) for a body it cannot read. Records
+        the request with ``form`` (form_summary: fields, order), ``file`` (the last file part's
+        filename, content_type, size, sha256) and the raw body's size and sha256."""
+        raw = await request.read()
+        rec = {
+            "method": request.method, "path": request.path, "query": request.query_string,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "time": time.time(), "monotonic": time.monotonic(), "body": None, "raw": None,
+            "form": None, "file": None, "body_size": len(raw), "body_sha256": hashlib.sha256(raw).hexdigest(),
+        }
+        fields, refused = None, None
+        try:
+            boundary = multipart_boundary(request.headers.get("Content-Type", ""))
+            parts = parse_multipart(raw, boundary) if boundary is not None else []
+            summary = form_summary(parts)
+            rec["form"], rec["body"] = summary, summary["fields"]
+            files = [p for p in parts if p["filename"] is not None]
+            if files:
+                rec["file"] = form_summary([files[-1]])["fields"][files[-1]["name"]]
+            fields = {p["name"]: (p if p["filename"] is not None else p["data"].decode("utf-8", "replace"))
+                      for p in parts}
+        except MultipartError as e:
+            rec["raw"] = raw[:4096].decode("utf-8", "replace")
+            refused = jresp({"detail": str(e)}, 400)
+        state.last_request = rec
+        state.last_requests[request.path] = rec
+        model = fields.get("model") if fields else None
+        state.request_log.append({"method": request.method, "path": request.path, "time": rec["time"],
+                                  "model": model, "stream": bool(fields and fields.get("stream") in TRUE_WORDS)})
+        del state.request_log[:-500]
+        ctx.model = model
+        return fields, refused
+
     def check_api_key(request):
         key = state.config.get("api_key")
         if key and request.headers.get("Authorization") != f"Bearer {key}":
@@ -499,19 +691,28 @@ def build_apps(state: ServerState, log=print):
             "type": err_type or ERROR_TYPES.get(status, "InternalServerError"), "message": message}},
             status, headers)
 
-    def api_handler(kind: str, family: str = "openai", body_required: bool = True):
+    def api_handler(kind: str, family: str = "openai", body_required: bool = True, form: bool = False):
+        """form: the body is multipart/form-data (the audio routes); fn gets the form's fields
+        (the last of a repeated name wins, a file is its part dict) instead of JSON."""
         def deco(fn):
             async def wrapper(request):
                 ctx = _Ctx(state, request, kind, family)
                 try:
-                    body, err = await read_json(request, ctx)
+                    if form:
+                        body, refused = await read_form(request, ctx)
+                        err = None
+                    else:
+                        body, err = await read_json(request, ctx)
+                        refused = None
                     denied = check_api_key(request)
                     if denied is not None:
                         return denied
                     early = await pre_response(request, ctx)
                     if early is not None:
                         return early
-                    if request.method == "POST" and (body_required or body is not None or err is not None):
+                    if refused is not None:
+                        return refused
+                    if not form and request.method == "POST" and (body_required or body is not None or err is not None):
                         if err is not None:
                             return verr(f"JSON decode error: {err}", 400)
                         if not isinstance(body, dict):
@@ -1586,6 +1787,140 @@ def build_apps(state: ServerState, log=print):
         return jresp({"id": rid, "object": "list", "created": int(time.time()), "model": model,
                       "data": data, "usage": usage(prompt_n, 0)})
 
+    # ---- audio (vllm/entrypoints/speech_to_text) -------------------------------------------
+    def form_bool(fields: Dict[str, Any], name: str):
+        """(value, None) of a boolean form field as pydantic reads it, or (None, the 400)."""
+        value = fields.get(name)
+        if value is None:
+            return False, None
+        if isinstance(value, str) and value.lower() in TRUE_WORDS:
+            return True, None
+        if isinstance(value, str) and value.lower() in FALSE_WORDS:
+            return False, None
+        return None, validation_error(name, "Input should be a valid boolean, unable to interpret input",
+                                      "bool_parsing", value if isinstance(value, str) else None)
+
+    async def speech_to_text(request, ctx: _Ctx, fields, task: str):
+        """POST /v1/audio/transcriptions (task "transcribe") and /v1/audio/translations
+        ("translate"): the text is the default reply (max_completion_tokens cuts it, finish
+        "length"); a file of N bytes lasts N/32000 s (16 kHz, 16 bit) and, unless the
+        prompt_tokens config says otherwise, is ceil(N/1024) prompt tokens."""
+        upload = fields.get("file")
+        if upload is None:
+            return validation_error("file")
+        if not isinstance(upload, dict):
+            return validation_error("file", "Value error, Expected UploadFile, received: <class 'str'>",
+                                    "value_error", upload)
+        size = len(upload["data"])
+        limit_mb = float(state.config.get("audio_max_filesize_mb") or 25)
+        if size > limit_mb * 1024 * 1024:
+            return verr(f"Maximum file size exceeded (parameter=audio_filesize_mb, value={size / 1048576})",
+                        400, "BadRequestError", "audio_filesize_mb")
+        stream, err = form_bool(fields, "stream")
+        if err is not None:
+            return err
+        include_usage, err = form_bool(fields, "stream_include_usage")
+        if err is not None:
+            return err
+        response_format = fields.get("response_format", "json")
+        if response_format not in ("json", "text", "srt", "verbose_json", "vtt", "diarized_json"):
+            return validation_error("response_format", "Input should be 'json', 'text', 'srt', 'verbose_json', "
+                                    "'vtt' or 'diarized_json'", "literal_error", response_format)
+        max_tokens = fields.get("max_completion_tokens")
+        if max_tokens is not None:
+            try:
+                max_tokens = int(max_tokens)
+            except ValueError:
+                return validation_error("max_completion_tokens", "Input should be a valid integer, unable to parse "
+                                        "string as an integer", "int_parsing", max_tokens)
+        model, err = resolve_model({"model": fields.get("model") or None})
+        if err is not None:
+            return err
+        ctx.model = model
+        if response_format not in ("text", "json", "verbose_json", "diarized_json"):
+            return verr("Currently only support response_format: "
+                        "`text`, `json`, `verbose_json` or `diarized_json`", 400)
+        if response_format == "diarized_json":
+            return verr(f"Currently do not support diarized_json for {model}", 400)
+        if stream and response_format == "verbose_json":
+            return verr("verbose_json format doesn't support streaming case", 400)
+        rid = f"{task}-{random_uuid()}"
+        ctx.request_id = rid
+        ctx.phase = "generating"
+        tokens, finish, _ = plan_reply(task, {"max_completion_tokens": max_tokens}, "")
+        prompt_n = int(state.config["prompt_tokens"]) if state.config.get("prompt_tokens") is not None \
+            else max(1, math.ceil(size / 1024))
+        duration = max(size, 1) / 32000
+        created = int(time.time())
+        if stream:
+            return await run_speech_stream(request, ctx, task, model, rid, created, tokens, finish, prompt_n,
+                                           include_usage)
+        await bounded_sleep(float(state.config.get("first_token_delay") or 0) + generation_time(tokens))
+        text = "".join(tokens)
+        if response_format == "verbose_json":
+            segment = {"id": 0, "avg_logprob": -0.25, "compression_ratio": 1.0, "end": round(duration, 3),
+                       "no_speech_prob": None, "seek": 0, "start": 0.0, "temperature": 0.0, "text": text,
+                       "tokens": [token_id(t.strip() or t) for t in tokens]}
+            return jresp({"duration": duration, "language": fields.get("language") or "en", "text": text,
+                          "segments": [segment], "words": None})
+        if task == "translate":
+            return jresp({"text": text})  # no usage in a translation (vLLM)
+        return jresp({"text": text, "usage": {"type": "duration", "seconds": int(math.ceil(duration))}})
+
+    async def run_speech_stream(request, ctx: _Ctx, task, model, rid, created, tokens, finish, prompt_n,
+                                include_usage):
+        """vLLM's speech-to-text stream: a chunk per token ({"delta": {"content"}}), the last
+        with finish_reason and stop_reason (for "stop" an empty EOS chunk), the usage chunk
+        (choices []) only with stream_include_usage, then [DONE]."""
+        fail_rule = state._take(state.stream_fail_rules, request.path)
+        if fail_rule is not None:
+            fail_rule = dict(fail_rule)
+        resp, rec = await open_stream(request, ctx, rid, model)
+        obj = "transcription.chunk" if task == "transcribe" else "translation.chunk"
+        delay = float(state.config.get("stream_event_delay") or 0)
+
+        def chunk(choices, usage_obj=None):
+            c = {"id": rid, "object": obj, "created": created, "model": model, "choices": choices}
+            if usage_obj is not None:
+                c["usage"] = usage_obj
+            return c
+
+        try:
+            await bounded_sleep(float(state.config.get("first_token_delay") or 0))
+            last = len(tokens) - 1
+            for idx, tok in enumerate(tokens):
+                await bounded_sleep(delay)
+                ch: Dict[str, Any] = {"delta": {"content": tok}}
+                if idx == last and finish == "length":
+                    ch.update(finish_reason="length", stop_reason=None)
+                await send_event(resp, ctx, rec, chunk([ch]), "content", fail_rule)
+            if finish != "length":
+                await bounded_sleep(delay)
+                await send_event(resp, ctx, rec, chunk([{"delta": {"content": ""}, "finish_reason": finish,
+                                                         "stop_reason": None}]), "finish", fail_rule)
+            if include_usage:
+                completion = completion_tokens_for(tokens, finish)
+                u = {"prompt_tokens": prompt_n, "total_tokens": prompt_n + completion, "completion_tokens": completion}
+                override = state.config.get("usage_override")
+                if isinstance(override, dict):
+                    u.update(override)
+                await send_event(resp, ctx, rec, chunk([], u), "usage", fail_rule)
+            await send_event(resp, ctx, rec, "[DONE]", "done", fail_rule)
+            await resp.write_eof()
+            rec["completed"] = True
+            ctx.phase = "done"
+        except _StreamEnded:
+            pass
+        return resp
+
+    @api_handler("transcription", form=True)
+    async def audio_transcriptions(request, ctx: _Ctx, fields):
+        return await speech_to_text(request, ctx, fields, "transcribe")
+
+    @api_handler("translation", form=True)
+    async def audio_translations(request, ctx: _Ctx, fields):
+        return await speech_to_text(request, ctx, fields, "translate")
+
     async def not_found(request):
         return jresp({"detail": "Not Found"}, 404)
 
@@ -1761,6 +2096,8 @@ def build_apps(state: ServerState, log=print):
     main.router.add_post("/detokenize", detokenize_route)
     main.router.add_post("/pooling", pooling)
     main.router.add_post("/classify", classify)
+    main.router.add_post("/v1/audio/transcriptions", audio_transcriptions)
+    main.router.add_post("/v1/audio/translations", audio_translations)
     add_control_routes(main)
 
     control = web.Application()
@@ -1826,6 +2163,8 @@ async def serve(args) -> None:
         "anthropic_ping": False,
         "anthropic_done": False,
         "classify_labels": ["negative", "positive"],
+        # /v1/audio/*: vLLM's VLLM_MAX_AUDIO_CLIP_FILESIZE_MB.
+        "audio_max_filesize_mb": 25,
     }
     state = ServerState(defaults)
     main_app, control_app = build_apps(state, log=lambda *a: print(*a, file=sys.stderr, flush=True))

@@ -5,6 +5,7 @@ then rely on it.
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import math
@@ -15,7 +16,9 @@ import httpx
 import openai
 import pytest
 
-from fake_vllm import ANTHROPIC_STREAM, DEFAULT_STREAM_EVENTS, RESPONSES_STREAM, default_text, hermes_tool_text, tokenize
+from fake_vllm import (ANTHROPIC_STREAM, DEFAULT_STREAM_EVENTS, RESPONSES_STREAM, MultipartError, default_text,
+                       default_tokens, form_summary, hermes_tool_text, multipart_body, multipart_boundary,
+                       parse_multipart, tokenize)
 from gateway import http_request, parse_sse, sse_events, sse_named_events
 
 HOST = "127.0.0.1"
@@ -685,3 +688,146 @@ def test_score_tokenize_pooling_classify(fake_vllm):
         assert r.status == 404 and r.json()["error"]["message"] == "The model `nope` does not exist.", path
         fake_vllm.fail_next(count=1, status=502, routes=[path])
         assert raw_post(fake_vllm, path, body).status == 502
+
+
+# --------------------------------------------------------------------------------------
+# /v1/audio/transcriptions and /v1/audio/translations (multipart/form-data)
+# --------------------------------------------------------------------------------------
+
+# A tiny WAV whose bytes hold what a multipart reader must not take for a boundary.
+AUDIO = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00" + b"\r\n--\r\n--x\r\n" + bytes(range(256)) * 8
+
+
+def post_form(fv, path, parts, boundary=None, content_type=None, timeout=10.0):
+    body, ctype = multipart_body(parts, boundary)
+    return raw_post(fv, path, body, {"Content-Type": content_type or ctype}, timeout), body
+
+
+def test_multipart_reading_as_starlette_does():
+    body, ctype = multipart_body([("model", "a"), ("file", ("a.wav", AUDIO, "audio/wav")), ("model", "b")], "bnd")
+    assert multipart_boundary(ctype) == "bnd"
+    assert multipart_boundary('multipart/form-data; BOUNDARY="q b"; charset=utf-8') == "q b"
+    assert multipart_boundary("application/json") is None
+    with pytest.raises(MultipartError, match="^Missing boundary in multipart.$"):
+        multipart_boundary("multipart/form-data")
+    parts = parse_multipart(body, "bnd")
+    assert [(p["name"], p["filename"]) for p in parts] == [("model", None), ("file", "a.wav"), ("model", None)]
+    assert parts[1]["data"] == AUDIO and parts[1]["content_type"] == "audio/wav"
+    summary = form_summary(parts)
+    assert summary["order"] == ["model", "file", "model"] and summary["fields"]["model"] == "b"  # the last wins
+    assert summary["fields"]["file"]["sha256"] == hashlib.sha256(AUDIO).hexdigest()
+    # leading line ends, padding after a boundary, "--bndX" inside data, a part without its
+    # closing delimiter (dropped), name* ignored
+    odd = (b"\r\n\r\n--bnd  \r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--bndX\r\n--bnd\r\n"
+           b"Content-Disposition: form-data; name=y; name*=utf-8''z\r\n\r\n2\r\n--bnd\r\n"
+           b"Content-Disposition: form-data; name=cut\r\n\r\nno end")
+    assert [(p["name"], p["data"]) for p in parse_multipart(odd, "bnd")] == [("x", b"1\r\n--bndX"), ("y", b"2")]
+    for bad in (b"preamble\r\n--bnd--", b"--bnd\r\nno colon\r\n\r\nx\r\n--bnd--", b"--bndx\r\n"):
+        with pytest.raises(MultipartError, match="^Invalid multipart data.$"):
+            parse_multipart(bad, "bnd")
+    with pytest.raises(MultipartError, match="must be provided"):
+        parse_multipart(b"--bnd\r\nContent-Type: text/plain\r\n\r\nx\r\n--bnd--", "bnd")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK marks translations deprecated
+def test_audio_transcription_with_the_sdk(fake_vllm):
+    c = client(fake_vllm)
+    result = c.audio.transcriptions.create(model="fake-model", file=("speech.wav", AUDIO, "audio/wav"), language="en")
+    assert result.text == default_text(DEFAULT_STREAM_EVENTS)
+    last = fake_vllm.last_request("/v1/audio/transcriptions")
+    assert last["body"]["model"] == "fake-model" and last["body"]["language"] == "en"
+    assert last["file"] == {"filename": "speech.wav", "content_type": "audio/wav", "size": len(AUDIO),
+                            "sha256": hashlib.sha256(AUDIO).hexdigest()}
+    assert last["headers"]["content-type"].startswith("multipart/form-data; boundary=")
+    assert last["body_size"] == int(last["headers"]["content-length"])
+    assert fake_vllm.request_log()[-1]["model"] == "fake-model"
+    translated = c.audio.translations.create(model="fake-model", file=("speech.wav", AUDIO, "audio/wav"))
+    assert translated.text == default_text(DEFAULT_STREAM_EVENTS)
+    assert fake_vllm.last_request("/v1/audio/translations")["file"]["size"] == len(AUDIO)
+
+
+def test_audio_answers_as_vllm(fake_vllm):
+    file = ("file", ("a.wav", AUDIO, "audio/wav"))
+    r, _ = post_form(fake_vllm, "/v1/audio/transcriptions", [file, ("model", "fake-model")])
+    assert r.status == 200 and r.headers["content-type"].startswith("application/json")
+    assert r.json() == {"text": default_text(DEFAULT_STREAM_EVENTS), "usage": {"type": "duration", "seconds": 1}}
+    r, _ = post_form(fake_vllm, "/v1/audio/transcriptions", [("response_format", "text"), file])  # no model: served one
+    assert r.json()["text"] == default_text(DEFAULT_STREAM_EVENTS)  # vLLM answers text in JSON too
+    r, _ = post_form(fake_vllm, "/v1/audio/translations", [file, ("response_format", "json")])
+    assert r.json() == {"text": default_text(DEFAULT_STREAM_EVENTS)}  # no usage in a translation
+    r, _ = post_form(fake_vllm, "/v1/audio/transcriptions", [file, ("response_format", "verbose_json"),
+                                                                ("language", "fr"), ("max_completion_tokens", "3")])
+    body = r.json()
+    assert set(body) == {"duration", "language", "text", "segments", "words"} and body["language"] == "fr"
+    assert body["text"] == default_text(3) and body["segments"][0]["text"] == default_text(3)
+    # model after the file, repeated: the last one wins, as in vLLM
+    r, _ = post_form(fake_vllm, "/v1/audio/transcriptions", [("model", "nope"), file, ("model", "fake-model")])
+    assert r.status == 200
+    assert fake_vllm.last_request()["form"]["order"] == ["model", "file", "model"]
+    assert fake_vllm.last_request()["body"]["model"] == "fake-model"
+
+
+@pytest.mark.parametrize("path,obj,prefix", [("/v1/audio/transcriptions", "transcription.chunk", "transcribe-"),
+                                             ("/v1/audio/translations", "translation.chunk", "translate-")])
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_audio_stream_chunks(fake_vllm, path, obj, prefix, include_usage):
+    parts = [("model", "fake-model"), ("file", ("a.wav", AUDIO, "audio/wav")), ("stream", "true"),
+             ("max_completion_tokens", "3")]
+    if include_usage:
+        parts.append(("stream_include_usage", "true"))
+    r, _ = post_form(fake_vllm, path, parts)
+    assert r.status == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [data for _, data in parse_sse(r.body)]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == obj and c["id"].startswith(prefix) and c["model"] == "fake-model" for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    assert [c["choices"][0]["delta"]["content"] for c in chunks[:3]] == default_tokens(3)
+    assert chunks[0]["choices"][0] == {"delta": {"content": "The"}}
+    assert chunks[2]["choices"][0] == {"delta": {"content": " brown"}, "finish_reason": "length", "stop_reason": None}
+    if include_usage:
+        assert len(chunks) == 4 and chunks[3]["choices"] == []
+        assert chunks[3]["usage"] == {"prompt_tokens": math.ceil(len(AUDIO) / 1024), "total_tokens":
+                                      math.ceil(len(AUDIO) / 1024) + 3, "completion_tokens": 3}
+    else:
+        assert len(chunks) == 3 and all("usage" not in c for c in chunks)
+    # without max_completion_tokens: every token, then an empty chunk with "stop"
+    r, _ = post_form(fake_vllm, path, parts[:3])
+    chunks = [json.loads(data) for _, data in parse_sse(r.body)[:-1]]
+    assert len(chunks) == DEFAULT_STREAM_EVENTS + 1
+    assert chunks[-1]["choices"][0] == {"delta": {"content": ""}, "finish_reason": "stop", "stop_reason": None}
+
+
+def test_audio_errors(fake_vllm):
+    file = ("file", ("a.wav", AUDIO, "audio/wav"))
+    path = "/v1/audio/transcriptions"
+    r, _ = post_form(fake_vllm, path, [file], content_type="multipart/form-data")
+    assert r.status == 400 and r.json() == {"detail": "Missing boundary in multipart."}
+    r = raw_post(fake_vllm, path, b"--b\r\nno colon\r\n\r\nx\r\n--b--",
+                 {"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status == 400 and r.json() == {"detail": "Invalid multipart data."}
+    r = raw_post(fake_vllm, path, {"model": "fake-model"})  # JSON: no form, no file
+    assert r.status == 400 and r.json()["error"]["param"] == "body.file"
+    r, _ = post_form(fake_vllm, path, [("file", "not a file")])
+    assert r.status == 400 and r.json()["error"]["param"] == "body.file"
+    r, _ = post_form(fake_vllm, path, [file, ("model", "nope")])
+    assert r.status == 404 and r.json()["error"]["message"] == "The model `nope` does not exist."
+    r, _ = post_form(fake_vllm, path, [file, ("stream", "maybe")])
+    assert r.status == 400 and r.json()["error"]["param"] == "body.stream"
+    r, _ = post_form(fake_vllm, path, [file, ("stream", "true"), ("response_format", "verbose_json")])
+    assert r.status == 400 and "doesn't support streaming" in r.json()["error"]["message"]
+    r, _ = post_form(fake_vllm, path, [file, ("response_format", "srt")])
+    assert r.status == 400 and "only support response_format" in r.json()["error"]["message"]
+    fake_vllm.config(audio_max_filesize_mb=0.001)
+    r, _ = post_form(fake_vllm, path, [file, ("model", "fake-model")])
+    err = r.json()["error"]
+    assert r.status == 400 and err["param"] == "audio_filesize_mb" and err["type"] == "BadRequestError"
+    assert err["message"].startswith("Maximum file size exceeded")
+    fake_vllm.fail_next(count=1, status=503, routes=[path])
+    r, _ = post_form(fake_vllm, path, [file])
+    assert r.status == 503
+    fake_vllm.fail_stream(count=1, after_events=2, mode="error_event", routes=[path], message="gone")
+    fake_vllm.config(audio_max_filesize_mb=25)
+    r, _ = post_form(fake_vllm, path, [file, ("stream", "1")])
+    events = [data for _, data in parse_sse(r.body)]
+    assert len(events) == 4 and events[-1] == "[DONE]" and json.loads(events[2])["error"]["message"] == "gone"
