@@ -228,7 +228,7 @@ def test_dashboard_model() -> None:
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     rows = [p["title"] for p in panels if p["type"] == "row"]
-    assert rows == ["Traffic", "Latency", "Tokens", "Rate limits", "Upstreams", "Processes"]
+    assert rows == ["Traffic", "Latency", "Tokens", "Rate limits", "Upstreams", "Processes", "Limits store (Redis)"]
     for p in panels:
         if p["type"] == "row":
             continue
@@ -334,7 +334,7 @@ class Stack:
         self.tmp = tmp
         self.started = time.monotonic()
         self.deadline = self.started + 70
-        self.fake = self.gateway = self.prometheus = None
+        self.fake = self.gateway = self.prometheus = self.redis = None
         self.black_hole = None
         self.gateway_metrics_text = ""
         self.breaker_seen_open = False
@@ -350,11 +350,18 @@ class Stack:
         if missing:
             unavailable(f"gateway binaries missing in {bin_dir}: {', '.join(missing)} (swift build -c release)")
 
+        # A private Redis keeps the per-key limits (REDIS_URL): the limits-store panels and
+        # alert read real series. Traffic below is the same either way.
+        from redis_server import RedisServer, redis_server_path
+        if not redis_server_path():
+            unavailable("redis-server not installed (scripts/test installs it)")
+        self.redis = RedisServer(self.tmp / "redis").start()
         self.fake = FakeVLLM.start(models=[MODEL], workdir=str(self.tmp / "fake_vllm"))
         config = (f"upstreams:\n  {UPSTREAM}: {{ url: {self.fake.url}, health: /health }}\n"
                   f"models:\n  {MODEL}:\n    upstreams: [{UPSTREAM}]\n    upstream_model: {MODEL}\n")
         self.gateway = Gateway(bin_dir, workers=2, config=config, workdir=self.tmp / "gateway", start=False, env={
             "RATE_LIMIT_RPM": str(RPM),
+            "REDIS_URL": self.redis.url,
             "CIRCUIT_BREAKER_THRESHOLD": str(BREAKER_THRESHOLD),
             "CIRCUIT_BREAKER_COOLDOWN": "3",
             "UPSTREAM_HEALTH_INTERVAL": "0.5",
@@ -460,6 +467,7 @@ scrape_configs:
         for step in (lambda: self.prometheus and self.prometheus.stop(),
                      lambda: self.gateway and self.gateway.stop(),
                      lambda: self.fake and self.fake.stop(),
+                     lambda: self.redis and self.redis.stop(),
                      lambda: self.black_hole and self.black_hole.close()):
             try:
                 step()
