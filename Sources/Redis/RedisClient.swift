@@ -46,6 +46,14 @@ public final class RedisClient: Sendable {
     /// True while a connection is up (on the event loop).
     public var isConnected: Bool { driver.value.machine.isConnected }
 
+    /// Why the last connection attempt failed, for a log line (nil while connected, or
+    /// before any attempt failed): a ``RedisError`` (an `AUTH` or `SELECT` refused, a
+    /// deadline) or the socket's error. Never carries the password.
+    public var lastConnectError: (any Error)? {
+        guard eventLoop.inEventLoop else { return nil }
+        return driver.value.lastConnectError
+    }
+
     /// Succeeds when the first connection attempt has ended, whether it connected or not
     /// (it takes at most the connect timeout): a gateway starting next to its Redis waits
     /// for it once rather than meeting its first requests with no connection.
@@ -92,6 +100,8 @@ extension RedisClient {
         private(set) var connection: RedisConnection?
         private var timer: Scheduled<Void>?
         private let connect: @Sendable (any EventLoop) -> EventLoopFuture<RedisConnection>
+        /// Why the last connection attempt failed (nil once one succeeds).
+        private(set) var lastConnectError: (any Error)?
         /// True once the first attempt ended (or the client shut down).
         private(set) var firstAttemptEnded = false
         /// Who waits for that (made only when someone asks).
@@ -114,7 +124,9 @@ extension RedisClient {
                 connect(eventLoop).assumeIsolated().whenComplete { [self] result in
                     switch result {
                     case .success(let connection): connected(connection)
-                    case .failure: perform(machine.connectFailed(now: eventLoop.now))
+                    case .failure(let error):
+                        lastConnectError = error
+                        perform(machine.connectFailed(now: eventLoop.now))
                     }
                     endFirstAttempt()  // after: a waiter sees the connection up
                 }
@@ -146,6 +158,7 @@ extension RedisClient {
                 return
             }
             connection = new
+            lastConnectError = nil
             new.closeFuture.assumeIsolated().whenComplete { [self] _ in
                 guard connection === new else { return }
                 connection = nil

@@ -176,6 +176,23 @@ def test_a_host_shares_limits_as_soon_as_it_answers(gateway_factory, fake_vllm, 
     assert RPM <= ok <= RPM + refill(elapsed), (ok, elapsed)
 
 
+def test_a_refused_password_is_logged_once_and_never_the_password(gateway_factory, fake_vllm, redis_server, tmp_path):
+    """Redis refuses the URL's password: the worker starts in the failure mode and says why
+    (Redis's own WRONGPASS reply) in one line; the password is in no line."""
+    redis_server.command("CONFIG", "SET", "requirepass", "right-password")
+    secret = "wrong-password-4b1d"
+    url = redis_server.url.replace("redis://", f"redis://:{secret}@")
+    gw = gateway_factory(upstream=fake_vllm, workers=1, env={"REDIS_URL": url, "RATE_LIMIT_RPM": str(RPM)},
+                         log_path=tmp_path / "wrongpass.log")
+    assert post(gw, new_key()).status == 200  # local mode: this host's limits apply
+    log = gw.log_text()
+    why = [line for line in log.splitlines() if "limits: cannot connect to Redis" in line]
+    assert len(why) == 1 and "WRONGPASS" in why[0], why or log[-2000:]
+    assert "limits: Redis cannot be used (not_connected)" in log
+    assert secret not in log
+    assert store_up(gw) == 0
+
+
 # ------------------------------------------------------------------------------------
 # b. token limits
 # ------------------------------------------------------------------------------------

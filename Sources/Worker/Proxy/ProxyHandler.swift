@@ -104,12 +104,12 @@ final class ProxyHandler: Sendable {
             return
         }
         guard let sharedLimits else {
-            guard admitted(limiter.admit(identity), identity, writer: writer) else { return }
+            guard admitted(limiter.admit(identity), writer: writer) else { return }
             forward(request, body: body, target: target, clientModel: modelName, identity: identity, previousResponse: previousResponse, writer: writer)
             return
         }
         sharedLimits.admit(identity) { [self] verdict in
-            guard admitted(verdict, identity, writer: writer) else { return }
+            guard admitted(verdict, writer: writer) else { return }
             forward(request, body: body, target: target, clientModel: modelName, identity: identity, previousResponse: previousResponse, writer: writer)
         }
     }
@@ -152,12 +152,12 @@ final class ProxyHandler: Sendable {
         }
         writer.request.logFields.model = first.configured ? first.name : "other"
         guard let sharedLimits else {
-            guard admitted(limiter.admit(identity), identity, writer: writer) else { return }
+            guard admitted(limiter.admit(identity), writer: writer) else { return }
             forwardStored(request, targets: targets, owner: owner, identity: identity, writer: writer)
             return
         }
         sharedLimits.admit(identity) { [self] verdict in
-            guard admitted(verdict, identity, writer: writer) else { return }
+            guard admitted(verdict, writer: writer) else { return }
             forwardStored(request, targets: targets, owner: owner, identity: identity, writer: writer)
         }
     }
@@ -180,11 +180,11 @@ final class ProxyHandler: Sendable {
 
     /// What the shared limits decided: false, and the 429 or 503 sent, when they refuse it
     /// (nothing is sent to a client that hung up meanwhile).
-    private func admitted(_ verdict: SharedLimits.Verdict, _ identity: ClientIdentity, writer: ResponseWriter) -> Bool {
+    private func admitted(_ verdict: SharedLimits.Verdict, writer: ResponseWriter) -> Bool {
         guard !writer.clientGone else { return false }
         switch verdict {
         case .decided(let admission):
-            return admitted(admission, identity, writer: writer)
+            return admitted(admission, writer: writer)
         case .unavailable(let retryAfter):
             writer.send(error: .limitsUnavailable(retryAfterSeconds: retryAfter))
             return false
@@ -192,7 +192,7 @@ final class ProxyHandler: Sendable {
     }
 
     /// The key's request (and token) limits: false, and the 429 sent, when they refuse it.
-    private func admitted(_ admission: RequestLimiter.Admission, _ identity: ClientIdentity, writer: ResponseWriter) -> Bool {
+    private func admitted(_ admission: RequestLimiter.Admission, writer: ResponseWriter) -> Bool {
         writer.request.extraHeaders = admission.headers
         guard let refusal = admission.refusal else { return true }
         metrics.rateLimited(refusal)

@@ -80,6 +80,8 @@ final class SharedLimits: Sendable {
             client.start()
             return client.firstAttemptEnded().assumeIsolated().map { [self] in
                 guard !client.isConnected else { return }
+                // Why, once: a refused password or an unreachable host is found here.
+                logger.warning("limits: cannot connect to Redis: \(client.lastConnectError.map { "\($0)" } ?? "no answer")")
                 announce(state.value.machine.probeFailed(.notConnected, now: RequestLimiter.now()))
             }.nonisolated()
         }
