@@ -71,6 +71,12 @@ public struct APIFamily: Sendable, Equatable {
     public static let anthropic = APIFamily(
         name: "anthropic", usage: .inputOutput(in: "message"), errorShape: .anthropic, streamEnd: .lastEvent, eventContainer: "message")
 
+    /// Speech to text (`/v1/audio/transcriptions`, `/v1/audio/translations`): a multipart
+    /// upload; a stream is OpenAI-style chunks ending in `[DONE]`, whose usage chunk comes
+    /// only when the form asks (`stream_include_usage`). A whole answer's `usage` is audio
+    /// seconds (`{"type":"duration"}`), not tokens.
+    public static let audio = APIFamily(name: "audio", usage: .openAI, errorShape: .openAI, streamEnd: .doneSentinel, asksForStreamUsage: true)
+
     /// The body of `error` in this family's shape.
     public func body(of error: GatewayError) -> String { errorShape.body(of: error) }
 
@@ -94,6 +100,7 @@ extension Route {
             .openAI
         case .responses, .response, .responseCancel: .responses
         case .messages, .messagesCountTokens: .anthropic
+        case .transcriptions, .translations: .audio
         case .health, .ready, .metrics, .idle, .models, .other: nil
         }
     }

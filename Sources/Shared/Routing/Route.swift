@@ -26,6 +26,9 @@ public enum Route: String, Sendable, CaseIterable {
     case detokenize = "/detokenize"
     case pooling = "/pooling"
     case classify = "/classify"
+    /// Speech to text (multipart/form-data, its body streamed to the upstream).
+    case transcriptions = "/v1/audio/transcriptions"
+    case translations = "/v1/audio/translations"
     /// Anything else (a 404): never the raw path.
     case other = "other"
 
@@ -48,6 +51,14 @@ public enum Route: String, Sendable, CaseIterable {
         default: true
         }
     }
+
+    /// Routes whose body is a `multipart/form-data` upload passed on to the upstream as it
+    /// arrives (``FormUploadBody``), not read whole first.
+    public var streamsRequestBody: Bool { self == .transcriptions || self == .translations }
+
+    /// The head keeps `content-type` (the upload's boundary) only on these routes: any other
+    /// request's is never read, so it costs nothing.
+    public var keepsContentType: Bool { streamsRequestBody }
 
     /// Routes that name a stored response in their path rather than a model in a body.
     public var namesResponse: Bool { self == .response || self == .responseCancel }

@@ -101,6 +101,11 @@ struct ClientConnectionStateMachine {
     private var awaitingBody = false
     /// The response under way is the connection's last (a refusal, the drain deadline).
     private var closeAfterResponse = false
+    /// The request being read hands its body to a producer as it arrives (an upload): that
+    /// producer is under way before the body ends, so a hang-up or the drain reaches it.
+    private(set) var bodyStreamed = false
+    /// That producer cannot take more now: the socket is not read until it can.
+    private(set) var bodyReadsPaused = false
     /// When the connection is closed unless it makes progress (nil: no limit now).
     private(set) var deadline: NIODeadline?
     /// When the scheduled check runs (nil: none is scheduled).
@@ -125,7 +130,7 @@ struct ClientConnectionStateMachine {
     /// The connection closed (the client hung up, or it was closed); the handler cancels
     /// the scheduled check.
     mutating func channelInactive() -> Action {
-        let wasResponding = phase == .responding
+        let wasResponding = phase == .responding || (phase == .readingBody && bodyStreamed)
         phase = .closing
         deadline = nil
         checkScheduled = nil
@@ -136,7 +141,7 @@ struct ClientConnectionStateMachine {
     /// resumes once it is served). Clients that do not pipeline (nearly all) never stop
     /// reading, so a keep-alive request costs no `epoll_ctl` to pause and resume the socket.
     mutating func readRequested() -> Action {
-        guard !pipelined.isEmpty else { return .read }
+        guard !pipelined.isEmpty || bodyReadsPaused else { return .read }
         readHeld = true
         return .nothing
     }
@@ -180,7 +185,7 @@ struct ClientConnectionStateMachine {
     /// way again; once none waits, a `read()` that was held. Nil: nothing to do now.
     mutating func servePipelined() -> Action? {
         if pipelined.isEmpty {
-            guard readHeld else { return nil }
+            guard readHeld, !bodyReadsPaused else { return nil }
             readHeld = false
             return .read
         }
@@ -208,6 +213,28 @@ struct ClientConnectionStateMachine {
         }
     }
 
+    /// The request just started takes its body as it arrives (``appendBody(_:)`` actions go
+    /// to a producer already under way, ``respond`` tells it the body ended).
+    mutating func streamingBody() {
+        guard phase == .readingBody else { return }
+        bodyStreamed = true
+    }
+
+    /// The streamed body's producer cannot take more: stop reading the socket.
+    mutating func pauseBodyReads() {
+        guard phase == .readingBody, bodyStreamed else { return }
+        bodyReadsPaused = true
+    }
+
+    /// It can take more again: a held `read()` is passed on now.
+    mutating func resumeBodyReads() -> Action {
+        guard bodyReadsPaused else { return .nothing }
+        bodyReadsPaused = false
+        guard readHeld, pipelined.isEmpty else { return .nothing }
+        readHeld = false
+        return .read
+    }
+
     /// The request being read is answered before its body is (413, or refused on its head
     /// alone): the connection closes after the answer, since the unread body cannot be
     /// told from a next request.
@@ -233,8 +260,15 @@ struct ClientConnectionStateMachine {
     /// was a refusal, or when the worker drains. Else it stays open: the idle deadline
     /// starts unless another request was read meanwhile, and pipelined requests are served.
     mutating func responseEnded(keepAlive: Bool, draining: Bool, now: NIODeadline) -> ResponseEndAction {
-        // Only the response under way ends (the handler checks it is that one's writer).
-        guard phase == .responding else { return .close }
+        let streamed = bodyStreamed
+        bodyStreamed = false
+        bodyReadsPaused = false
+        // Only the response under way ends (the handler checks it is that one's writer). One
+        // that ends before its streamed body did leaves the rest unread: the connection closes.
+        guard phase == .responding else {
+            if streamed && phase == .readingBody { phase = .closing }
+            return .close
+        }
         requestsInFlight = max(0, requestsInFlight - 1)
         if !keepAlive || draining || closeAfterResponse {
             phase = .closing
@@ -266,6 +300,9 @@ struct ClientConnectionStateMachine {
         case .responding:
             closeAfterResponse = true
             return .tellProducerOfDrain
+        case .readingBody where bodyStreamed:
+            closeAfterResponse = true
+            return .tellProducerOfDrain
         case .idle:
             return .close
         case .readingBody, .closing:
@@ -277,7 +314,8 @@ struct ClientConnectionStateMachine {
     func producerToldOfDrain() -> Action {
         switch phase {
         case .responding, .idle: .close
-        case .readingBody, .closing: .nothing
+        case .readingBody: bodyStreamed ? .close : .nothing
+        case .closing: .nothing
         }
     }
 

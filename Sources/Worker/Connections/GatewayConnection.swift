@@ -17,7 +17,7 @@ import Shared
 ///
 /// Pipelining: a request that arrives while a response is under way waits in the machine's
 /// queue and is served after it, in order; while one waits, reading from the socket stops.
-final class GatewayConnection: ChannelDuplexHandler {
+final class GatewayConnection: ChannelDuplexHandler, UploadReads {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -43,6 +43,10 @@ final class GatewayConnection: ChannelDuplexHandler {
     private var body: ByteBuffer?
     /// Its response's writer, from the response's start to its end.
     private var writer: ResponseWriter?
+    /// An upload taking its body as it arrives (``Route/streamsRequestBody``), until the
+    /// body ends, and the bytes it was given.
+    private var upload: FormUpload?
+    private var uploadedBytes = 0
 
     /// The one scheduled deadline check (the machine says when it is due).
     private var check: Scheduled<Void>?
@@ -135,6 +139,7 @@ final class GatewayConnection: ChannelDuplexHandler {
     func responseEnded(_ writer: ResponseWriter) {
         guard let context, writer === self.writer else { return }
         self.writer = nil
+        upload = nil
         finished(writer)
         head = nil
         let draining = registryEntry.map { registry.requestFinished($0) } ?? registry.isDraining
@@ -205,13 +210,39 @@ final class GatewayConnection: ChannelDuplexHandler {
             refuseBeforeBody(.payloadTooLarge(limit: maxBodyBytes), context: context)
             return
         }
-        if head.hasBody, let refusal = handler.refusalBeforeBody(head, remembering: &rememberedCredential) {
+        let streamsBody = head.route.streamsRequestBody
+        if head.hasBody || streamsBody, let refusal = handler.refusalBeforeBody(head, remembering: &rememberedCredential) {
             refuseBeforeBody(refusal, context: context)
             return
+        }
+        var boundary: MultipartBoundary?
+        if streamsBody {
+            switch RequestHandler.uploadBoundary(head) {
+            case .success(let found): boundary = found
+            case .failure(let refusal): return refuseBeforeBody(refusal, context: context)
+            }
         }
         if head.version != .http1_0, head.expectsContinue {
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
         }
+        if let boundary { beginUpload(head, boundary: boundary, context: context) }
+    }
+
+    /// An upload's head: its response's writer and its upload start now, and its body goes
+    /// to the upload piece by piece.
+    private func beginUpload(_ head: RequestHead, boundary: MultipartBoundary, context: ChannelHandlerContext) {
+        let writer = makeWriter(head: head, route: head.route, context: context)
+        self.writer = writer
+        machine.streamingBody()
+        uploadedBytes = 0
+        upload = handler.beginUpload(head, boundary: boundary, writer: writer, reads: self, remembering: &rememberedCredential)
+    }
+
+    func pauseUploadReads() { machine.pauseBodyReads() }
+
+    func resumeUploadReads() {
+        guard let context else { return }
+        run(machine.resumeBodyReads(), context: context)
     }
 
     /// The body of a request without one.
@@ -225,6 +256,16 @@ final class GatewayConnection: ChannelDuplexHandler {
     /// it (it used to sit in an enum with the head, matched in a `switch`) made every append
     /// copy the whole body so far.
     private func appendBody(_ chunk: inout ByteBuffer, context: ChannelHandlerContext) {
+        if let upload {
+            uploadedBytes += chunk.readableBytes
+            guard uploadedBytes <= maxBodyBytes else {
+                self.upload = nil
+                upload.tooLarge(limit: maxBodyBytes)
+                return
+            }
+            upload.received(chunk)
+            return
+        }
         guard let head else { return }
         if (body?.readableBytes ?? 0) + chunk.readableBytes > maxBodyBytes {
             refuseBeforeBody(.payloadTooLarge(limit: maxBodyBytes), context: context)
@@ -242,6 +283,11 @@ final class GatewayConnection: ChannelDuplexHandler {
 
     /// The request was read whole: the handler answers it.
     private func respond(context: ChannelHandlerContext) {
+        if let upload {
+            self.upload = nil
+            upload.ended()
+            return
+        }
         guard let head else {
             context.close(promise: nil)
             return
@@ -299,6 +345,8 @@ final class GatewayConnection: ChannelDuplexHandler {
     /// The client hung up mid-response: its producer stops (and the upstream with it), and
     /// the request is counted and logged (499 unless a head had gone out).
     private func abandonResponse() {
+        upload?.stop()
+        upload = nil
         guard let writer else { return }
         self.writer = nil
         writer.clientClosed()

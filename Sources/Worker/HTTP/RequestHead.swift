@@ -5,6 +5,12 @@ import NIOHTTP1
 public protocol RequestRoute {
     /// The route of a target in origin form (`/v1/models?x=1`), or of `*` or an authority.
     init(path: String)
+    /// The head keeps its `content-type` (``RequestHead/contentType``).
+    var keepsContentType: Bool { get }
+}
+
+extension RequestRoute {
+    public var keepsContentType: Bool { false }
 }
 
 /// A client's request head as the gateway reads it: the request line, its route, and the
@@ -43,6 +49,11 @@ public final class RequestHead<Route: RequestRoute>: HTTP1Head {
     public private(set) var contentLength = 0
     /// `transfer-encoding: chunked`.
     public private(set) var isChunked = false
+    /// The first `content-type` field, kept only when the route asks for it
+    /// (``RequestRoute/keepsContentType``: an upload's boundary), at most 512 bytes of it.
+    public private(set) var contentType: String?
+    /// How many `content-type` fields came (counted only when ``contentType`` is kept).
+    public private(set) var contentTypeCount = 0
 
     /// A body follows the head.
     public var hasBody: Bool { contentLength > 0 || isChunked }
@@ -101,6 +112,9 @@ public final class RequestHead<Route: RequestRoute>: HTTP1Head {
             if requestID == nil { requestID = String(decoding: value, as: UTF8.self) }
         case 10 where name.isName("connection"):
             connection = combineConnection(connection, value)
+        case 12 where route.keepsContentType && name.isName("content-type"):
+            contentTypeCount += 1
+            if contentType == nil { contentType = String(decoding: value.prefix(512), as: UTF8.self) }
         case 6 where name.isName("expect"):
             if !expectSeen {
                 expectSeen = true

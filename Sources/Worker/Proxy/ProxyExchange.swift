@@ -25,6 +25,9 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private let identity: ClientIdentity
     private let writer: ResponseWriter
     private let attempts: ProxyHandler.AttemptPlan
+    /// An upload's body, sent to each attempt's connection as it arrives (nil: the request's
+    /// body was read whole).
+    private let upload: FormUpload?
 
     private var state: ProxyExchangeStateMachine
     private var attempt: ProxyHandler.Attempt?
@@ -53,7 +56,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
 
     init(
         proxy: ProxyHandler, request: GatewayRequest, body: OpenAIRequestBody, clientModel: String, identity: ClientIdentity,
-        writer: ResponseWriter, attempts: ProxyHandler.AttemptPlan
+        writer: ResponseWriter, attempts: ProxyHandler.AttemptPlan, upload: FormUpload? = nil
     ) {
         self.proxy = proxy
         self.request = request
@@ -62,6 +65,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
         self.identity = identity
         self.writer = writer
         self.attempts = attempts
+        self.upload = upload
         self.state = ProxyExchangeStateMachine(attemptCount: attempts.count)
     }
 
@@ -90,8 +94,23 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
                 writer.request.logFields.upstream = upstream.name
                 if upstream.isDemo {
                     state.servedByDemo()
-                    proxy.demo.respond(route: request.route, body: body, clientModel: clientModel, writer: writer)
                     proxy.metrics.upstream(model: attempt.target.name, upstream: attempt.upstream, outcome: .success)
+                    guard let upload else {
+                        proxy.demo.respond(route: request.route, body: body, clientModel: clientModel, writer: writer)
+                        return
+                    }
+                    upload.discardRest { [proxy, request, clientModel, writer] in
+                        proxy.demo.transcribe(route: request.route, stream: upload.stream, clientModel: clientModel, writer: writer)
+                    }
+                    return
+                }
+                if let upload, !upload.canStartAttempt {
+                    // A large upload already went to an upstream that failed: it is not kept.
+                    state.gaveUp()
+                    writer.send(
+                        error: state.lastFailure.map {
+                            ProxyExchangeStateMachine.error(for: $0.failure, upstream: proxy.registry.upstreams[attempts[$0.attempt].upstream].name)
+                        } ?? .badGateway("The upload could not be sent again to another upstream."))
                     return
                 }
                 guard let pool = proxy.upstreams[attempt.upstream] else { continue }
@@ -113,6 +132,9 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
 
     /// Sends the attempt's request (the state machine has said so: it counts in flight).
     private func send(to pool: UpstreamPool, attempt: ProxyHandler.Attempt, forceNew: Bool) {
+        // An upload goes on a new connection: a stale kept-alive one would fail it after its
+        // first bytes, which a large upload cannot send again.
+        let forceNew = forceNew || upload != nil
         proxy.slot.requestStarted(upstream: attempt.upstream)
         sent = .now()
         // A kept-alive connection (the usual case) is taken at once; `forceNew` skips the
@@ -138,7 +160,19 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
 
     private func leased(_ connection: UpstreamConnection, pool: UpstreamPool, attempt: ProxyHandler.Attempt, reused: Bool) {
         self.connection = connection
-        connection.send(upstreamRequest(pool: pool), body: forwardedBody(attempt), to: self, reused: reused)
+        guard let upload else {
+            connection.send(upstreamRequest(pool: pool), body: forwardedBody(attempt), to: self, reused: reused)
+            return
+        }
+        var head = upstreamRequest(pool: pool)
+        head.uploadContentType = request.head.contentType
+        connection.sendHead(head, to: self, reused: reused)
+        // The head may have failed at once (a closed connection): the failure moved on.
+        guard self.connection === connection else { return }
+        if !upload.attach(connection, upstreamModel: attempt.target.upstreamModel) {
+            connection.abandon()
+            abort(with: .badGateway("The upload could not be sent to upstream \(proxy.registry.upstreams[attempt.upstream].name)."), logged: "upload_not_sent")
+        }
     }
 
     private func upstreamRequest(pool: UpstreamPool) -> UpstreamRequest {
@@ -174,11 +208,13 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     /// The attempt is over: its connection is let go, and it no longer counts as in flight
     /// on its upstream.
     private func endAttempt() {
+        upload?.detach()
         connection = nil
         if state.attemptEnded(), let attempt { proxy.slot.requestEnded(upstream: attempt.upstream) }
     }
 
     func clientGone() {
+        upload?.stop()
         let action = state.clientGone()
         connection?.abandon()
         switch action {
@@ -202,15 +238,22 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     /// stream ends the way SDKs understand (an error event, then `[DONE]`); a request
     /// still waiting for its answer gets 503.
     func drainDeadlineReached() {
+        abort(
+            with: .unavailable("The gateway is shutting down and its drain timeout ended this request.", retryAfterSeconds: 1, code: "shutting_down"),
+            logged: "drain_timeout")
+    }
+
+    /// Ends the request now with `error` (the drain timeout, an upload the client got wrong
+    /// midway): a stream ends with an error event; an answer not yet started is `error`.
+    func abort(with error: GatewayError, logged: String) {
+        upload?.stop()
         let action = state.drainDeadlineReached()
         guard action != .none else { return }
         connection?.abandon()
-        let error = GatewayError.unavailable(
-            "The gateway is shutting down and its drain timeout ended this request.", retryAfterSeconds: 1, code: "shutting_down")
         endAttempt()
         switch action {
         case .endStream:
-            endStream(with: error, logged: "drain_timeout")
+            endStream(with: error, logged: logged)
         case .answer:
             releaseProbe()
             wholeBody = nil
@@ -287,7 +330,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
             clientModel: request.route.namesResponse ? attempt.target.name : clientModel, upstreamModel: attempt.target.upstreamModel,
             modelLabel: attempt.target.name,
             upstream: upstream.name, upstreamIndex: attempt.upstream, identity: identity, sent: sent,
-            clientWantsUsage: body.includeUsage, promptEstimate: body.bytes.count / 4,
+            clientWantsUsage: upload?.clientWantsUsage ?? body.includeUsage, promptEstimate: body.bytes.count / 4,
             toolParser: request.route == .chatCompletions
                 ? ToolCallResponseNormalizer.responseParser(body: body, parserName: attempt.target.toolParser) : nil,
             family: request.route.family ?? .openAI)
@@ -315,6 +358,8 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
             break
         }
     }
+
+    func upstreamWritable() { upload?.upstreamWritable() }
 
     func upstreamReadComplete() {
         if case .streaming = state.phase { writer.flush() }

@@ -84,6 +84,10 @@ struct ProxyExchangeStateMachine {
         lastFailure = RecordedFailure(attempt: current, failure: .breakerOpen(retryAfterSeconds: retryAfterSeconds))
     }
 
+    /// No further attempt can be made (an upload that is no longer kept): the client gets
+    /// the last failure's error.
+    mutating func gaveUp() { phase = .done }
+
     /// The attempt goes to the built-in demo model, which answers at once.
     mutating func servedByDemo() { phase = .done }
 

@@ -114,6 +114,48 @@ final class ProxyHandler: Sendable {
         }
     }
 
+    /// An upload whose `model` was just read: resolved, scoped and admitted like a JSON
+    /// request, then routed; its exchange opens the connection and takes the body from there.
+    /// Refused, it is answered (the rest of its body is not read: the connection closes).
+    func routeUpload(_ upload: FormUpload, model modelName: String) {
+        let writer = upload.writer
+        let refuse = { (error: GatewayError) in
+            upload.stop()
+            writer.send(error: error)
+        }
+        guard !modelName.isEmpty else {
+            refuse(.badRequest("You must provide a model parameter.", param: "model", code: "missing_model"))
+            return
+        }
+        guard let target = registry.resolve(modelName, segment: segment) else {
+            refuse(.modelNotFound(modelName))
+            return
+        }
+        if let allowed = upload.identity.models, !allowed.contains(target.name) {
+            refuse(.forbidden(model: modelName))
+            return
+        }
+        writer.request.logFields.model = target.configured ? target.name : "other"
+        let start = { [self] in
+            let attempts = plan(target, for: upload.identity, body: .empty, sessionID: upload.request.head.sessionID)
+            let exchange = ProxyExchange(
+                proxy: self, request: upload.request, body: .empty, clientModel: modelName, identity: upload.identity, writer: writer,
+                attempts: attempts, upload: upload)
+            upload.exchange = exchange
+            exchange.start()
+        }
+        guard let sharedLimits else {
+            guard admitted(limiter.admit(upload.identity), writer: writer) else { return upload.stop() }
+            start()
+            return
+        }
+        sharedLimits.admit(upload.identity) { [self] verdict in
+            guard upload.phase == .routing else { return }
+            guard admitted(verdict, writer: writer) else { return upload.stop() }
+            start()
+        }
+    }
+
     /// Routes an admitted request and starts its exchange.
     private func forward(
         _ request: GatewayRequest, body: OpenAIRequestBody, target: ModelRegistry.Target, clientModel: String, identity: ClientIdentity,

@@ -57,6 +57,42 @@ final class UpstreamConnection: ChannelDuplexHandler {
         }
     }
 
+    /// Sends the head of an upload (``UpstreamRequest/uploadContentType``); its body follows
+    /// in ``writeBodyChunk(_:)`` calls and ends with ``endBody()``. The upstream timeout
+    /// counts from the body's last byte.
+    func sendHead(_ request: UpstreamRequest, to receiver: any UpstreamResponseHandling, reused: Bool) {
+        send(request, body: ByteBuffer(), to: receiver, reused: reused)
+        state.uploadStarted()
+    }
+
+    /// One piece of an upload's body, as a chunk (flushed at once: the client's read pace is
+    /// the upload's).
+    func writeBodyChunk(_ bytes: [UInt8]) {
+        guard let context, !bytes.isEmpty else { return }
+        state.bodyWritten(now: pool.eventLoop.now)
+        var chunk = context.channel.allocator.buffer(capacity: bytes.count + 12)
+        chunk.writeString(String(bytes.count, radix: 16))
+        chunk.writeStaticString("\r\n")
+        chunk.writeBytes(bytes)
+        chunk.writeStaticString("\r\n")
+        context.writeAndFlush(wrapOutboundOut(chunk), promise: nil)
+    }
+
+    /// The upload's body is over: its last chunk.
+    func endBody() {
+        guard let context else { return }
+        state.bodyEnded(now: pool.eventLoop.now)
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "0\r\n\r\n")), promise: nil)
+    }
+
+    /// The upstream's socket takes more (an upload waits for it while it is full).
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { receiver?.upstreamWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
     /// A request as bytes: the head, with the body behind it up to ``copyLimit``; a larger
     /// body is returned as it is, to be written after the head.
     static func encode(_ request: UpstreamRequest, body: ByteBuffer, allocator: ByteBufferAllocator) -> (ByteBuffer, ByteBuffer?) {
@@ -69,8 +105,13 @@ final class UpstreamConnection: ChannelDuplexHandler {
             head.append(request.route)
             head.append(" HTTP/1.1\r\n")
             head.field("host", request.host)
-            head.append("content-type: application/json\r\ncontent-length: ")
-            head.append(decimal: body.readableBytes)
+            if let upload = request.uploadContentType {
+                head.field("content-type", upload)
+                head.append("transfer-encoding: chunked")
+            } else {
+                head.append("content-type: application/json\r\ncontent-length: ")
+                head.append(decimal: body.readableBytes)
+            }
             head.append(request.acceptsEventStream ? "\r\naccept: text/event-stream\r\n" : "\r\naccept: application/json\r\n")
             head.field("x-request-id", request.requestID)
             if let version = request.anthropicVersion { head.field("anthropic-version", version) }

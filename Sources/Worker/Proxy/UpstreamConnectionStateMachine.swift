@@ -30,6 +30,9 @@ struct UpstreamConnectionStateMachine {
     private(set) var paused = false
     /// A `read()` came while paused: issue it on resume.
     private var readPending = false
+    /// An upload's body is still being written: an answer that ends before it does leaves the
+    /// request unfinished on the wire, and the connection is not reused.
+    private(set) var bodyOpen = false
     /// Why the connection is being closed, for the failure the waiting request gets.
     private(set) var closeReason: String?
 
@@ -46,6 +49,24 @@ struct UpstreamConnectionStateMachine {
         skippingInformational = false
         informational = 0
         awaitingFinalHead = true
+        lastActivity = now
+        requestSent = now
+        bodyOpen = false
+    }
+
+    /// An upload's head was written: its body follows piece by piece until ``bodyEnded(now:)``.
+    mutating func uploadStarted() { bodyOpen = true }
+
+    /// The upload's last chunk was written.
+    mutating func bodyEnded(now: NIODeadline) {
+        bodyWritten(now: now)
+        bodyOpen = false
+    }
+
+    /// A piece of an upload's body was written: the wait for the answer counts from the
+    /// last one (a slow client's upload is not the upstream's delay).
+    mutating func bodyWritten(now: NIODeadline) {
+        guard inFlight else { return }
         lastActivity = now
         requestSent = now
     }
@@ -141,7 +162,7 @@ struct UpstreamConnectionStateMachine {
         let deliver = inFlight
         inFlight = false
         let read = resumed(now: now)
-        return .ended(deliver: deliver, reuse: keepAlive && deliver && channelActive && parserIdle, read: read)
+        return .ended(deliver: deliver, reuse: keepAlive && deliver && channelActive && parserIdle && !bodyOpen, read: read)
     }
 
     /// The connection is closing because of a protocol error or a socket error.

@@ -1,5 +1,6 @@
-/// What the gateway asks an upstream: always a `POST` of a JSON body over HTTP/1.1, so the
-/// head is written straight from these fields (no `HTTPHeaders` per request). Every value
+/// What the gateway asks an upstream: a `POST` of a JSON body (or of an upload, chunked), or
+/// a `GET`, over HTTP/1.1, so the head is written straight from these fields (no
+/// `HTTPHeaders` per request). Every value
 /// is the gateway's own (configuration, route templates, a checked request id), so none
 /// holds CR or LF.
 struct UpstreamRequest {
@@ -18,4 +19,8 @@ struct UpstreamRequest {
     var anthropicVersion: String? = nil
     /// A cloud fallback's `Authorization` (never logged).
     var authorization: String?
+    /// An upload's `content-type` (its multipart boundary, checked): the body follows the
+    /// head in chunks (`transfer-encoding: chunked`) as it is read. Nil: a JSON body whose
+    /// length is known.
+    var uploadContentType: String? = nil
 }

@@ -10,4 +10,10 @@ protocol UpstreamResponseHandling: AnyObject {
     func upstreamReadComplete()
     func upstreamEnd()
     func upstreamFailed(_ failure: UpstreamFailure)
+    /// The upstream's socket takes more again (an upload waits for it).
+    func upstreamWritable()
+}
+
+extension UpstreamResponseHandling {
+    func upstreamWritable() {}
 }

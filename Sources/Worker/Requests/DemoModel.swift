@@ -23,6 +23,26 @@ struct DemoModel: Sendable {
         }
     }
 
+    /// A transcription or translation (the upload was read and dropped): the demo model
+    /// hears nothing, and says so, whole or as a stream of `transcription.chunk` events.
+    func transcribe(route: Route, stream: Bool, clientModel: String, writer: ResponseWriter) {
+        let text = "The llm-gateway demo model does not transcribe audio. Point --upstream at vLLM serving a speech model."
+        let object = route == .translations ? "translation.chunk" : "transcription.chunk"
+        guard stream else {
+            let usage = route == .translations ? "" : #","usage":{"type":"duration","seconds":0}"#
+            writer.sendJSON(status: 200, #"{"text":\#(JSON.quoted(text))\#(usage)}"#)
+            return
+        }
+        let id = "trsc-demo" + String(UInt32.random(in: .min ... .max), radix: 16)
+        let created = Int(Date().timeIntervalSince1970)
+        writer.writeEventStreamHead()
+        writer.write(
+            ByteBuffer(
+                string: #"data: {"id":"\#(id)","object":"\#(object)","created":\#(created),"model":\#(JSON.quoted(clientModel)),"#
+                    + #""choices":[{"delta":{"content":\#(JSON.quoted(text))},"finish_reason":"stop","stop_reason":null}]}"# + "\n\ndata: [DONE]\n\n"))
+        writer.end()
+    }
+
     private func complete(route: Route, object: [String: Any], body: OpenAIRequestBody, model: String, writer: ResponseWriter) {
         let chat = route == .chatCompletions
         let prompt = chat ? lastUserText(object) : (object["prompt"] as? String ?? "")

@@ -117,6 +117,36 @@ final class RequestHandler: Sendable {
         return nil
     }
 
+    /// The boundary of an upload route's body, from its one `content-type`; else the 400
+    /// (in OpenAI's shape) it gets before its body is read.
+    static func uploadBoundary(_ head: RequestHead) -> Result<MultipartBoundary, GatewayError> {
+        guard head.contentTypeCount <= 1 else {
+            return .failure(.badRequest("The request must have one content-type.", code: "invalid_content_type"))
+        }
+        do throws(MultipartFormError) {
+            return .success(try MultipartBoundary(contentType: head.contentType ?? ""))
+        } catch {
+            return .failure(error.gatewayError)
+        }
+    }
+
+    /// An upload whose head passed ``refusalBeforeBody(_:remembering:)``: counted as an API
+    /// request from now on, and given its body as it arrives.
+    func beginUpload(
+        _ head: RequestHead, boundary: MultipartBoundary, writer: ResponseWriter, reads: any UploadReads, remembering credential: inout RememberedCredential?
+    ) -> FormUpload? {
+        guard let identity = authenticator.authenticate(authorization: head.credential, remembering: &credential) else {
+            writer.send(error: .unauthorized())
+            return nil
+        }
+        writer.request.logFields.key = identity.name
+        writer.request.countedAsOpen = true
+        slot.apiRequestStarted()
+        segment.noteRequest(atMillis: Self.wallClockMillis())
+        let request = GatewayRequest(head: head, route: head.route, body: ByteBuffer(), requestID: writer.requestID)
+        return FormUpload(proxy: proxy, request: request, boundary: boundary, identity: identity, writer: writer, reads: reads)
+    }
+
     private func proxied(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) {
         proxy.handle(request, identity: identity, writer: writer)
     }
