@@ -317,3 +317,78 @@ struct ClientWire {
         #expect(gone.parseError(.malformed("x"), channelActive: false) == .close)
     }
 }
+
+/// An upload's body goes to its producer as it arrives: reading pauses while the producer
+/// cannot take more, a hang-up or the drain reaches the producer before the body ended, and
+/// an answer that comes before the body's end closes the connection.
+@Suite struct StreamedBodyTests {
+    typealias Machine = ClientConnectionStateMachine
+
+    static let uploadHead =
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 10\r\n\r\n"
+
+    /// A machine reading an upload's body (its head and 4 of its 10 bytes read).
+    static func uploading() throws -> (Machine, ClientWire) {
+        var machine = ClientConnectionStateMachineTests.machine()
+        var wire = ClientWire()
+        let parts = try wire.read(Self.uploadHead + "0123")
+        let head = ClientConnectionStateMachineTests.heads(parts)[0]
+        #expect(head.contentType == "multipart/form-data; boundary=b")
+        #expect(machine.received(parts[0]) == .startRequest(head))
+        machine.streamingBody()
+        #expect(machine.received(parts[1]) == .appendBody(ByteBuffer(string: "0123")))
+        return (machine, wire)
+    }
+
+    @Test func readsPauseAndAHeldReadIsPassedOnWhenTheUploadTakesMore() throws {
+        var (machine, _) = try Self.uploading()
+        #expect(machine.readRequested() == .read)
+        machine.pauseBodyReads()
+        #expect(machine.readRequested() == .nothing)
+        #expect(machine.servePipelined() == nil, "a paused upload is not read by the pipelining path either")
+        #expect(machine.resumeBodyReads() == .read)
+        #expect(machine.resumeBodyReads() == .nothing, "once")
+        machine.pauseBodyReads()
+        #expect(machine.resumeBodyReads() == .nothing, "no read was asked for meanwhile")
+    }
+
+    @Test func theRestOfTheBodyAndItsEndGoToTheUpload() throws {
+        var (machine, wire) = try Self.uploading()
+        let parts = try wire.read("456789")
+        #expect(parts.map { machine.received($0) } == [.appendBody(ByteBuffer(string: "456789")), .respond])
+        #expect(machine.phase == .responding)
+        #expect(machine.responseEnded(keepAlive: true, draining: false, now: ClientConnectionStateMachineTests.at(1)) != .close)
+        #expect(machine.bodyStreamed == false)
+        #expect(machine.phase == .idle)
+    }
+
+    @Test func aHangUpMidUploadReachesItsProducer() throws {
+        var (machine, _) = try Self.uploading()
+        #expect(machine.channelInactive() == .abandonResponse)
+    }
+
+    @Test func theDrainDeadlineMidUploadTellsItsProducerThenCloses() throws {
+        var (machine, _) = try Self.uploading()
+        #expect(machine.drainDeadlineReached() == .tellProducerOfDrain)
+        #expect(machine.producerToldOfDrain() == .close)
+    }
+
+    @Test func anAnswerBeforeTheBodysEndClosesTheConnection() throws {
+        var (machine, wire) = try Self.uploading()
+        #expect(machine.responseEnded(keepAlive: true, draining: false, now: ClientConnectionStateMachineTests.at(1)) == .close)
+        #expect(machine.phase == .closing)
+        let parts = try wire.read("456789")
+        #expect(parts.map { machine.received($0) } == [.discard, .discard])
+    }
+
+    @Test func aBodyReadWholeIsNeitherStreamedNorPaused() throws {
+        var machine = ClientConnectionStateMachineTests.machine()
+        var wire = ClientWire()
+        let parts = try wire.read(ClientConnectionStateMachineTests.post("{}"))
+        _ = machine.received(parts[0])
+        machine.pauseBodyReads()
+        #expect(machine.bodyReadsPaused == false)
+        #expect(machine.readRequested() == .read)
+        #expect(machine.channelInactive() == .nothing)
+    }
+}

@@ -154,3 +154,34 @@ import Testing
         #expect(state.closed() == .staleConnection, "no byte of this answer yet, on a reused connection")
     }
 }
+
+/// An upload's body is written piece by piece after its head.
+@Suite struct UpstreamUploadTests {
+    typealias T = UpstreamConnectionStateMachineTests
+
+    @Test func theTimeoutCountsFromTheUploadsLastPiece() {
+        var state = UpstreamConnectionStateMachine()
+        state.requestSent(now: T.at(0), reused: false)
+        state.uploadStarted()
+        state.bodyWritten(now: T.at(25))
+        #expect(state.timerFired(now: T.at(40), timeout: T.timeout) == .rearm(.seconds(15)))
+        state.bodyEnded(now: T.at(50))
+        #expect(state.timerFired(now: T.at(70), timeout: T.timeout) == .rearm(.seconds(10)))
+        #expect(state.timerFired(now: T.at(80), timeout: T.timeout) == .timedOut)
+    }
+
+    @Test func anAnswerBeforeTheUploadEndedLeavesTheConnectionUnused() {
+        var state = UpstreamConnectionStateMachine()
+        state.requestSent(now: T.at(0), reused: false)
+        state.uploadStarted()
+        #expect(state.head(status: 400, keepAlive: true, now: T.at(1)) == .deliver)
+        #expect(state.end(parserIdle: true, channelActive: true, now: T.at(1)) == .ended(deliver: true, reuse: false, read: false))
+
+        var finished = UpstreamConnectionStateMachine()
+        finished.requestSent(now: T.at(0), reused: false)
+        finished.uploadStarted()
+        finished.bodyEnded(now: T.at(1))
+        #expect(finished.head(status: 200, keepAlive: true, now: T.at(2)) == .deliver)
+        #expect(finished.end(parserIdle: true, channelActive: true, now: T.at(2)) == .ended(deliver: true, reuse: true, read: false))
+    }
+}
