@@ -11,11 +11,19 @@ Session fixtures (each started once):
                   started in the background as soon as vllm_server is up;
                   LLM_GATEWAY_VLLM_POOLING=0 leaves it out (those tests skip);
                   LLM_GATEWAY_VLLM_POOLING_URL reuses a running one.
-- gateway_server  llm-gateway --workers 2 in front of both (Tests/integration/gateway.py),
-                  config: model alias GATEWAY_MODEL -> upstream_model VLLM_MODEL, one key.
+- tiny_whisper    Tests/vllm/make_tiny_whisper.py into the cache dir, like tiny_model.
+- whisper_server  a third `vllm serve`, of the tiny Whisper (/v1/audio/transcriptions and
+                  /v1/audio/translations), only when a collected test uses audio_target:
+                  in the background as soon as vllm_server is up (else started by the first
+                  audio test); LLM_GATEWAY_VLLM_AUDIO=0 leaves it out (those tests skip);
+                  LLM_GATEWAY_VLLM_AUDIO_URL reuses a running one.
+- gateway_server  llm-gateway --workers 2 in front of them (Tests/integration/gateway.py),
+                  config: model alias GATEWAY_MODEL -> upstream_model VLLM_MODEL (and one per
+                  extra vLLM, each on its own upstream), one key, MAX_REQUEST_BODY_BYTES 8 MiB.
 
-`target` is parametrized over "vllm" (straight to vLLM: proves the test and the model are
-right) and "gateway" (the same test through the gateway). A test names the routes it uses
+`target` (and `audio_target`, which needs no generation vLLM for its "vllm" side) is
+parametrized over "vllm" (straight to vLLM: proves the test and the model are right) and
+"gateway" (the same test through the gateway). A test names the routes it uses
 with @pytest.mark.routes(...); its gateway run is a strict xfail while one of them is in
 GATEWAY_NOT_PROXIED. LLM_GATEWAY_VLLM_TARGETS=gateway (or vllm) runs one side only.
 """
@@ -47,7 +55,7 @@ from gateway import Gateway, default_bin_dir, free_port, http_request, missing_b
 # Routes the gateway does not proxy yet. The gateway run of every test that names one of
 # these (@pytest.mark.routes) is expected to fail (strict xfail: a pass is reported as a
 # failure, so the entry must go when the route lands). Remove a route here when it is served.
-GATEWAY_NOT_PROXIED: set = set()  # every route these tests name is served (audio is not tested here)
+GATEWAY_NOT_PROXIED: set = {"/v1/audio/transcriptions", "/v1/audio/translations"}
 
 VLLM_MODEL = "tiny"          # --served-model-name
 GATEWAY_MODEL = "tiny-gw"    # the gateway's alias for it (upstream_model rewrite both ways)
@@ -58,6 +66,22 @@ GATEWAY_MODEL = "tiny-gw"    # the gateway's alias for it (upstream_model rewrit
 POOLING_MODEL = "tiny-cls"
 GATEWAY_POOLING_MODEL = "tiny-cls-gw"
 POOLING_ARGS = ["--runner", "pooling", "--convert", "classify", "--hf-overrides", '{"num_labels":1}']
+# The third vLLM: a tiny random Whisper (make_tiny_whisper.py), which serves
+# /v1/audio/transcriptions and /v1/audio/translations. Its decoder has 448 positions.
+WHISPER_MODEL = "tiny-whisper"
+# Sorts before GATEWAY_MODEL on purpose. The gateway (as of 44e6ebc) asks for a response id
+# it does not know (GET /v1/responses/{id}) every model's upstream in the order of the
+# sorted aliases, and the last answer stands: after "tiny-gw" it would be the whisper's
+# `{"detail":"Not Found"}` (it has no Responses API), or a 503 while it is still starting,
+# instead of the generation vLLM's 404 (test_responses_unknown_id_is_404).
+GATEWAY_WHISPER_MODEL = "tiny-audio-gw"
+WHISPER_MAX_MODEL_LEN = 448
+# Upstream names in the gateway's config (llm_gateway_upstream_up{upstream=...}).
+POOLING_UPSTREAM = "vllm-pooling"
+WHISPER_UPSTREAM = "vllm-audio"
+# The gateway's body cap: audio uploads are bigger than JSON (16 kHz 16-bit mono WAV is
+# 32 KB a second; the default cap, 1 MiB, is 32 s of it).
+GATEWAY_MAX_BODY_BYTES = 8 * 1024 * 1024
 API_KEY = "sk-vllm-layer-test-key"
 TARGETS = ("vllm", "gateway")
 
@@ -79,17 +103,28 @@ def _selected_targets() -> List[str]:
     return chosen
 
 
+TARGET_FIXTURES = ("target", "audio_target")
+
+
 def pytest_generate_tests(metafunc):
-    if "target" in metafunc.fixturenames:
-        metafunc.parametrize("target", _selected_targets(), indirect=True)
+    for name in TARGET_FIXTURES:
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, _selected_targets(), indirect=True)
+
+
+def _test_order(item) -> int:
+    names = getattr(item, "fixturenames", ())
+    return 2 if "audio_target" in names else 1 if "pool_target" in names else 0
 
 
 def pytest_collection_modifyitems(config, items):
-    # The pooling vLLM starts in the background: its tests go last, so it is up by then.
-    items.sort(key=lambda item: "pool_target" in getattr(item, "fixturenames", ()))
+    # The pooling and whisper vLLMs start in the background: their tests go last, so they
+    # are up by then.
+    items.sort(key=_test_order)
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is None or callspec.params.get("target") != "gateway":
+        params = callspec.params if callspec is not None else {}
+        if "gateway" not in (params.get(name) for name in TARGET_FIXTURES):
             continue
         routes = set()
         for mark in item.iter_markers("routes"):
@@ -97,6 +132,14 @@ def pytest_collection_modifyitems(config, items):
         missing = sorted(routes & GATEWAY_NOT_PROXIED)
         if missing:
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"route not proxied yet: {', '.join(missing)}"))
+
+
+def pytest_collection_finish(session):
+    # After every deselection (-k, -m): the whisper vLLM is started only for audio tests. Its
+    # port is chosen now, so the gateway's config names it whoever starts it, and when.
+    if (audio_enabled() and not os.environ.get("LLM_GATEWAY_VLLM_AUDIO_URL")
+            and any("audio_target" in getattr(item, "fixturenames", ()) for item in session.items)):
+        _AUDIO["port"] = free_port()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -145,19 +188,19 @@ def _cache_root() -> Path:
         return Path(tempfile.gettempdir()) / "llm-gateway-vllm-cache"
 
 
-@pytest.fixture(scope="session")
-def tiny_model(vllm_venv) -> Path:
-    """The tiny model, built once per version of make_tiny_model.py and kept in the cache."""
-    script = HERE / "make_tiny_model.py"
+def _cached_model(vllm_venv: Path, script_name: str, prefix: str) -> Path:
+    """The model script_name writes, built once per version of the script and kept in the
+    cache as PREFIX-<hash of the script>."""
+    script = HERE / script_name
     digest = hashlib.sha256(script.read_bytes()).hexdigest()[:16]
     root = _cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"tiny-model-{digest}"
+    final = root / f"{prefix}-{digest}"
     if (final / "config.json").is_file() and (final / "model.safetensors").is_file():
         return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".tiny-model-{digest}-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}-{digest}-", dir=root))
     try:
-        _run([str(vllm_venv / "bin" / "python"), str(script), str(tmp)], MODEL_TIMEOUT, "make_tiny_model.py")
+        _run([str(vllm_venv / "bin" / "python"), str(script), str(tmp)], MODEL_TIMEOUT, script_name)
         try:
             tmp.rename(final)  # atomic; a concurrent run may have won the race
         except OSError:
@@ -166,6 +209,18 @@ def tiny_model(vllm_venv) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+@pytest.fixture(scope="session")
+def tiny_model(vllm_venv) -> Path:
+    """The tiny Llama (make_tiny_model.py)."""
+    return _cached_model(vllm_venv, "make_tiny_model.py", "tiny-model")
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(vllm_venv) -> Path:
+    """The tiny Whisper (make_tiny_whisper.py)."""
+    return _cached_model(vllm_venv, "make_tiny_whisper.py", "tiny-whisper")
 
 
 @pytest.fixture(scope="session")
@@ -226,12 +281,17 @@ def _external_server(url: str, model: str, log: Optional[str]) -> VLLMServer:
 
 
 def _serve_cmd(python: Path, model: Path, name: str, run_dir: Path, extra: List[str] = (),
-               port: int = 0) -> List[str]:
+               port: int = 0, plain: bool = False, max_model_len: Optional[int] = None) -> List[str]:
+    """serve.py start. plain (the extra vLLMs): no tool parser, vLLM's own structured outputs."""
     cmd = [sys.executable, str(HERE / "serve.py"), "start", "--python", str(python), "--model", str(model),
            "--served-model-name", name, "--run-dir", str(run_dir), "--timeout", str(SERVE_TIMEOUT),
            "--port", str(port)]
+    if max_model_len:
+        cmd += ["--max-model-len", str(max_model_len)]
+    if plain or extra:
+        cmd += ["--tool-parser", "none", "--structured-outputs-config", ""]
     if extra:
-        cmd += ["--tool-parser", "none", "--structured-outputs-config", "", "--", *extra]
+        cmd += ["--", *extra]
     return cmd
 
 
@@ -259,15 +319,25 @@ def pooling_enabled() -> bool:
     return os.environ.get("LLM_GATEWAY_VLLM_POOLING", "1") != "0"
 
 
+def audio_enabled() -> bool:
+    return os.environ.get("LLM_GATEWAY_VLLM_AUDIO", "1") != "0"
+
+
 _BACKGROUND: Dict[str, "_BackgroundStart"] = {}
+# "port": the whisper vLLM's, chosen at collection when an audio test is selected (else None).
+_AUDIO: Dict[str, Any] = {"port": None}
 
 
 class _BackgroundStart:
-    """serve.py start running in the background (the pooling server, while tests run)."""
+    """serve.py start running in the background (the pooling and whisper servers, while
+    tests run)."""
 
-    def __init__(self, cmd: List[str], run_dir: Path, port: int):
+    def __init__(self, cmd: List[str], run_dir: Path, port: int, model: Optional[Path] = None,
+                 python: Optional[Path] = None):
         self.run_dir = run_dir
         self.port = port
+        self.model = model
+        self.python = python
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      stdin=subprocess.DEVNULL)
@@ -292,6 +362,27 @@ class _BackgroundStart:
         _stop_server(self.run_dir)
 
 
+def _stop_background(name: str) -> None:
+    bg = _BACKGROUND.pop(name, None)
+    if bg is not None:
+        bg.stop()
+
+
+def _start_whisper(request, tmp_path_factory) -> "_BackgroundStart":
+    """The whisper vLLM's serve.py start, in the background, on the port chosen at collection."""
+    bg = _BACKGROUND.get("whisper")
+    if bg is None:
+        model = request.getfixturevalue("tiny_whisper")
+        python = request.getfixturevalue("vllm_venv") / "bin" / "python"
+        run_dir = tmp_path_factory.mktemp("vllm-whisper")
+        port = _AUDIO["port"] or free_port()
+        _AUDIO["port"] = port
+        bg = _BACKGROUND["whisper"] = _BackgroundStart(
+            _serve_cmd(python, model, WHISPER_MODEL, run_dir, port=port, plain=True,
+                       max_model_len=WHISPER_MAX_MODEL_LEN), run_dir, port, model=model, python=python)
+    return bg
+
+
 @pytest.fixture(scope="session")
 def vllm_server(request, tmp_path_factory) -> Iterator[VLLMServer]:
     external = os.environ.get("LLM_GATEWAY_VLLM_URL")
@@ -313,11 +404,13 @@ def vllm_server(request, tmp_path_factory) -> Iterator[VLLMServer]:
             port = free_port()
             _BACKGROUND["pooling"] = _BackgroundStart(
                 _serve_cmd(python, model, POOLING_MODEL, pool_dir, POOLING_ARGS, port=port), pool_dir, port)
+        # So does the whisper server, if an audio test was collected.
+        if _AUDIO["port"]:
+            _start_whisper(request, tmp_path_factory)
         yield server
     finally:
-        bg = _BACKGROUND.pop("pooling", None)
-        if bg is not None:
-            bg.stop()
+        _stop_background("pooling")
+        _stop_background("whisper")
         _stop_server(run_dir)
         if request.session.testsfailed:
             _dump_log("vllm log", locals().get("server"))
@@ -342,6 +435,36 @@ def pooling_server(request, vllm_server) -> VLLMServer:
     return server
 
 
+@pytest.fixture(scope="session")
+def whisper_server(request, tmp_path_factory) -> Iterator[VLLMServer]:
+    if not audio_enabled():
+        pytest.skip("LLM_GATEWAY_VLLM_AUDIO=0: no whisper vLLM started")
+    external = os.environ.get("LLM_GATEWAY_VLLM_AUDIO_URL")
+    if external:
+        yield _external_server(external, WHISPER_MODEL, os.environ.get("LLM_GATEWAY_VLLM_AUDIO_LOG"))
+        return
+    server = None
+    try:
+        bg = _BACKGROUND.get("whisper")
+        if bg is None:
+            # No generation vLLM started it (only audio tests run). If the gateway side runs
+            # too, it needs the generation vLLM: both start at once.
+            bg = _start_whisper(request, tmp_path_factory)
+            if "gateway" in _selected_targets() and not missing_binaries(default_bin_dir()):
+                request.getfixturevalue("vllm_server")
+        rc, out, err = bg.wait(SERVE_TIMEOUT + 30)
+        if rc != 0:
+            pytest.fail(f"whisper vllm serve start: exit {rc}\n{err[-5000:]}", pytrace=False)
+        server = _server_from(out, bg.model, bg.python)
+        sys.stderr.write(f"[vllm layer] whisper vllm serve ready in {server.ready_seconds}s at {server.url} "
+                         f"(waited {time.monotonic() - bg.t0:.0f}s since its start)\n")
+        yield server
+    finally:
+        _stop_background("whisper")
+        if request.session.testsfailed:
+            _dump_log("whisper vllm log", server)
+
+
 def pooling_url() -> Optional[str]:
     """The pooling server's URL, known before it is up (its port is chosen here)."""
     external = os.environ.get("LLM_GATEWAY_VLLM_POOLING_URL")
@@ -351,14 +474,26 @@ def pooling_url() -> Optional[str]:
     return f"http://127.0.0.1:{bg.port}" if bg is not None else None
 
 
-def gateway_config(upstream_url: str, pooling_url: Optional[str]) -> str:
+def whisper_url() -> Optional[str]:
+    """The whisper server's URL, known before it is up (its port is chosen at collection)."""
+    if not audio_enabled():
+        return None
+    external = os.environ.get("LLM_GATEWAY_VLLM_AUDIO_URL")
+    if external:
+        return external.rstrip("/")
+    return f"http://127.0.0.1:{_AUDIO['port']}" if _AUDIO["port"] else None
+
+
+def gateway_config(upstream_url: str, pooling_url: Optional[str], whisper_url: Optional[str] = None) -> str:
     digest = hashlib.sha256(API_KEY.encode()).hexdigest()
     cfg = (
         "upstreams:\n"
         f"  vllm: {{ url: {upstream_url}, health: /health }}\n"
     )
     if pooling_url:
-        cfg += f"  vllm-pooling: {{ url: {pooling_url}, health: /health }}\n"
+        cfg += f"  {POOLING_UPSTREAM}: {{ url: {pooling_url}, health: /health }}\n"
+    if whisper_url:
+        cfg += f"  {WHISPER_UPSTREAM}: {{ url: {whisper_url}, health: /health }}\n"
     cfg += (
         "models:\n"
         f"  {GATEWAY_MODEL}:\n"
@@ -369,8 +504,14 @@ def gateway_config(upstream_url: str, pooling_url: Optional[str]) -> str:
     if pooling_url:
         cfg += (
             f"  {GATEWAY_POOLING_MODEL}:\n"
-            "    upstreams: [vllm-pooling]\n"
+            f"    upstreams: [{POOLING_UPSTREAM}]\n"
             f"    upstream_model: {POOLING_MODEL}\n"
+        )
+    if whisper_url:
+        cfg += (
+            f"  {GATEWAY_WHISPER_MODEL}:\n"
+            f"    upstreams: [{WHISPER_UPSTREAM}]\n"
+            f"    upstream_model: {WHISPER_MODEL}\n"
         )
     cfg += (
         "keys:\n"
@@ -389,12 +530,14 @@ def gateway_server(request, vllm_server, tmp_path_factory) -> Iterator[Gateway]:
         pytest.skip(f"llm-gateway binaries missing in {bin_dir}: {', '.join(missing)} "
                     "(build with `swift build -c release` or set LLM_GATEWAY_BIN_DIR)")
     workdir = tmp_path_factory.mktemp("gateway")
-    # UPSTREAM_HEALTH_INTERVAL 0.5 s: the pooling vLLM, still starting, is seen up soon after.
-    gw = Gateway(bin_dir, config=gateway_config(vllm_server.url, pooling_url()), workers=2, workdir=workdir,
-                 log_path=workdir / "gateway.log", start=False, env={"UPSTREAM_HEALTH_INTERVAL": "0.5"})
+    # UPSTREAM_HEALTH_INTERVAL 0.5 s: the pooling and whisper vLLMs, still starting, are seen
+    # up soon after.
+    gw = Gateway(bin_dir, config=gateway_config(vllm_server.url, pooling_url(), whisper_url()), workers=2,
+                 workdir=workdir, log_path=workdir / "gateway.log", start=False,
+                 env={"UPSTREAM_HEALTH_INTERVAL": "0.5", "MAX_REQUEST_BODY_BYTES": str(GATEWAY_MAX_BODY_BYTES)})
     gw.start()
     try:
-        # Not /ready: that waits for every upstream, and the pooling vLLM may still be starting.
+        # Not /ready: that waits for every upstream, and the other vLLMs may still be starting.
         def generation_up():
             r = gw.request("POST", "/v1/completions", {"model": GATEWAY_MODEL, "prompt": "hi", "max_tokens": 1},
                            {"Authorization": f"Bearer {API_KEY}"})
@@ -479,6 +622,15 @@ def target(request) -> Target:
     return Target("gateway", gw.url, GATEWAY_MODEL, API_KEY, vllm, gateway=gw)
 
 
+def wait_upstream_up(gw: Gateway, upstream: str, timeout: float = 30.0) -> None:
+    """Waits until the gateway's health checks have seen upstream answer (not /ready: that
+    waits for every upstream's models)."""
+    def up():
+        return any(name == "llm_gateway_upstream_up" and labels.get("upstream") == upstream and value == 1
+                   for name, labels, value in gw.metrics()) or None
+    wait_until(up, timeout, interval=0.2, what=f"llm_gateway_upstream_up{{upstream={upstream!r}}} == 1")
+
+
 @pytest.fixture
 def pool_target(target, request) -> Target:
     """Like `target`, for the pooling vLLM (the classifier): straight to it, or through the
@@ -488,5 +640,17 @@ def pool_target(target, request) -> Target:
         return Target("vllm", server.url, POOLING_MODEL, API_KEY, server)
     gw = target.gateway
     # The gateway marks the pooling upstream up at its next health check.
-    wait_until(lambda: gw.get("/ready").status == 200, 30, interval=0.2, what="gateway /ready (both upstreams)")
+    wait_upstream_up(gw, POOLING_UPSTREAM)
     return Target("gateway", gw.url, GATEWAY_POOLING_MODEL, API_KEY, server, gateway=gw)
+
+
+@pytest.fixture
+def audio_target(request) -> Target:
+    """Like `target`, for the whisper vLLM: straight to it (no generation vLLM needed), or
+    through the gateway (model GATEWAY_WHISPER_MODEL)."""
+    server = request.getfixturevalue("whisper_server")
+    if request.param == "vllm":
+        return Target("vllm", server.url, WHISPER_MODEL, API_KEY, server)
+    gw = request.getfixturevalue("gateway_server")
+    wait_upstream_up(gw, WHISPER_UPSTREAM)
+    return Target("gateway", gw.url, GATEWAY_WHISPER_MODEL, API_KEY, server, gateway=gw)
