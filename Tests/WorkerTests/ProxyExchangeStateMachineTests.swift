@@ -30,15 +30,46 @@ import Testing
         #expect(state.phase == .done)
     }
 
-    @Test func aStoredResponseNotFoundIsAskedOfTheNextUpstreamTheLastAnswerStands() {
+    @Test func aStoredResponseNotFoundIsAskedOfTheNextUpstreamThenIsTheGatewaysOwn404() {
         var state = sending()
         #expect(state.head(status: 404, isJSON: true, isEventStream: false) == .whole(status: 404), "404 is an answer elsewhere")
+        #expect(!state.notFoundSeen)
         state = sending()
         #expect(state.head(status: 404, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .failOver)
+        #expect(state.notFoundSeen)
         _ = state.attemptEnded()
         #expect(state.nextAttempt() == .attempt(1))
         state.sending(probe: false)
-        #expect(state.head(status: 404, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .whole(status: 404))
+        #expect(state.head(status: 404, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .failOver, "no upstream's body stands")
+        #expect(state.nextAttempt() == .exhausted)
+        #expect(state.notFoundSeen)
+    }
+
+    @Test func aStoredResponseSomeUpstreamFindsIsItsAnswer() {
+        var state = sending()
+        #expect(state.head(status: 404, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .failOver)
+        _ = state.nextAttempt()
+        state.sending(probe: false)
+        #expect(state.head(status: 200, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .whole(status: 200))
+        #expect(state.ended() == .whole(status: 200))
+    }
+
+    @Test func aStoredResponseAskedOfAFailingLastUpstreamAfterA404IsNotFound() {
+        // The last upstream serves no Responses API, or is starting: its 503 does not stand.
+        var state = sending()
+        #expect(state.head(status: 404, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .failOver)
+        _ = state.nextAttempt()
+        state.sending(probe: false)
+        #expect(state.head(status: 503, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .failOver)
+        #expect(state.nextAttempt() == .exhausted)
+        #expect(state.notFoundSeen)
+        // A lookup no upstream answered at all keeps the last failure's error.
+        state = sending()
+        #expect(state.head(status: 503, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .failOver)
+        _ = state.nextAttempt()
+        state.sending(probe: false)
+        #expect(state.head(status: 502, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .whole(status: 502))
+        #expect(!state.notFoundSeen)
     }
 
     @Test func failuresBeforeTheHeadFailOverWithTheirOutcome() {

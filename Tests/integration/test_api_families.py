@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import http.server
 import json
 import socket
+import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -359,8 +361,9 @@ def test_background_response_is_cancelled_where_it_runs(gateway_factory, fake_vl
 
 def test_ids_the_gateway_never_saw_are_asked_of_each_upstream_once(gateway_factory, fake_vllm_factory):
     """An id the table does not hold (forgotten, or made by another gateway) is asked of each
-    upstream that may hold it, in turn, until one answers other than 404; the last 404 stands.
-    A new response naming it as previous_response_id goes to one upstream, by routing."""
+    upstream that may hold it, in turn, until one answers other than 404; when none holds it
+    the client gets a 404 in vLLM's words. A new response naming it as previous_response_id
+    goes to one upstream, by routing."""
     fakes = replicas(fake_vllm_factory)
     gw = gateway_factory(config=config(*fakes), workers=2, env={"RATE_LIMIT_RPM": OK_RPM})
     rid = "resp_" + "0" * 32
@@ -372,6 +375,56 @@ def test_ids_the_gateway_never_saw_are_asked_of_each_upstream_once(gateway_facto
     r = post(gw, RESP, responses_body(previous_response_id=rid))
     assert openai_error(r, 404)["param"] == "response_id"
     assert sum(f.requests_seen(RESP) for f in fakes) == 1
+
+
+class _NoResponsesAPI(http.server.BaseHTTPRequestHandler):
+    """An upstream that serves no Responses API (a Whisper or pooling vLLM): FastAPI's 404."""
+
+    def _answer(self):
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        status, body = (200, b"") if self.path == "/health" else (404, b'{"detail":"Not Found"}')
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_id_no_upstream_holds_is_not_found_whatever_came_last(gateway_factory, fake_vllm):
+    """Asked of every model's upstreams, the last may serve no Responses API (FastAPI's
+    {"detail":"Not Found"}) or be down: neither body stands, the client gets the 404."""
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoResponsesAPI)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
+    try:
+        extra = (f"  stt: {{ upstreams: [plain], upstream_model: whisper }}\n"
+                 f"  gone: {{ upstreams: [dead], upstream_model: x }}\n")
+        text = config(fake_vllm, extra_models=extra).replace(
+            "models:\n", f"  plain: {{ url: http://127.0.0.1:{other.server_address[1]}, health: /health }}\n"
+            f"  dead: {{ url: http://127.0.0.1:{dead.getsockname()[1]}, health: /health }}\nmodels:\n", 1)
+        gw = gateway_factory(config=text, workers=1, env={"RATE_LIMIT_RPM": OK_RPM})
+        rid = "resp_" + "1" * 32
+        for path, send in [(f"{RESP}/{rid}", lambda p: get(gw, p)), (f"{RESP}/{rid}/cancel", lambda p: post(gw, p, b""))]:
+            err = openai_error(send(path), 404)
+            assert err["message"] == f"Response with id '{rid}' not found.", err
+            assert err["param"] == "response_id", err
+            assert fake_vllm.requests_seen(path) == 1, path
+        # one that exists is still found, on the upstream that made it
+        made = post(gw, RESP, responses_body())
+        assert made.status == 200, made
+        assert get(gw, f"{RESP}/{made.json()['id']}").json()["status"] == "completed"
+    finally:
+        other.shutdown()
+        other.server_close()
+        dead.close()
 
 
 @pytest.mark.parametrize("value", ["r" * 257, "resp_" + "x" * 10_000, 5, ["resp_1"], {"id": "resp_1"}],

@@ -568,6 +568,7 @@ def test_body_over_the_cap_is_413(gateway_factory, fake_vllm):
             sent += 4096
         r = c.read_response()
         openai_error(r, 413, code="request_too_large")
+        assert r.headers.get("connection") == "close", r.headers
         assert c.closed_by_peer(), "the connection stayed open after a 413 mid-upload"
     finally:
         c.close()
@@ -892,7 +893,9 @@ def test_demo_model_refuses_bad_uploads(gateway_factory):
                 if not c.send(b"%x\r\n%s\r\n" % (len(body[i:i + 4096]), body[i:i + 4096])):
                     break
             c.send(b"0\r\n\r\n")
-            openai_error(c.read_response(), 413, code="request_too_large")
+            r = c.read_response()
+            openai_error(r, 413, code="request_too_large")
+            assert r.headers.get("connection") == "close", r.headers
             assert c.closed_by_peer(2), "the connection stayed open after a 413 mid-upload"
         except (AssertionError, OSError) as e:
             failures.append(f"chunked {over} bytes over the cap: expected 413 then close, got {e!r}")

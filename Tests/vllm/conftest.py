@@ -55,7 +55,7 @@ from gateway import Gateway, default_bin_dir, free_port, http_request, missing_b
 # Routes the gateway does not proxy yet. The gateway run of every test that names one of
 # these (@pytest.mark.routes) is expected to fail (strict xfail: a pass is reported as a
 # failure, so the entry must go when the route lands). Remove a route here when it is served.
-GATEWAY_NOT_PROXIED: set = {"/v1/audio/transcriptions", "/v1/audio/translations"}
+GATEWAY_NOT_PROXIED: set = set()
 
 VLLM_MODEL = "tiny"          # --served-model-name
 GATEWAY_MODEL = "tiny-gw"    # the gateway's alias for it (upstream_model rewrite both ways)

@@ -57,9 +57,9 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public static func modelNotFound(_ model: String) -> GatewayError {
         GatewayError(.notFound, "The model '\(model)' does not exist.", param: "model", code: "model_not_found")
     }
-    /// 404: a stored response this key cannot reach.
+    /// 404: a stored response this key cannot reach, or no upstream holds (vLLM's words).
     public static func responseNotFound(_ id: String) -> GatewayError {
-        GatewayError(.notFound, "No response found with id '\(id)'.", param: "response_id", code: "response_not_found")
+        GatewayError(.notFound, "Response with id '\(id)' not found.", param: "response_id", code: "response_not_found")
     }
     /// 404: unknown route.
     public static func routeNotFound(method: String, path: String) -> GatewayError {

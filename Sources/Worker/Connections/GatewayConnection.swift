@@ -259,7 +259,10 @@ final class GatewayConnection: ChannelDuplexHandler, UploadReads {
         if let upload {
             uploadedBytes += chunk.readableBytes
             guard uploadedBytes <= maxBodyBytes else {
+                // The rest is not read: it waits behind the answer, and the connection
+                // closes after it.
                 self.upload = nil
+                machine.refusedBeforeBody()
                 upload.tooLarge(limit: maxBodyBytes)
                 return
             }
@@ -288,7 +291,8 @@ final class GatewayConnection: ChannelDuplexHandler, UploadReads {
             upload.ended()
             return
         }
-        guard let head else {
+        // An upload whose body was refused midway never reaches the handler.
+        guard let head, !head.route.streamsRequestBody else {
             context.close(promise: nil)
             return
         }

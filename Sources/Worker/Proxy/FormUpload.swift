@@ -178,13 +178,16 @@ final class FormUpload {
     }
 
     /// Refuses the request with `error` (a bad form, too large): the exchange under way stops
-    /// and answers it, or it is answered here when none started.
+    /// and answers it; it is answered here when no exchange started or none is relaying an
+    /// answer (the demo model waits for the body's end). The connection closes after it when
+    /// the rest of the body is left unread.
     private func fail(_ error: GatewayError) {
         let exchange = self.exchange
+        let bodyEnded = body.hasEnded
         stop()
-        if let exchange {
-            exchange.abort(with: error, logged: error.code ?? "upload_refused")
-        } else if !writer.headSent, !writer.clientGone, !writer.isComplete {
+        if !bodyEnded { writer.forceClose() }
+        exchange?.abort(with: error, logged: error.code ?? "upload_refused")
+        if !writer.headSent, !writer.clientGone, !writer.isComplete {
             writer.send(error: error)
         }
     }

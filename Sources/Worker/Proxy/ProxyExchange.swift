@@ -82,6 +82,10 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
             case .stop:
                 return
             case .exhausted:
+                if state.notFoundSeen, let id = Route.responseID(inPath: request.head.uri) {
+                    writer.send(error: .responseNotFound(id))
+                    return
+                }
                 let error = state.lastFailure.map {
                     ProxyExchangeStateMachine.error(for: $0.failure, upstream: proxy.registry.upstreams[attempts[$0.attempt].upstream].name)
                 }

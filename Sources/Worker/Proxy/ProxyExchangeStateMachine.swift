@@ -49,6 +49,9 @@ struct ProxyExchangeStateMachine {
     private var countedInFlight = false
     /// Why the last failed attempt failed; nil while none has.
     private(set) var lastFailure: RecordedFailure?
+    /// An upstream answered 404 for the stored response asked of it: when no attempt finds
+    /// it, it is not there (whatever the others' failures).
+    private(set) var notFoundSeen = false
 
     init(attemptCount: Int) { self.attemptCount = attemptCount }
 
@@ -137,11 +140,16 @@ struct ProxyExchangeStateMachine {
     /// hears of the head at once (not when a long stream ends): a 5xx is a failure, anything
     /// else a success — see ``breakerSuccess(status:)``.
     /// - Parameter notFoundMovesOn: a 404 also moves on to the next attempt (a stored
-    ///   response asked of every upstream that may hold it; the last one's answer stands).
+    ///   response asked of every upstream that may hold it). Once one said 404, the last
+    ///   attempt's 404 or 5xx moves on too: the plan ends ``exhausted`` with
+    ///   ``notFoundSeen`` set, and the client gets the gateway's own 404, not the body of
+    ///   whichever upstream came last (one that serves no Responses API, or is starting).
     mutating func head(status: Int, isJSON: Bool, isEventStream: Bool, notFoundMovesOn: Bool = false) -> HeadAction {
         guard case .awaitingHead = phase, let current else { return .ignore }
         probing = false  // judged, either way
-        if (status >= 500 || (notFoundMovesOn && status == 404)) && !isLastAttempt {
+        if notFoundMovesOn && status == 404 { notFoundSeen = true }
+        let unanswered = status >= 500 || (notFoundMovesOn && status == 404)
+        if unanswered && (!isLastAttempt || (notFoundMovesOn && notFoundSeen)) {
             lastFailure = RecordedFailure(attempt: current, failure: .status(status))
             phase = .idle
             return .failOver

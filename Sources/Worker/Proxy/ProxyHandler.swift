@@ -173,8 +173,8 @@ final class ProxyHandler: Sendable {
     /// `GET /v1/responses/{id}` and `POST /v1/responses/{id}/cancel`: to the upstream that
     /// created the response when the shared table remembers it, then (on a 404) to the other
     /// upstreams that may hold it: those of its model, or of every model the key may use when
-    /// the table has forgotten the id. The last upstream's answer stands (vLLM's 404 for an
-    /// id it does not hold).
+    /// the table has forgotten the id. When none holds it, the client gets the gateway's own
+    /// 404 (see ``ProxyExchangeStateMachine/notFoundSeen``).
     private func handleStoredResponse(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) {
         guard let id = Route.responseID(inPath: request.head.uri) else {
             writer.send(error: .routeNotFound(method: request.route.method, path: request.route.template))
