@@ -15,8 +15,10 @@ vLLM aborts when the cancelled handler task closes the engine's generator; when 
 lands outside it (the task was writing to the socket), the orphaned generator is closed only
 when Python's garbage collector finalizes it. Measured here: 0 to 12 s after the hang-up on
 every route, once over 20 s for /v1/responses on a loaded CI machine — hence 60 s — and in
-another CI run none at all for /v1/responses: the generation ran to its end first. That
-route's test therefore waits 30 s and then records vLLM's failure to abort as an expected one.
+another CI run none at all for /v1/responses: the generation ran to its end first; once none
+within 60 s for /v1/chat/completions straight to vLLM on this machine. A missing abort is
+therefore recorded as an expected failure on the direct side (vLLM itself) and on the
+/v1/responses route; through the gateway, on the other routes, it is required.
 """
 from __future__ import annotations
 
@@ -29,7 +31,16 @@ MESSAGES = [{"role": "user", "content": "Count forever."}]
 
 
 def _wait_aborted(target, request_id, timeout=60):
-    target.vllm.wait_for_log(rf"Request {re.escape(request_id)}([-_]\d+)? aborted\.", timeout=timeout)
+    try:
+        target.vllm.wait_for_log(rf"Request {re.escape(request_id)}([-_]\d+)? aborted\.", timeout=timeout)
+    except AssertionError:
+        if target.name != "vllm":
+            raise
+        # Direct to vLLM (the reference side), the abort depends on when Python finalizes
+        # the orphaned generator; seen missing for 60 s on /v1/chat/completions too. The
+        # gateway side stays required.
+        pytest.xfail(f"vLLM 0.32 did not abort {request_id} within {timeout} s of a direct "
+                     "client's hang-up (its generator was not finalized in time)")
 
 
 @pytest.mark.routes("/v1/chat/completions")
