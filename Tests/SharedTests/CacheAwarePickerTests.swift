@@ -36,6 +36,23 @@ import Testing
         #expect(picker.decide(RoutingRequest(candidates: warm, promptBlocks: 40, firstBlock: 7)).order.first == 0)
     }
 
+    @Test func promptsSentAndNotYetAnsweredCountAsLoad() {
+        // Both hold the prefix; one is still to prefill 60 blocks others sent it (× 0.5 = 30
+        // blocks of cost, more than its one fewer request in flight).
+        var warm = candidates([(1, 30), (0, 30)])
+        warm[1].pendingPrefillBlocks = 60
+        let decision = picker.decide(RoutingRequest(candidates: warm, promptBlocks: 40, firstBlock: 7))
+        #expect(decision.order == [0, 1] && decision.reason == .prefix)
+        #expect(decision.promptBlocks == 40 && decision.uncachedBlocks == 10, "the prefill it brings the chosen one")
+        // A warm upstream is left when what it still has to prefill costs more than the prefix.
+        warm = candidates([(0, 0), (0, 30)])
+        warm[1].pendingPrefillBlocks = 58  // 29 < 30 cached
+        #expect(picker.decide(RoutingRequest(candidates: warm, promptBlocks: 40, firstBlock: 7)).order.first == 1)
+        warm[1].pendingPrefillBlocks = 62  // 31 > 30
+        let left = picker.decide(RoutingRequest(candidates: warm, promptBlocks: 40, firstBlock: 7))
+        #expect(left.order.first == 0 && left.uncachedBlocks == 40)
+    }
+
     @Test func aColdPromptGoesWhereEveryGatewaySendsItUnlessThatOneIsBusy() {
         let idle = candidates([(0, 0), (0, 0), (0, 0), (0, 0)])
         var firsts: [Int: Int] = [:]

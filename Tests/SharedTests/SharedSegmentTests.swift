@@ -20,6 +20,28 @@ import Testing
         #expect(worker.isDraining)
     }
 
+    @Test func pendingPrefillIsSummedOverWorkersAndGoesWithADeadOne() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        let worker = try SharedSegment.attach(fileDescriptor: dup(segment.fileDescriptor))
+        for index in [0, 5] { segment.workerSlot(index).reset(generation: 1, now: MonotonicInstant(nanoseconds: 1)) }
+        worker.workerSlot(0).requestStarted(upstream: 15)
+        worker.workerSlot(0).prefillStarted(upstream: 15, blocks: 30)
+        worker.workerSlot(5).requestStarted(upstream: 15)
+        worker.workerSlot(5).prefillStarted(upstream: 15, blocks: 12)
+        worker.workerSlot(5).prefillStarted(upstream: 14, blocks: 1)
+        #expect(segment.upstreamLoad(upstream: 15) == (requests: 2, prefillBlocks: 42))
+        #expect(segment.upstreamLoad(upstream: 14) == (requests: 0, prefillBlocks: 1))
+        worker.workerSlot(0).prefillEnded(upstream: 15, blocks: 30)  // its answer started
+        #expect(segment.upstreamLoad(upstream: 15) == (requests: 2, prefillBlocks: 12))
+        segment.workerSlot(5).release()  // worker 5 died: what it had sent goes with it
+        #expect(segment.upstreamLoad(upstream: 15) == (requests: 1, prefillBlocks: 0))
+        #expect(segment.upstreamLoad(upstream: 14) == (requests: 0, prefillBlocks: 0))
+        // The last upstream's counters end inside the slot: the next slot's pid is untouched.
+        worker.workerSlot(1).prefillStarted(upstream: SegmentLayout.maxUpstreams - 1, blocks: 3)
+        #expect(segment.workerSlot(2).pid == 0)
+        #expect(SegmentLayout.slotPrefillOffset + SegmentLayout.maxUpstreams * 8 <= SegmentLayout.workerSlotSize)
+    }
+
     @Test func modelsArePublishedAndReadBack() throws {
         let segment = try SharedSegment.create(supervisorPID: 1)
         let status = segment.upstream(0)

@@ -8,6 +8,12 @@ public struct CacheAwareTuning: Sendable, Equatable {
     /// The same for one request waiting in the engine's queue (its `/metrics`): the engine is
     /// saturated, and a new request waits for a whole one to finish.
     public var blocksPerWaitingRequest: Double = 4
+    /// What one prompt block another request sent the upstream, still to be prefilled,
+    /// costs a request sent there now: the engine prefills it in the same steps, before or
+    /// alongside this one's first token. Half a block: the engine interleaves decoding and
+    /// other prompts' chunks with it (0, 0.5, 1 and 2 tried on `benchmarks/routing`: 0.5
+    /// had the lowest mean and p90 time to first token, 1 and above lost cache hits).
+    public var blocksPerPendingBlock: Double = 0.5
     /// A cold prompt (or a session) goes to its hashed upstream unless that one has more than
     /// this many requests more than the least loaded.
     public var coldSlack: UInt64 = 1
@@ -29,7 +35,8 @@ public struct CacheAwareTuning: Sendable, Equatable {
 /// `routing: cache_aware`, as a pure function. Each well candidate costs the prefill of the
 /// prompt blocks it does not hold plus its load in the same unit: its requests in flight at
 /// ``CacheAwareTuning/blocksPerRunningRequest`` blocks each, those waiting in its engine's
-/// queue at ``CacheAwareTuning/blocksPerWaitingRequest``. A warm upstream keeps a
+/// queue at ``CacheAwareTuning/blocksPerWaitingRequest``, and the prompt blocks sent to it
+/// that it has not answered yet at ``CacheAwareTuning/blocksPerPendingBlock``. A warm upstream keeps a
 /// conversation until its load costs more than recomputing the prefix elsewhere (sticky
 /// until saturated). A prompt cached nowhere, and a request with a
 /// session id, go to the upstream their key hashes to (rendezvous hashing: independent
@@ -56,7 +63,7 @@ public struct CacheAwarePicker: UpstreamPicker {
         func kept(_ c: RoutingCandidate) -> Bool { c.isWell && (adapterTier == nil || c.adapter == adapterTier) }
         func cost(_ c: RoutingCandidate) -> Double {
             Double(max(0, promptBlocks - c.matchedBlocks)) + Double(c.inflight) * tuning.blocksPerRunningRequest
-                + Double(c.engineWaiting) * tuning.blocksPerWaitingRequest
+                + Double(c.engineWaiting) * tuning.blocksPerWaitingRequest + Double(c.pendingPrefillBlocks) * tuning.blocksPerPendingBlock
         }
         var cheapest: RoutingCandidate?
         var leastQueue = UInt64.max
@@ -92,7 +99,9 @@ public struct CacheAwarePicker: UpstreamPicker {
             return (group, group == 3 ? 0 : cost(c), c.queue, c.index)
         }
         let order = candidates.order { rank($0) < rank($1) }
-        return RoutingDecision(order: order, reason: reason, matchedShare: promptBlocks > 0 ? Double(first.matchedBlocks) / Double(promptBlocks) : nil)
+        return RoutingDecision(
+            order: order, reason: reason, matchedShare: promptBlocks > 0 ? Double(first.matchedBlocks) / Double(promptBlocks) : nil,
+            promptBlocks: promptBlocks, uncachedBlocks: max(0, promptBlocks - first.matchedBlocks))
     }
 
     /// The rendezvous (highest random weight) score of upstream `index` for `key`.

@@ -8,6 +8,9 @@ public struct RoutingCandidate: Sendable, Equatable {
     /// Requests waiting in its engine's queue (its `/metrics`, when fresh): includes other
     /// gateways' and clients' requests, but lags.
     public var engineWaiting: UInt64
+    /// Prompt blocks this gateway sent it that it has not started answering (exact,
+    /// immediate): the prefill a request sent now waits behind.
+    public var pendingPrefillBlocks: UInt64
     /// Leading blocks of the prompt it holds (``PrefixIndex``).
     public var matchedBlocks: Int
     /// How it stands with the request's model when that is a LoRA adapter.
@@ -29,8 +32,10 @@ public struct RoutingCandidate: Sendable, Equatable {
     }
 
     public init(
-        index: Int, isWell: Bool, inflight: UInt64, engineWaiting: UInt64 = 0, matchedBlocks: Int = 0, adapter: AdapterFit = .notAdapter
+        index: Int, isWell: Bool, inflight: UInt64, engineWaiting: UInt64 = 0, pendingPrefillBlocks: UInt64 = 0, matchedBlocks: Int = 0,
+        adapter: AdapterFit = .notAdapter
     ) {
+        self.pendingPrefillBlocks = pendingPrefillBlocks
         self.index = index
         self.isWell = isWell
         self.inflight = inflight

@@ -44,11 +44,12 @@ extension SharedSegment {
                 adapter = lora.running.mayContain(model) ? .running : lora.hasFreeSlot ? .freeSlot : .full
             }
         }
-        let inflight = inflightRequests(upstream: index)
+        let (inflight, prefill) = upstreamLoad(upstream: index)
         // This gateway's own requests beyond the engine's batch wait in its queue now, whatever
         // the last scrape (up to an interval old) said.
         if let capacity = status.engineBatchCapacity, inflight > capacity { waiting = max(waiting, inflight - capacity) }
-        return RoutingCandidate(index: index, isWell: status.isWell, inflight: inflight, engineWaiting: waiting, adapter: adapter)
+        return RoutingCandidate(
+            index: index, isWell: status.isWell, inflight: inflight, engineWaiting: waiting, pendingPrefillBlocks: prefill, adapter: adapter)
     }
 
     /// A number that grows by one per call, shared by every worker (round robin).

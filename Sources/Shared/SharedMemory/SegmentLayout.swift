@@ -4,7 +4,7 @@
 /// 0      header     magic, version, header and total size, max workers, slot size (64 bytes)
 /// 64     global     draining flag, restart total, worker gauge, supervisor pid, ...
 /// 256    workers    maxWorkers slots of workerSlotSize bytes (pid, state, heartbeat,
-///                   open connections, in-flight requests per upstream, ...)
+///                   open connections, in-flight requests and prefill per upstream, ...)
 /// ...    upstreams  maxUpstreams blocks of upstreamSize bytes (health, breaker, models)
 /// ...    limits     two RateLimitTable regions (requests, tokens)
 /// ...    metrics    maxWorkers areas of MetricsLayout.words counters
@@ -12,7 +12,8 @@
 /// ...    responses  the ResponseOwners table (version 5)
 ///
 /// Version 5 added the LoRA figures of an upstream block (``Upstream/loraSlots``) and the
-/// response owners; version 6 the limits store's words to each metrics area.
+/// response owners; version 6 the limits store's words to each metrics area; version 7 the
+/// prompt blocks each worker has sent each upstream to prefill (``slotPrefillOffset``).
 /// ```
 /// Every field a process updates after start-up is a 64-bit word updated with atomics, so
 /// a process killed at any instant leaves nothing locked and no word half-written. A
@@ -21,7 +22,7 @@ public enum SegmentLayout {
     /// "LLMGWSEG" in ASCII.
     public static let magic: UInt64 = 0x4C4C_4D47_5753_4547
     /// Bumped on every incompatible layout change.
-    public static let version: UInt32 = 6
+    public static let version: UInt32 = 7
     /// Worker slots in the segment: the `--workers` upper bound.
     public static let maxWorkers = 128
 
@@ -31,9 +32,12 @@ public enum SegmentLayout {
     /// Upstreams the segment tracks (configured upstreams are numbered in order).
     public static let maxUpstreams = 16
     /// Bytes per worker slot (a multiple of the cache line to avoid false sharing).
-    static let workerSlotSize = 256
+    static let workerSlotSize = 384
     /// Offset of a slot's in-flight counters (one UInt64 per upstream).
     static let slotInflightOffset = 128
+    /// Offset of a slot's pending-prefill counters: prompt blocks sent to each upstream that
+    /// it has not answered yet (one UInt64 per upstream; version 7).
+    static let slotPrefillOffset = slotInflightOffset + maxUpstreams * 8
     static let upstreamsOffset = workerSlotsOffset + maxWorkers * workerSlotSize
     /// Bytes per upstream block: 128 bytes of atomics, then the models text.
     static let upstreamSize = 4096

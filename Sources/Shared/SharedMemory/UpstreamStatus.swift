@@ -153,4 +153,18 @@ extension SharedSegment {
         for slot in 0..<SegmentLayout.maxWorkers { total &+= workerSlot(slot).inflightRequests(upstream: upstream) }
         return total
     }
+
+    /// Requests in flight to `upstream` and the prompt blocks they sent it that it has not
+    /// started answering (its prefill queue as this gateway knows it), summed over every
+    /// worker slot in one pass.
+    public func upstreamLoad(upstream: Int) -> (requests: UInt64, prefillBlocks: UInt64) {
+        var requests: UInt64 = 0
+        var blocks: UInt64 = 0
+        for index in 0..<SegmentLayout.maxWorkers {
+            let slot = workerSlot(index)
+            requests &+= slot.inflightRequests(upstream: upstream)
+            blocks &+= slot.pendingPrefillBlocks(upstream: upstream)
+        }
+        return (requests, blocks)
+    }
 }

@@ -74,12 +74,29 @@ public struct WorkerSlot: Sendable {
     public func requestStarted(upstream: Int) { inflight(upstream).wrappingIncrement(ordering: .relaxed) }
     public func requestEnded(upstream: Int) { inflight(upstream).wrappingDecrement(ordering: .relaxed) }
 
+    private func prefill(_ upstream: Int) -> UnsafeAtomic<UInt64> {
+        precondition((0..<SegmentLayout.maxUpstreams).contains(upstream), "upstream index out of range")
+        return segment.atomic(at: offset + SegmentLayout.slotPrefillOffset + upstream * 8)
+    }
+
+    /// Prompt blocks this worker sent `upstream` that it has not started answering: the
+    /// prefill ahead of a request sent there now.
+    public func pendingPrefillBlocks(upstream: Int) -> UInt64 { prefill(upstream).load(ordering: .relaxed) }
+
+    /// Counts `blocks` of prompt to prefill on `upstream` (paired with ``prefillEnded(upstream:blocks:)``
+    /// when its answer starts, or the attempt ends).
+    public func prefillStarted(upstream: Int, blocks: UInt64) { prefill(upstream).wrappingIncrement(by: blocks, ordering: .relaxed) }
+    public func prefillEnded(upstream: Int, blocks: UInt64) { prefill(upstream).wrappingDecrement(by: blocks, ordering: .relaxed) }
+
     /// Prepares the slot for a new worker (called by the supervisor before spawning). The
-    /// in-flight and connection counters of a worker that died are dropped with it, so nothing it held
+    /// in-flight, prefill and connection counters of a worker that died are dropped with it, so nothing it held
     /// skews balancing afterwards.
     public func reset(generation: UInt64, now: MonotonicInstant) {
         segment.noteSlotUsed(index)
-        for upstream in 0..<SegmentLayout.maxUpstreams { inflight(upstream).store(0, ordering: .relaxed) }
+        for upstream in 0..<SegmentLayout.maxUpstreams {
+            inflight(upstream).store(0, ordering: .relaxed)
+            prefill(upstream).store(0, ordering: .relaxed)
+        }
         field(.connections).store(0, ordering: .relaxed)
         field(.openRequests).store(0, ordering: .relaxed)
         self.heartbeat = now
@@ -90,7 +107,10 @@ public struct WorkerSlot: Sendable {
 
     /// Marks the slot free (after the worker was reaped).
     public func release() {
-        for upstream in 0..<SegmentLayout.maxUpstreams { inflight(upstream).store(0, ordering: .relaxed) }
+        for upstream in 0..<SegmentLayout.maxUpstreams {
+            inflight(upstream).store(0, ordering: .relaxed)
+            prefill(upstream).store(0, ordering: .relaxed)
+        }
         field(.connections).store(0, ordering: .relaxed)
         field(.openRequests).store(0, ordering: .relaxed)
         self.state = .empty

@@ -34,6 +34,9 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private var connection: UpstreamConnection?
     /// When the request left for the upstream (set by each attempt's send).
     private var sent = MonotonicInstant(nanoseconds: 0)
+    /// Prompt blocks this attempt counts as waiting for prefill on `prefillUpstream`.
+    private var prefillHeld: UInt64 = 0
+    private var prefillUpstream = 0
 
     /// A non-streamed answer as it arrives: kept outside ``phase`` so that appending to it
     /// never copies what was already read (a second reference would make every append copy
@@ -140,6 +143,12 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
         // first bytes, which a large upload cannot send again.
         let forceNew = forceNew || upload != nil
         proxy.slot.requestStarted(upstream: attempt.upstream)
+        releasePrefill()
+        if attempt.prefillBlocks > 0 {
+            proxy.slot.prefillStarted(upstream: attempt.upstream, blocks: attempt.prefillBlocks)
+            prefillHeld = attempt.prefillBlocks
+            prefillUpstream = attempt.upstream
+        }
         sent = .now()
         // A kept-alive connection (the usual case) is taken at once; `forceNew` skips the
         // idle ones (after one turned out stale). `sent` and NIO's deadlines both read
@@ -214,7 +223,16 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     private func endAttempt() {
         upload?.detach()
         connection = nil
+        releasePrefill()
         if state.attemptEnded(), let attempt { proxy.slot.requestEnded(upstream: attempt.upstream) }
+    }
+
+    /// The attempt's prompt no longer waits for its prefill: its answer started (the first
+    /// body bytes: a stream's first event comes with the first token), or the attempt ended.
+    private func releasePrefill() {
+        guard prefillHeld > 0 else { return }
+        proxy.slot.prefillEnded(upstream: prefillUpstream, blocks: prefillHeld)
+        prefillHeld = 0
     }
 
     func clientGone() {
@@ -341,6 +359,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     }
 
     func upstreamBody(_ buffer: ByteBuffer) {
+        if prefillHeld > 0 { releasePrefill() }
         switch state.phase {
         case .whole:
             if wholeBody == nil {

@@ -65,6 +65,8 @@ final class ProxyHandler: Sendable {
     struct Attempt {
         var target: ModelRegistry.Target
         var upstream: Int
+        /// The prompt blocks routing expects it to prefill (0: not routed by prompt).
+        var prefillBlocks: UInt64 = 0
     }
 
     func handle(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) {
@@ -299,7 +301,10 @@ final class ProxyHandler: Sendable {
                 if !fallbacks.isEmpty && !segment.upstream(decision.order[0]).isWell { decision.reason = .fallback }
                 metrics.routed(model: candidate.name, reason: decision.reason, matchedShare: decision.matchedShare)
             }
-            for upstream in decision.order { attempts.append(Attempt(target: candidate, upstream: upstream)) }
+            for (rank, upstream) in decision.order.enumerated() {
+                let blocks = rank == 0 ? decision.uncachedBlocks : decision.promptBlocks
+                attempts.append(Attempt(target: candidate, upstream: upstream, prefillBlocks: UInt64(blocks)))
+            }
         }
         return AttemptPlan(attempts)
     }
