@@ -27,12 +27,14 @@ import Testing
 
     @Test func theSegmentsViewCountsEveryWorkerTheBreakerAndFreshEngineFigures() throws {
         let segment = try SharedSegment.create(supervisorPID: 1)
+        for index in [0, 5] { segment.workerSlot(index).reset(generation: 1, now: MonotonicInstant(nanoseconds: 1)) }
         segment.workerSlot(0).requestStarted(upstream: 1)
         segment.workerSlot(5).requestStarted(upstream: 1)
+        segment.workerSlot(5).prefillStarted(upstream: 1, blocks: 9)
         segment.upstream(1).publishEngineLoad(EngineLoadSnapshot(waiting: 6, running: 2, kvCacheUsage: 0.5, readAtMicros: 1_000_000))
         #expect(
             segment.routingCandidate(1, model: "m", nowMicros: 2_000_000, engineMaxAgeMicros: 5_000_000)
-                == RoutingCandidate(index: 1, isWell: true, inflight: 2, engineWaiting: 6))
+                == RoutingCandidate(index: 1, isWell: true, inflight: 2, engineWaiting: 6, pendingPrefillBlocks: 9))
         #expect(segment.routingCandidate(1, model: "m", nowMicros: 9_000_000, engineMaxAgeMicros: 5_000_000).engineWaiting == 0, "stale: not used")
         segment.upstream(1).updateBreaker { _ in ((), CircuitBreakerState(phase: .open, failures: 5, since: 1)) }
         #expect(!segment.routingCandidate(1, model: "m", nowMicros: 0, engineMaxAgeMicros: 0).isWell)
@@ -43,6 +45,7 @@ import Testing
 
     @Test func requestsInFlightBeyondTheEnginesBatchCountAsQueuedAtOnce() throws {
         let segment = try SharedSegment.create(supervisorPID: 1)
+        segment.workerSlot(0).reset(generation: 1, now: MonotonicInstant(nanoseconds: 1))
         for _ in 0..<11 { segment.workerSlot(0).requestStarted(upstream: 2) }
         segment.upstream(2).publishEngineLoad(EngineLoadSnapshot(waiting: 1, running: 8, kvCacheUsage: 0.5, readAtMicros: 1_000_000))
         func waiting(now: UInt64) -> UInt64 { segment.routingCandidate(2, model: "m", nowMicros: now, engineMaxAgeMicros: 5_000_000).engineWaiting }

@@ -147,20 +147,22 @@ extension SharedSegment {
         return UpstreamStatus(segment: self, offset: SegmentLayout.upstreamsOffset + index * SegmentLayout.upstreamSize)
     }
 
-    /// Requests in flight to `upstream` summed over every worker slot.
+    /// Requests in flight to `upstream` summed over every worker slot ever used (a slot is
+    /// used once ``WorkerSlot/reset(generation:now:)`` prepared it for a worker).
     public func inflightRequests(upstream: Int) -> UInt64 {
         var total: UInt64 = 0
-        for slot in 0..<SegmentLayout.maxWorkers { total &+= workerSlot(slot).inflightRequests(upstream: upstream) }
+        for slot in 0..<slotsUsed { total &+= workerSlot(slot).inflightRequests(upstream: upstream) }
         return total
     }
 
     /// Requests in flight to `upstream` and the prompt blocks they sent it that it has not
     /// started answering (its prefill queue as this gateway knows it), summed over every
-    /// worker slot in one pass.
+    /// worker slot ever used, in one pass (on every routed request: two workers touch two
+    /// slots, not ``SegmentLayout/maxWorkers``).
     public func upstreamLoad(upstream: Int) -> (requests: UInt64, prefillBlocks: UInt64) {
         var requests: UInt64 = 0
         var blocks: UInt64 = 0
-        for index in 0..<SegmentLayout.maxWorkers {
+        for index in 0..<slotsUsed {
             let slot = workerSlot(index)
             requests &+= slot.inflightRequests(upstream: upstream)
             blocks &+= slot.pendingPrefillBlocks(upstream: upstream)
