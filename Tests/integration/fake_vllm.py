@@ -397,9 +397,10 @@ def form_summary(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {"fields": fields, "order": [p["name"] for p in parts]}
 
 
-def multipart_body(parts: List[Any], boundary: Optional[str] = None):
-    """(body, content_type) of a multipart/form-data body: each part ``(name, "value")`` or
-    ``(name, (filename, bytes, content_type))``, in order (repeats allowed)."""
+def multipart_body(parts: List[Any], boundary: Optional[str] = None, close: bool = True):
+    """(body, content_type) of a multipart/form-data body: each part ``(name, "value")``
+    (str or bytes) or ``(name, (filename, bytes, content_type))``, in order (repeats
+    allowed); ``close=False`` leaves out the closing boundary."""
     boundary = boundary or "fakevllm" + uuid.uuid4().hex
     out = bytearray()
     for name, value in parts:
@@ -409,8 +410,10 @@ def multipart_body(parts: List[Any], boundary: Optional[str] = None):
             out += f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode()
             out += f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n"
         else:
-            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + str(value).encode() + b"\r\n"
-    out += b"--" + boundary.encode() + b"--\r\n"
+            data = value if isinstance(value, bytes) else str(value).encode()
+            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + data + b"\r\n"
+    if close:
+        out += b"--" + boundary.encode() + b"--\r\n"
     return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import openai
 import pytest
 
-from fake_vllm import DEFAULT_STREAM_EVENTS, default_text
+from fake_vllm import DEFAULT_STREAM_EVENTS, default_text, multipart_body
 from gateway import http_request, metric_value, parse_sse, wait_until
 
 pytestmark = pytest.mark.gateway
@@ -68,22 +68,10 @@ Part = Tuple[str, Union[str, bytes, Tuple[str, bytes, str]]]
 
 
 def form(parts: List[Part], boundary: str = BOUNDARY, close: bool = True) -> Tuple[bytes, str]:
-    """(body, content type) of a multipart/form-data body: each part (name, value) with a
-    str or bytes value (a field), or (name, (filename, bytes, content type)) (a file), in
-    order, repeats allowed; close=False leaves out the closing boundary."""
-    out = bytearray()
-    for name, value in parts:
-        out += b"--" + boundary.encode() + b"\r\n"
-        if isinstance(value, tuple):
-            filename, data, ctype = value
-            out += f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode()
-            out += f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n"
-        else:
-            data = value if isinstance(value, bytes) else value.encode()
-            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + data + b"\r\n"
-    if close:
-        out += b"--" + boundary.encode() + b"--\r\n"
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
+    """(body, content type) of a multipart/form-data body (fake_vllm's builder): each part
+    (name, value) with a str or bytes value (a field), or (name, (filename, bytes, content
+    type)) (a file), in order, repeats allowed; close=False leaves out the closing boundary."""
+    return multipart_body(parts, boundary, close)
 
 
 def audio_form(model: Optional[str] = "m-alias", data: bytes = AUDIO, model_first: bool = True,
