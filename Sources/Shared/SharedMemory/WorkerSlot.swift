@@ -79,8 +79,8 @@ public struct WorkerSlot: Sendable {
         return segment.atomic(at: offset + SegmentLayout.slotPrefillOffset + upstream * 8)
     }
 
-    /// Prompt blocks this worker sent `upstream` that it has not started answering: the
-    /// prefill ahead of a request sent there now.
+    /// Prompt blocks of streamed requests this worker sent `upstream` that it has not started
+    /// answering: the prefill ahead of a request sent there now.
     public func pendingPrefillBlocks(upstream: Int) -> UInt64 { prefill(upstream).load(ordering: .relaxed) }
 
     /// Counts `blocks` of prompt to prefill on `upstream` (paired with ``prefillEnded(upstream:blocks:)``

@@ -144,7 +144,9 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
         let forceNew = forceNew || upload != nil
         proxy.slot.requestStarted(upstream: attempt.upstream)
         releasePrefill()
-        if attempt.prefillBlocks > 0 {
+        // Only a stream tells when prefill is over (its first event comes with the first
+        // token); a whole answer's first bytes come when decoding ended too.
+        if attempt.prefillBlocks > 0, body.stream {
             proxy.slot.prefillStarted(upstream: attempt.upstream, blocks: attempt.prefillBlocks)
             prefillHeld = attempt.prefillBlocks
             prefillUpstream = attempt.upstream
