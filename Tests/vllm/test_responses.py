@@ -108,12 +108,24 @@ def test_responses_background_cancel(target):
     """A background response (4000 tokens, EOS ignored: ~20 s on CPU) is cancelled at once:
     vLLM aborts the engine request and keeps the response as "cancelled"."""
     client = target.openai()
+
+    def cancel(rid):
+        try:
+            return client.responses.cancel(rid)
+        except openai.APIConnectionError:
+            if target.name != "vllm":
+                raise
+            # Seen in CI straight to vLLM: the kept-alive connection the cancel went out on was
+            # closed with no answer and vLLM never saw the cancel (these clients do not retry:
+            # max_retries=0). Once more, on a new connection.
+            return target.openai().responses.cancel(rid)
+
     for _ in range(3):
         r = client.responses.create(model=target.model, input="Count forever.", max_output_tokens=4000,
                                     background=True, temperature=0, extra_body={"ignore_eos": True})
         assert r.status in ("queued", "in_progress"), r.status
         try:
-            cancelled = client.responses.cancel(r.id)
+            cancelled = cancel(r.id)
             break
         except openai.BadRequestError:
             # Seen on a loaded machine: vLLM answered the create only once the whole generation
