@@ -641,6 +641,15 @@ def pool_target(target, request) -> Target:
     gw = target.gateway
     # The gateway marks the pooling upstream up at its next health check.
     wait_upstream_up(gw, POOLING_UPSTREAM)
+    # Requests of earlier tests that tried every upstream (a stored response's id) while the
+    # pooling vLLM was still starting may have opened its breaker (seen in CI with three
+    # vLLMs starting on two cores): wait for its probe after the cooldown to close it.
+    def routed():
+        r = http_request("127.0.0.1", gw.port, "POST", "/classify",
+                         {"model": GATEWAY_POOLING_MODEL, "input": "hi"},
+                         {"Authorization": f"Bearer {API_KEY}"}, 60)
+        return r.status == 200 or None
+    wait_until(routed, 120, interval=1.0, what="a /classify through the gateway")
     return Target("gateway", gw.url, GATEWAY_POOLING_MODEL, API_KEY, server, gateway=gw)
 
 
