@@ -104,6 +104,7 @@ def test_responses_unknown_id_is_404(target):
 
 
 @pytest.mark.routes("/v1/responses", "/v1/responses/{id}", "/v1/responses/{id}/cancel")
+@pytest.mark.quiet
 def test_responses_background_cancel(target):
     """A background response (4000 tokens, EOS ignored: ~20 s on CPU) is cancelled at once:
     vLLM aborts the engine request and keeps the response as "cancelled"."""
