@@ -87,15 +87,23 @@ final class EngineMetricsPoller: Sendable {
         if let blocks = load.gpuBlocks, let size = load.blockSize {
             status.cacheBlocks = Self.promptBlocks(gpuBlocks: blocks, blockSize: size)
         }
-        // Requests waiting while others run: the batch is full, and its size is the engine's
-        // capacity (the workers count their own requests beyond it as queued at once, before
-        // the next scrape shows the queue).
-        if let waiting = load.waiting, waiting >= 1, let running = load.running, running >= 1 {
-            status.engineBatchCapacity = max(status.engineBatchCapacity ?? 0, UInt64(min(running, 1e9)))
-        }
+        status.engineBatchCapacity = Self.batchCapacity(previous: status.engineBatchCapacity, waiting: load.waiting, running: load.running)
         status.publishEngineLoad(
             EngineLoadSnapshot(
                 waiting: load.waiting.map { UInt64(min($0, 1e12)) }, running: load.running.map { UInt64(min($0, 1e12)) },
                 kvCacheUsage: load.kvCacheUsage, lora: load.lora.map(\.slots), readAtMicros: max(1, MonotonicInstant.now().nanoseconds / 1000)))
+    }
+
+    /// The engine's batch capacity (how many requests it runs at once: vLLM's `max_num_seqs`,
+    /// or fewer when its KV cache is the limit; `/metrics` does not state it) after a scrape
+    /// found `waiting` and `running`: the most requests ever seen running, once requests have
+    /// been seen waiting (nil until then: an engine never seen queueing has no known limit).
+    /// Running is never above the capacity, so the estimate never is either. A scrape that
+    /// lands between two engine steps sees requests waiting beside a batch that is not full
+    /// (they are admitted at the next step): that alone once set the capacity at 5 or 6 of 8,
+    /// and made the workers count free places as queued; the most seen running corrects it.
+    static func batchCapacity(previous: UInt64?, waiting: Double?, running: Double?) -> UInt64? {
+        guard let running, running >= 1, previous != nil || (waiting ?? 0) >= 1 else { return previous }
+        return max(previous ?? 0, UInt64(min(running, 1e9)))
     }
 }

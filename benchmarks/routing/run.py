@@ -247,7 +247,10 @@ def replica_counters(replicas: Sequence[ReplicaSim]) -> List[Dict[str, float]]:
         out.append({"queries": metric_sum(s, "vllm:prefix_cache_queries_total"),
                     "hits": metric_sum(s, "vllm:prefix_cache_hits_total"),
                     "finished": metric_sum(s, "vllm:request_success_total", finished_reason="length"),
-                    "aborted": metric_sum(s, "vllm:request_success_total", finished_reason="abort")})
+                    "aborted": metric_sum(s, "vllm:request_success_total", finished_reason="abort"),
+                    "queue_s": metric_sum(s, "vllm:request_queue_time_seconds_sum"),
+                    "queued": metric_sum(s, "vllm:request_queue_time_seconds_count"),
+                    "engine_ttft_s": metric_sum(s, "vllm:time_to_first_token_seconds_sum")})
     return out
 
 
@@ -276,11 +279,16 @@ def run_one(target: str, kind: str, convs, a: argparse.Namespace, replicas: Sequ
     counters = replica_counters(replicas)
     queries = sum(c["queries"] for c in counters)
     hits = sum(c["hits"] for c in counters)
+    queued = sum(c["queued"] for c in counters)
     with open(run_dir / f"{label}.requests.jsonl", "w") as f:
         for rec in load["records"]:
             f.write(json.dumps(rec) + "\n")
     return {**result, **load["summary"], "stopped_by_deadline": load["stopped_by_deadline"],
             "prefix_hit_rate": round(hits / queries, 4) if queries else None,
+            # Time in the engines' waiting queues (vllm:request_queue_time_seconds): the part of
+            # the time to first token spent waiting for a place in a full batch.
+            "engine_queue_ms_mean": round(1000 * sum(c["queue_s"] for c in counters) / queued, 1) if queued else None,
+            "engine_ttft_ms_mean": round(1000 * sum(c["engine_ttft_s"] for c in counters) / queued, 1) if queued else None,
             "replicas": [{"url": r.url, **c} for r, c in zip(replicas, counters)]}
 
 
@@ -314,18 +322,18 @@ def workload_lines(sizes: Dict[str, Dict[str, Any]], a: argparse.Namespace) -> s
 
 def table(results: Sequence[Dict[str, Any]]) -> str:
     head = ("| workload | target | ok / failed | prefix-cache hits | TTFT mean ms | TTFT p50 ms | TTFT p90 ms "
-            "| output tok/s | req/s | requests per replica |")
-    lines = [head, "|" + "---|" * 10]
+            "| queued ms mean | output tok/s | req/s | requests per replica |")
+    lines = [head, "|" + "---|" * 11]
     for r in results:
         if not r["available"]:
             lines.append(f"| {r['workload']} | {r['target']} | not available: {r['reason'][:110].replace('|', '/')} "
-                         "| | | | | | | |")
+                         "| | | | | | | | |")
             continue
         per = " / ".join(str(int(x["finished"])) for x in r["replicas"])
         flag = " (deadline)" if r.get("stopped_by_deadline") else ""
         lines.append(f"| {r['workload']} | {r['target']} | {r['ok']} / {r['failed']}{flag} | "
                      f"{fmt(r['prefix_hit_rate'], pct=True)} | {fmt(r['ttft_ms'].get('mean'))} | {fmt(r['ttft_ms']['p50'])} | "
-                     f"{fmt(r['ttft_ms']['p90'])} | "
+                     f"{fmt(r['ttft_ms']['p90'])} | {fmt(r.get('engine_queue_ms_mean'))} | "
                      f"{fmt(r['output_tokens_per_s'])} | {fmt(r['requests_per_s'])} | {per} |")
     return "\n".join(lines)
 

@@ -5,8 +5,10 @@ public struct RoutingCandidate: Sendable, Equatable {
     public var isWell: Bool
     /// Requests in flight to it from every worker of this gateway (exact, immediate).
     public var inflight: UInt64
-    /// Requests waiting in its engine's queue (its `/metrics`, when fresh): includes other
-    /// gateways' and clients' requests, but lags.
+    /// Where a request sent now would stand in its engine's queue: 0 while the batch has
+    /// room, else 1 + the requests waiting ahead of it (its `/metrics`, when fresh, which
+    /// includes other gateways' and clients' requests but lags; or this gateway's requests in
+    /// flight beyond the engine's batch capacity, which is immediate).
     public var engineWaiting: UInt64
     /// Prompt blocks this gateway sent it that it has not started answering (exact,
     /// immediate): the prefill a request sent now waits behind.
