@@ -353,7 +353,7 @@ def quick_run(tmp_path, *args):
     p = subprocess.run([sys.executable, str(ROUTING / "run.py"), "--quick", "--run-dir", str(tmp_path / "run"),
                         "--json", str(out), *args], capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "| workload | target |" in p.stdout
+    assert "| workload | in flight | target |" in p.stdout
     return json.loads(out.read_text())
 
 

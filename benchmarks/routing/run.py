@@ -264,11 +264,11 @@ def wait_idle(replicas: Sequence[ReplicaSim], timeout: float = 30.0) -> None:
 
 def run_one(target: str, kind: str, convs, a: argparse.Namespace, replicas: Sequence[ReplicaSim],
             run_dir: Path) -> Dict[str, Any]:
-    label = f"{target.replace(':', '-')}-{kind}"
+    label = f"{target.replace(':', '-')}-{kind}-{a.concurrency}"
     wait_idle(replicas)
     for r in replicas:
         r.reset()
-    result: Dict[str, Any] = {"target": target, "workload": kind, "available": True}
+    result: Dict[str, Any] = {"target": target, "workload": kind, "concurrency": a.concurrency, "available": True}
     try:
         with start_target(target, a, replicas, run_dir, label) as pick:
             load = asyncio.run(run_load(convs, pick, a.model, a.concurrency, a.open_conversations, a.think_time,
@@ -310,8 +310,9 @@ def workload_lines(sizes: Dict[str, Dict[str, Any]], a: argparse.Namespace) -> s
     out = []
     for k, d in sizes.items():
         line = (f"- {k}: {d['requests']} requests in {d['conversations']} conversations, avg prompt "
-                f"{d['avg_prompt_tokens']} tokens; {a.concurrency} in flight, {a.open_conversations} conversations "
-                f"open, think time {a.think_time} s; {a.replicas} replicas of {a.num_gpu_blocks} blocks x "
+                f"{d['avg_prompt_tokens']} tokens; {' and '.join(map(str, a.levels))} in flight "
+                f"({a.replicas} x {a.max_num_seqs} batch places), "
+                f"{a.open_conversations_arg or 'twice as many'} conversations open, think time {a.think_time} s; {a.replicas} replicas of {a.num_gpu_blocks} blocks x "
                 f"{a.block_size} tokens")
         if d["tenants"]:
             line += (f"; {d['tenants']} tenants' system prompts {d['system_prompt_blocks']} blocks; best possible "
@@ -321,17 +322,17 @@ def workload_lines(sizes: Dict[str, Dict[str, Any]], a: argparse.Namespace) -> s
 
 
 def table(results: Sequence[Dict[str, Any]]) -> str:
-    head = ("| workload | target | ok / failed | prefix-cache hits | TTFT mean ms | TTFT p50 ms | TTFT p90 ms "
+    head = ("| workload | in flight | target | ok / failed | prefix-cache hits | TTFT mean ms | TTFT p50 ms | TTFT p90 ms "
             "| queued ms mean | output tok/s | req/s | requests per replica |")
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in results:
         if not r["available"]:
-            lines.append(f"| {r['workload']} | {r['target']} | not available: {r['reason'][:110].replace('|', '/')} "
-                         "| | | | | | | | |")
+            lines.append(f"| {r['workload']} | {r['concurrency']} | {r['target']} | not available: "
+                         f"{r['reason'][:110].replace('|', '/')} | | | | | | | | |")
             continue
         per = " / ".join(str(int(x["finished"])) for x in r["replicas"])
         flag = " (deadline)" if r.get("stopped_by_deadline") else ""
-        lines.append(f"| {r['workload']} | {r['target']} | {r['ok']} / {r['failed']}{flag} | "
+        lines.append(f"| {r['workload']} | {r['concurrency']} | {r['target']} | {r['ok']} / {r['failed']}{flag} | "
                      f"{fmt(r['prefix_hit_rate'], pct=True)} | {fmt(r['ttft_ms'].get('mean'))} | {fmt(r['ttft_ms']['p50'])} | "
                      f"{fmt(r['ttft_ms']['p90'])} | {fmt(r.get('engine_queue_ms_mean'))} | "
                      f"{fmt(r['output_tokens_per_s'])} | {fmt(r['requests_per_s'])} | {per} |")
@@ -353,7 +354,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a small run (tests): few requests and users")
     p.add_argument("--requests", type=int, default=600, help="requests of the shared-prefix workload")
     p.add_argument("--random-requests", type=int, default=200, help="requests of the random workload")
-    p.add_argument("--concurrency", type=int, default=32, help="requests in flight (closed loop)")
+    p.add_argument("--concurrency", default="24,32",
+                   help="requests in flight (closed loop), comma-separated: each workload runs at each level "
+                        "(default 24,32: three quarters of the replicas' batch places, and all of them)")
     p.add_argument("--open-conversations", type=int, default=0,
                    help="conversations open at a time (default: 2 x concurrency)")
     p.add_argument("--think-time", type=float, default=0.5,
@@ -388,14 +391,31 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, default=None, help="logs and per-request records (default: a new temp dir)")
     p.add_argument("--json", type=Path, default=None, help="results JSON (default RUN_DIR/results.json)")
     a = p.parse_args(argv)
+    a.open_conversations_arg = a.open_conversations
+    try:
+        a.levels = [int(x) for x in str(a.concurrency).split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--concurrency: whole numbers, comma-separated: {a.concurrency!r}")
+    if not a.levels or min(a.levels) < 1:
+        p.error(f"--concurrency: at least one level, each 1 or more: {a.concurrency!r}")
     if a.quick:
         a.requests = min(a.requests, 48)
         a.random_requests = min(a.random_requests, 16)
-        a.concurrency = min(a.concurrency, 12)
+        a.levels = sorted({min(c, 12) for c in a.levels})
         a.think_time = min(a.think_time, 0.2)
         a.max_seconds = min(a.max_seconds, 60.0)
+    a.concurrency = a.levels[-1]
     a.open_conversations = a.open_conversations or 2 * a.concurrency
     return a
+
+
+def at_level(a: argparse.Namespace, concurrency: int) -> argparse.Namespace:
+    """The arguments of one load level: ``concurrency`` in flight, and (unless given)
+    twice as many conversations open."""
+    level = argparse.Namespace(**vars(a))
+    level.concurrency = concurrency
+    level.open_conversations = a.open_conversations_arg or 2 * concurrency
+    return level
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -429,16 +449,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 block_size=a.block_size, max_num_seqs=a.max_num_seqs, max_num_batched_tokens=a.max_num_batched_tokens,
                 prefill_us_per_token=a.prefill_us_per_token, decode_ms_per_step=a.decode_ms_per_step,
                 decode_us_per_seq=a.decode_us_per_seq, max_loras=a.max_loras))
+        runs = [(kind, level) for level in a.levels for kind in kinds]
         for target in targets:
-            for kind in kinds:
-                log(f"{target} / {kind} ...")
-                res = run_one(target, kind, workloads[kind], a, replicas, run_dir)
+            for n, (kind, level) in enumerate(runs):
+                log(f"{target} / {kind} / {level} in flight ...")
+                res = run_one(target, kind, workloads[kind], at_level(a, level), replicas, run_dir)
                 results.append(res)
                 if not res["available"]:
                     log(f"{target}: not available: {res['reason']}")
-                    results += [{**res, "workload": k} for k in kinds[kinds.index(kind) + 1:]]
+                    results += [{**res, "workload": k, "concurrency": c} for k, c in runs[n + 1:]]
                     break
-                log(f"{target} / {kind}: {res['ok']} ok, {res['failed']} failed, hits "
+                log(f"{target} / {kind} / {level} in flight: {res['ok']} ok, {res['failed']} failed, hits "
                     f"{fmt(res['prefix_hit_rate'], pct=True)}, TTFT p50 {fmt(res['ttft_ms']['p50'])} ms, "
                     f"{fmt(res['output_tokens_per_s'])} tok/s, {res['wall_s']} s")
     finally:
