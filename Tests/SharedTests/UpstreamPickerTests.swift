@@ -34,7 +34,7 @@ import Testing
         segment.upstream(1).publishEngineLoad(EngineLoadSnapshot(waiting: 6, running: 2, kvCacheUsage: 0.5, readAtMicros: 1_000_000))
         #expect(
             segment.routingCandidate(1, model: "m", nowMicros: 2_000_000, engineMaxAgeMicros: 5_000_000)
-                == RoutingCandidate(index: 1, isWell: true, inflight: 2, engineWaiting: 7, pendingPrefillBlocks: 9), "behind the 6 waiting")
+                == RoutingCandidate(index: 1, isWell: true, inflight: 2, engineWaiting: 6, pendingPrefillBlocks: 9))
         #expect(segment.routingCandidate(1, model: "m", nowMicros: 9_000_000, engineMaxAgeMicros: 5_000_000).engineWaiting == 0, "stale: not used")
         segment.upstream(1).updateBreaker { _ in ((), CircuitBreakerState(phase: .open, failures: 5, since: 1)) }
         #expect(!segment.routingCandidate(1, model: "m", nowMicros: 0, engineMaxAgeMicros: 0).isWell)
@@ -49,12 +49,12 @@ import Testing
         for _ in 0..<11 { segment.workerSlot(0).requestStarted(upstream: 2) }
         segment.upstream(2).publishEngineLoad(EngineLoadSnapshot(waiting: 1, running: 8, kvCacheUsage: 0.5, readAtMicros: 1_000_000))
         func waiting(now: UInt64) -> UInt64 { segment.routingCandidate(2, model: "m", nowMicros: now, engineMaxAgeMicros: 5_000_000).engineWaiting }
-        #expect(waiting(now: 2_000_000) == 2, "batch capacity not seen yet: behind the scrape's 1")
+        #expect(waiting(now: 2_000_000) == 1, "batch capacity not seen yet: the scrape's figure")
         segment.upstream(2).engineBatchCapacity = 8
-        #expect(waiting(now: 2_000_000) == 4, "11 in flight, 8 run at once: behind 3")
+        #expect(waiting(now: 2_000_000) == 4, "11 in flight, 8 run at once: 3 wait, and one more would")
         #expect(waiting(now: 90_000_000) == 4, "the capacity does not go stale with the scrape")
         segment.upstream(2).publishEngineLoad(EngineLoadSnapshot(waiting: 5, running: 8, kvCacheUsage: 0.5, readAtMicros: 1_000_000))
-        #expect(waiting(now: 2_000_000) == 6, "other clients' requests queue there too")
+        #expect(waiting(now: 2_000_000) == 5, "other clients' requests queue there too")
         segment.upstream(2).publishEngineLoad(EngineLoadSnapshot(waiting: 0, running: 8, kvCacheUsage: 0.5, readAtMicros: 1_000_000))
         for _ in 0..<3 { segment.workerSlot(0).requestEnded(upstream: 2) }
         #expect(waiting(now: 2_000_000) == 1, "8 in flight fill the batch: one more waits")

@@ -5,10 +5,11 @@ public struct RoutingCandidate: Sendable, Equatable {
     public var isWell: Bool
     /// Requests in flight to it from every worker of this gateway (exact, immediate).
     public var inflight: UInt64
-    /// Where a request sent now would stand in its engine's queue: 0 while the batch has
-    /// room, else 1 + the requests waiting ahead of it (its `/metrics`, when fresh, which
-    /// includes other gateways' and clients' requests but lags; or this gateway's requests in
-    /// flight beyond the engine's batch capacity, which is immediate).
+    /// How many places of its engine's queue count against it, the larger of: the requests
+    /// waiting there by its `/metrics` when fresh (other gateways' and clients' too, but up
+    /// to a scrape old), and, once its batch capacity is known, the requests of this
+    /// gateway that would wait there with one more sent now (immediate; 1 at exactly the
+    /// capacity: the batch is full).
     public var engineWaiting: UInt64
     /// Prompt blocks this gateway sent it that it has not started answering (exact,
     /// immediate): the prefill a request sent now waits behind.

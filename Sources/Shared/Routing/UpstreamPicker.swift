@@ -31,17 +31,17 @@ extension UpstreamStatus {
 extension SharedSegment {
     /// Upstream `index` as routing sees it for a request of `model` (the name the upstream
     /// knows it by), its matched blocks left at 0; engine figures older than
-    /// `engineMaxAgeMicros` are not used. Its engine's queue is where a request sent now
-    /// would stand in it: nothing while its batch has room; once the batch is full, behind
-    /// those waiting, by the scraped count or this gateway's requests in flight beyond the
-    /// engine's batch capacity, whichever is more.
+    /// `engineMaxAgeMicros` are not used. Its engine's queue is the larger of the scraped one
+    /// and this gateway's requests in flight, with one more, beyond the engine's batch
+    /// capacity. (The scraped count is not raised by one: a scrape that lands between two
+    /// engine steps often sees a request about to be admitted, and counting it twice moved
+    /// requests off warm replicas for nothing in `benchmarks/routing`.)
     public func routingCandidate(_ index: Int, model: String, nowMicros: UInt64, engineMaxAgeMicros: UInt64) -> RoutingCandidate {
         let status = upstream(index)
         var waiting: UInt64 = 0
         var adapter = RoutingCandidate.AdapterFit.notAdapter
         if let load = status.engineLoad, load.isFresh(nowMicros: nowMicros, maxAgeMicros: engineMaxAgeMicros) {
-            // Requests waiting: the batch is full, and one more would wait behind them.
-            if let queued = load.waiting, queued > 0 { waiting = queued &+ 1 }
+            waiting = load.waiting ?? 0
             // Only an upstream with LoRA enabled reads its model list for the adapter.
             if let lora = load.lora, lora.maxAdapters > 0, status.servesAdapter(model) == true {
                 adapter = lora.running.mayContain(model) ? .running : lora.hasFreeSlot ? .freeSlot : .full
