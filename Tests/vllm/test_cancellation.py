@@ -29,9 +29,6 @@ import pytest
 LONG = 3000
 MESSAGES = [{"role": "user", "content": "Count forever."}]
 
-# They race vLLM's own timing: last, once no other vLLM is starting (conftest.py).
-pytestmark = pytest.mark.quiet
-
 
 def _wait_aborted(target, request_id, timeout=60):
     try:
