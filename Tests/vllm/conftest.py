@@ -147,8 +147,9 @@ def pytest_collection_finish(session):
 
 def pytest_runtest_setup(item):
     # A test marked quiet races vLLM's own timing (a background response must still be
-    # running when its cancel arrives): it waits until no other vLLM is starting. On two cores, two engines starting beside the one under test
-    # once made vLLM answer a background create only after its 4000 tokens had run.
+    # running when its cancel arrives): it waits until no other vLLM is starting. On two
+    # cores, two engines starting beside the one under test once made vLLM answer a
+    # background create only after its 4000 tokens had run.
     if item.get_closest_marker("quiet"):
         for bg in list(_BACKGROUND.values()):
             bg.wait(timeout=max(1.0, SERVE_TIMEOUT - (time.monotonic() - bg.t0)))

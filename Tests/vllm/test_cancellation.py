@@ -46,6 +46,14 @@ def _wait_aborted(target, request_id, timeout=60):
                      "client's hang-up (its generator was not finalized in time)")
 
 
+def _first_then_close(stream, count):
+    """The first `count` events of an SDK stream, then a hang-up."""
+    it = iter(stream)
+    events = [next(it) for _ in range(count)]
+    stream.close()
+    return events
+
+
 def _ended_before_hang_up(target, route, closed_at):
     """Through the gateway: its access line for the last request on `route` says the stream
     ran to its end (no client_closed_request) before the client hung up at `closed_at`."""
@@ -83,10 +91,7 @@ def test_chat_stream_disconnect_aborts(target):
         stream = target.openai().chat.completions.create(
             model=target.model, messages=MESSAGES, max_tokens=LONG, temperature=0, stream=True,
             extra_body={"ignore_eos": True})
-        it = iter(stream)
-        first = [next(it) for _ in range(3)]
-        stream.close()
-        return first[0].id
+        return _first_then_close(stream, 3)[0].id
     _hang_up_until_aborted(target, "/v1/chat/completions", hang_up)
 
 
@@ -96,10 +101,7 @@ def test_completions_stream_disconnect_aborts(target):
         stream = target.openai().completions.create(
             model=target.model, prompt="Count forever.", max_tokens=LONG, temperature=0, stream=True,
             extra_body={"ignore_eos": True})
-        it = iter(stream)
-        first = [next(it) for _ in range(3)]
-        stream.close()
-        return first[0].id
+        return _first_then_close(stream, 3)[0].id
     _hang_up_until_aborted(target, "/v1/completions", hang_up)
 
 
@@ -109,9 +111,7 @@ def test_responses_stream_disconnect_aborts(target):
         stream = target.openai().responses.create(
             model=target.model, input="Count forever.", max_output_tokens=LONG, temperature=0, stream=True,
             extra_body={"ignore_eos": True})
-        it = iter(stream)
-        events = [next(it) for _ in range(5)]
-        stream.close()
+        events = _first_then_close(stream, 5)
         assert events[0].type == "response.created"
         return events[0].response.id
     try:

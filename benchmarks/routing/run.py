@@ -249,8 +249,7 @@ def replica_counters(replicas: Sequence[ReplicaSim]) -> List[Dict[str, float]]:
                     "finished": metric_sum(s, "vllm:request_success_total", finished_reason="length"),
                     "aborted": metric_sum(s, "vllm:request_success_total", finished_reason="abort"),
                     "queue_s": metric_sum(s, "vllm:request_queue_time_seconds_sum"),
-                    "queued": metric_sum(s, "vllm:request_queue_time_seconds_count"),
-                    "engine_ttft_s": metric_sum(s, "vllm:time_to_first_token_seconds_sum")})
+                    "queued": metric_sum(s, "vllm:request_queue_time_seconds_count")})
     return out
 
 
@@ -288,7 +287,6 @@ def run_one(target: str, kind: str, convs, a: argparse.Namespace, replicas: Sequ
             # Time in the engines' waiting queues (vllm:request_queue_time_seconds): the part of
             # the time to first token spent waiting for a place in a full batch.
             "engine_queue_ms_mean": round(1000 * sum(c["queue_s"] for c in counters) / queued, 1) if queued else None,
-            "engine_ttft_ms_mean": round(1000 * sum(c["engine_ttft_s"] for c in counters) / queued, 1) if queued else None,
             "replicas": [{"url": r.url, **c} for r, c in zip(replicas, counters)]}
 
 
