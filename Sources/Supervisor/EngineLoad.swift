@@ -19,6 +19,9 @@ struct EngineLoad: Equatable, Sendable {
     var gpuBlocks: Int?
     /// `vllm:lora_requests_info` (the newest series: its value is the time it was set).
     var lora: LoRA?
+    /// `process_start_time_seconds` (the server process's start, Unix seconds): a change
+    /// means the engine restarted, its prefix cache empty.
+    var processStart: Double?
 
     struct LoRA: Equatable, Sendable {
         var running: [String]
@@ -37,7 +40,11 @@ struct EngineLoad: Equatable, Sendable {
     /// A longer line is skipped (a label value of a megabyte is nobody's metric).
     static let maxLineBytes = 64 << 10
 
-    init(waiting: Double? = nil, running: Double? = nil, kvCacheUsage: Double? = nil, blockSize: Int? = nil, gpuBlocks: Int? = nil, lora: LoRA? = nil) {
+    init(
+        waiting: Double? = nil, running: Double? = nil, kvCacheUsage: Double? = nil, blockSize: Int? = nil, gpuBlocks: Int? = nil, lora: LoRA? = nil,
+        processStart: Double? = nil
+    ) {
+        self.processStart = processStart
         self.waiting = waiting
         self.running = running
         self.kvCacheUsage = kvCacheUsage
@@ -76,6 +83,8 @@ struct EngineLoad: Equatable, Sendable {
                     legacyUsageSum += value
                     legacyUsageCount += 1
                 }
+            case "process_start_time_seconds":
+                if let value = sample.count, value > 0 { processStart = value }
             case "vllm:cache_config_info":
                 if let size = sample.label("block_size").flatMap(Int.init), size > 0 { blockSize = size }
                 if let blocks = sample.label("num_gpu_blocks").flatMap(Int.init), blocks > 0 { gpuBlocks = (gpuBlocks ?? 0) + blocks }

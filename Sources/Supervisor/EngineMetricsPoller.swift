@@ -16,6 +16,8 @@ final class EngineMetricsPoller: Sendable {
     let segment: SharedSegment
     let logger: Logger
     private let client: HTTPClient
+    /// Each upstream's server start time at its last scrape (`process_start_time_seconds`).
+    private let processStarts = NIOLockedValueBox<[Int: Double]>([:])
 
     init(configuration: GatewayConfiguration, segment: SharedSegment, logger: Logger) {
         self.configuration = NIOLockedValueBox(configuration)
@@ -83,15 +85,44 @@ final class EngineMetricsPoller: Sendable {
             logger.debug("engine metrics scrape failed", metadata: ["upstream": "\(name)", "error": "\(error)"])
             return
         }
-        let status = segment.upstream(index)
+        let previousStart = processStarts.withLockedValue { starts in
+            defer { if let start = load.processStart { starts[index] = start } }
+            return starts[index]
+        }
+        if Self.publish(load, to: segment.upstream(index), previousStart: previousStart) {
+            logger.info("upstream engine restarted: its prefix cache is taken as empty", metadata: ["upstream": "\(name)"])
+        }
+    }
+
+    /// Publishes one scrape of an upstream in the segment; true when its server restarted
+    /// since the scrape that read its start time as `previousStart`. A restarted server has
+    /// an empty prefix cache and maybe another batch size: what the index says it holds ages
+    /// out at once, and its batch capacity is learned again.
+    @discardableResult
+    static func publish(_ load: EngineLoad, to status: UpstreamStatus, previousStart: Double?) -> Bool {
+        let restarted = restarted(previous: previousStart, now: load.processStart)
+        if restarted {
+            let capacity = status.cacheBlocks
+            status.prefixBlockCounter.wrappingIncrement(
+                by: capacity == 0 ? PrefixIndex.unknownCapacity : min(capacity, PrefixIndex.unknownCapacity), ordering: .relaxed)
+            status.engineBatchCapacity = nil
+        }
         if let blocks = load.gpuBlocks, let size = load.blockSize {
             status.cacheBlocks = Self.promptBlocks(gpuBlocks: blocks, blockSize: size)
         }
-        status.engineBatchCapacity = Self.batchCapacity(previous: status.engineBatchCapacity, waiting: load.waiting, running: load.running)
+        status.engineBatchCapacity = batchCapacity(previous: status.engineBatchCapacity, waiting: load.waiting, running: load.running)
         status.publishEngineLoad(
             EngineLoadSnapshot(
                 waiting: load.waiting.map { UInt64(min($0, 1e12)) }, running: load.running.map { UInt64(min($0, 1e12)) },
                 kvCacheUsage: load.kvCacheUsage, lora: load.lora.map(\.slots), readAtMicros: max(1, MonotonicInstant.now().nanoseconds / 1000)))
+        return restarted
+    }
+
+    /// Whether the server behind an upstream was restarted between two scrapes that read its
+    /// start time `previous` and `now` (`process_start_time_seconds`; nil: not on the page).
+    static func restarted(previous: Double?, now: Double?) -> Bool {
+        guard let previous, let now else { return false }
+        return abs(now - previous) > 0.001
     }
 
     /// The engine's batch capacity (how many requests it runs at once: vLLM's `max_num_seqs`,

@@ -21,10 +21,10 @@ import Testing
     }
 
     @Test func aWarmUpstreamIsLeftOnceItsQueueCostsMoreThanThePrefill() {
-        // 40 cached blocks are worth 40 / 0.5 = 80 more requests in flight.
-        let near = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (79, 40)]), promptBlocks: 40, firstBlock: 7))
+        // 42 cached blocks are worth 42 / 1.5 = 28 more requests in flight.
+        let near = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (27, 42)]), promptBlocks: 42, firstBlock: 7))
         #expect(near.order.first == 1 && near.reason == .prefix)
-        let saturated = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (81, 40)]), promptBlocks: 40, firstBlock: 7))
+        let saturated = picker.decide(RoutingRequest(candidates: candidates([(0, 0), (29, 42)]), promptBlocks: 42, firstBlock: 7))
         #expect(saturated.order == [0, 1] && saturated.reason == .load)
     }
 
@@ -38,7 +38,7 @@ import Testing
 
     @Test func promptsSentAndNotYetAnsweredCountAsLoad() {
         // Both hold the prefix; one is still to prefill 60 blocks others sent it (× 0.5 = 30
-        // blocks of cost, more than its one fewer request in flight).
+        // blocks of cost, more than its one fewer request in flight: 1.5 blocks).
         var warm = candidates([(1, 30), (0, 30)])
         warm[1].pendingPrefillBlocks = 60
         let decision = picker.decide(RoutingRequest(candidates: warm, promptBlocks: 40, firstBlock: 7))

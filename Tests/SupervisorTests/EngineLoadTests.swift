@@ -14,7 +14,7 @@ import Testing
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/vllm-0.32.0-cpu.metrics.txt")
         let text = try Data(contentsOf: url)
         let load = EngineLoad(prometheusText: text)
-        #expect(load == EngineLoad(waiting: 0, running: 0, kvCacheUsage: 0, blockSize: 128, gpuBlocks: 2048))
+        #expect(load == EngineLoad(waiting: 0, running: 0, kvCacheUsage: 0, blockSize: 128, gpuBlocks: 2048, processStart: 1.79630922883e9))
     }
 
     @Test func figuresOfSeveralEnginesAddUp() {

@@ -29,4 +29,38 @@ import Testing
         #expect(next(8, waiting: nil, running: nil) == 8, "a scrape without the figures keeps it")
         #expect(next(nil, waiting: 1, running: 1e300) == 1_000_000_000, "bounded")
     }
+
+    @Test func aNewServerStartTimeMeansARestart() {
+        #expect(!EngineMetricsPoller.restarted(previous: nil, now: 1.7e9), "the first scrape")
+        #expect(!EngineMetricsPoller.restarted(previous: 1.7e9, now: 1.7e9))
+        #expect(!EngineMetricsPoller.restarted(previous: 1.7e9, now: nil), "a page without it says nothing")
+        #expect(EngineMetricsPoller.restarted(previous: 1.7e9, now: 1.7e9 + 30))
+        #expect(EngineMetricsPoller.restarted(previous: 1.7e9, now: 1.7e9 - 30), "a clock set back is a new process too")
+    }
+
+    @Test func aRestartForgetsWhatTheIndexSaysItHoldsAndItsBatchCapacity() throws {
+        let segment = try SharedSegment.create(supervisorPID: 1)
+        let status = segment.upstream(0)
+        let blocks: [UInt64] = [11, 22, 33]
+        func matched() -> Int {
+            segment.prefixIndex.match(blocks, clocks: segment.prefixClocks(upstreams: 2))[0]
+        }
+        let queueing = EngineLoad(waiting: 2, running: 8, blockSize: 16, gpuBlocks: 1280, processStart: 1.7e9)
+        #expect(!EngineMetricsPoller.publish(queueing, to: status, previousStart: nil))
+        segment.prefixIndex.record(blocks, upstream: 0, counter: status.prefixBlockCounter, clocks: segment.prefixClocks(upstreams: 2))
+        #expect(matched() == 3)
+        #expect(status.engineBatchCapacity == 8)
+
+        var idle = EngineLoad(waiting: 0, running: 3, blockSize: 16, gpuBlocks: 1280, processStart: 1.7e9)
+        #expect(!EngineMetricsPoller.publish(idle, to: status, previousStart: 1.7e9), "the same server")
+        #expect(matched() == 3)
+        #expect(status.engineBatchCapacity == 8)
+
+        idle.processStart = 1.7e9 + 60
+        #expect(EngineMetricsPoller.publish(idle, to: status, previousStart: 1.7e9), "a new server")
+        #expect(matched() == 0, "its cache is empty")
+        #expect(status.engineBatchCapacity == nil, "learned again: it may run another batch size")
+        segment.prefixIndex.record(blocks, upstream: 0, counter: status.prefixBlockCounter, clocks: segment.prefixClocks(upstreams: 2))
+        #expect(matched() == 3, "what it serves from now on counts")
+    }
 }

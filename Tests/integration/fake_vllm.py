@@ -1006,6 +1006,9 @@ def build_apps(state: ServerState, log=print):
         model = (cfg.get("models") or ["model"])[0]
         labels = f'engine="0",model_name="{model}"'
         text = (
+            "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+            "# TYPE process_start_time_seconds gauge\n"
+            f"process_start_time_seconds {float(cfg.get('metrics_process_start') or state.created)}\n"
             "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
             "# TYPE vllm:num_requests_running gauge\n"
             f"vllm:num_requests_running{{{labels}}} {float(state.inflight)}\n"
@@ -2152,6 +2155,9 @@ async def serve(args) -> None:
         "metrics_kv_cache_usage": 0.0,
         "metrics_block_size": 16,
         "metrics_num_gpu_blocks": 1000,
+        # process_start_time_seconds: when the server started (None: state.created); a new
+        # value is a restarted engine.
+        "metrics_process_start": None,
         # LoRA: adapter names served as models (parent: the first model); with
         # metrics_max_lora > 0, vllm:lora_requests_info reports metrics_lora_running.
         "lora_adapters": [],

@@ -202,6 +202,25 @@ def test_uncached_prefill_costs_time(replica_factory):
     assert cold >= 0.45 and warm < cold / 3, (cold, warm)
 
 
+def test_a_prefix_being_prefilled_is_hit_by_the_next_request(replica_factory):
+    """As in vLLM v1, a prompt's blocks are cached as its prefill chunks are scheduled: a
+    request arriving while another with its prefix is still prefilling hits what that one
+    has scheduled so far (cached only once prefilled, it would hit nothing)."""
+    # 1000 tokens in chunks of 256, each a step of about 0.26 s.
+    r = replica_factory(decode_ms_per_step=5, prefill_us_per_token=1000, max_num_batched_tokens=256)
+    system = "w" * 4000
+    replies = []
+    threads = [threading.Thread(target=lambda u=u: replies.append(chat(r, system, user=u, max_tokens=1)))
+               for u in ("first", "second")]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)  # the second arrives while the first is still prefilling
+    for t in threads:
+        t.join(20)
+    cached = sorted(x["usage"]["prompt_tokens_details"]["cached_tokens"] for x in replies)
+    assert len(cached) == 2 and cached[0] == 0 and cached[1] >= 256, cached
+
+
 def test_batch_limit_queues_requests(replica_factory):
     r = replica_factory(max_num_seqs=1, decode_ms_per_step=20)
     done = []

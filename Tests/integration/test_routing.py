@@ -112,6 +112,26 @@ def test_an_engine_queue_releases_the_affinity(gateway_factory, fake_vllm_factor
                timeout=10, what="the queue drained")
 
 
+def test_a_restarted_engine_is_taken_as_holding_nothing(gateway_factory, fake_vllm_factory):
+    """A replica whose server restarted (a new process_start_time_seconds) has an empty
+    cache: the prefix it held no longer draws its tenant's requests as a prefix match."""
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(2)]
+    gw = gateway_factory(config=config(fakes), workers=1, env=FAST)
+    samples = lambda: parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
+    decisions = lambda reason: metric_value(samples(), "llm_gateway_routing_decisions_total", model="m", reason=reason) or 0
+    wait_until(lambda: all(metric_value(samples(), "llm_gateway_upstream_queue_depth", upstream=f"u{i}") is not None
+                           for i in range(2)), timeout=10, what="both engines scraped")
+    chat(gw, 9, "first")
+    home = served(fakes).index(1)
+    chat(gw, 9, "second")
+    assert decisions("prefix") == 1 and served(fakes)[home] == 2
+    fakes[home].config(metrics_process_start=4_000_000_000.0)
+    wait_until(lambda: "upstream engine restarted" in gw.log_text(), timeout=10, what="the restart seen")
+    chat(gw, 9, "third")
+    assert decisions("prefix") == 1, "nothing cached anywhere: the prompt is routed as cold"
+    assert decisions("cold") == 2
+
+
 def test_a_down_upstream_is_skipped(gateway_factory, fake_vllm_factory):
     fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(2)]
     gw = gateway_factory(config=config(fakes), workers=1, env=FAST)

@@ -16,8 +16,11 @@ time passes in asyncio sleeps, so four replicas and a load generator fit on 2 co
   most ``prompt_tokens - 1`` tokens: the last token is always computed, as in vLLM).
   Blocks held by running requests are pinned; freed blocks stay cached and are evicted
   least recently used first (a request's tail blocks before its head, as vLLM frees them).
-  The prompt's blocks are cached once its prefill is done; the reply's full blocks when
-  the request finishes (the next turn of a chat hits its own history).
+  The prompt's full blocks are cached as each chunk of its prefill is scheduled, before
+  the step computes them (vLLM v1's ``KVCacheManager.allocate_slots`` caches the blocks of
+  ``computed + new`` tokens), so a request scheduled after another with the same prefix,
+  even in the same step, hits it; the reply's full blocks when the request finishes (the
+  next turn of a chat hits its own history).
 * **KV capacity.** A request is admitted only when blocks for ``prompt + max_tokens``
   can be had (cached hits are shared, not copied); otherwise it waits (no preemption).
 * **Engine steps** (continuous batching, chunked prefill): at most ``--max-num-seqs``
@@ -236,9 +239,10 @@ class PrefixCache:
         return Allocation(hits, need)
 
     def commit(self, alloc: Allocation, hashes: Sequence[bytes]) -> None:
-        """The request has computed the full blocks hashes (its prompt, or prompt+reply):
-        those it holds as anonymous blocks become cached. A block another request cached
-        meanwhile is shared instead (vLLM keeps a duplicate; the hits are the same)."""
+        """The request has computed, or is scheduled to compute, the full blocks hashes (its
+        prompt, or prompt+reply): those it holds as anonymous blocks become cached. A block
+        another request cached meanwhile is shared instead (vLLM keeps a duplicate; the hits
+        are the same)."""
         for h in hashes[len(alloc.hashes):]:
             if alloc.anon == 0:
                 break
@@ -457,6 +461,7 @@ class Engine:
                 n = min(r.prefill_left, budget)
                 prefill.append((r, n))
                 budget -= n
+                self._cache_scheduled(r, n)
         skipped: List[SimRequest] = []
         loras = {r.lora for r in self.running if r.lora}
         while self.waiting and len(self.running) < self.cfg.max_num_seqs and budget > 0:
@@ -473,11 +478,20 @@ class Engine:
             n = min(r.prefill_left, budget)
             prefill.append((r, n))
             budget -= n
+            self._cache_scheduled(r, n)
         for r in reversed(skipped):
             self.waiting.appendleft(r)
         if skipped or prefill:
             self._lora_changed()
         return decode, prefill
+
+    def _cache_scheduled(self, r: SimRequest, n: int) -> None:
+        """The prompt's full blocks up to the end of the chunk just scheduled become cached
+        now, before the step computes them, as vLLM v1's KV-cache manager does
+        (``allocate_slots`` caches ``computed + new`` tokens' blocks): a request scheduled
+        after this one, in this step or a later one, hits them."""
+        done = r.prompt_tokens - r.prefill_left + n
+        self.cache.commit(r.alloc, r.hashes[:done // self.cfg.block_size])
 
     def step_seconds(self, decode: List[SimRequest], prefill: List[Tuple[SimRequest, int]]) -> float:
         c = self.cfg

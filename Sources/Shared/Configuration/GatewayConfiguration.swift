@@ -55,7 +55,7 @@ public struct GatewayConfiguration: Sendable, Codable, Equatable {
         public var routingSessionHeader = "x-session-id"
         /// `ROUTING_RUNNING_REQUEST_TOKENS`: `cache_aware` weighs each request in flight on an
         /// upstream like this many prompt tokens to prefill there.
-        public var routingRunningRequestTokens = 32
+        public var routingRunningRequestTokens = 96
         /// `ROUTING_WAITING_REQUEST_TOKENS`: the same for each request waiting in its engine's
         /// queue (its `/metrics`): the engine is saturated.
         public var routingWaitingRequestTokens = 256

@@ -3,8 +3,10 @@ public struct CacheAwareTuning: Sendable, Equatable {
     /// How many uncached prompt blocks (``PromptBlocks``, ~64 tokens each) of prefill cost as
     /// much as one more request in flight on the upstream: the exchange rate between cache
     /// affinity and load while the engine batches everything it is sent (a running request
-    /// slows the batch a little).
-    public var blocksPerRunningRequest: Double = 0.5
+    /// slows the batch a little, and a replica that fills up sooner queues sooner). 32, 96,
+    /// 128, 160, 256 and 512 tokens tried on `benchmarks/routing`: 96 and 128 had the lowest
+    /// mean time to first token, 128 and above lost cache hits with every batch place taken.
+    public var blocksPerRunningRequest: Double = 1.5
     /// The same for one request waiting in the engine's queue (its `/metrics`): the engine is
     /// saturated, and a new request waits for a whole one to finish.
     public var blocksPerWaitingRequest: Double = 4
