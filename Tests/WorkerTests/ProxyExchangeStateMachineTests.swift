@@ -72,6 +72,42 @@ import Testing
         #expect(!state.notFoundSeen)
     }
 
+    @Test func aStoredResponseWhoseMakerCannotBeAskedIsNotCalledGone() {
+        // The table says upstream 0 made it; it is down, the next one has never seen it.
+        var state = ProxyExchangeStateMachine(attemptCount: 2, firstHoldsIt: true)
+        #expect(state.nextAttempt() == .attempt(0))
+        state.sending(probe: false)
+        #expect(state.failed(.unreachable("connection refused")) == .failOver(.unavailable))
+        _ = state.attemptEnded()
+        #expect(state.nextAttempt() == .attempt(1))
+        state.sending(probe: false)
+        #expect(state.head(status: 404, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .failOver)
+        #expect(state.nextAttempt() == .exhausted)
+        #expect(state.notFoundSeen)
+        #expect(state.holderFailure == .init(attempt: 0, failure: .unreachable("connection refused")), "its error, not a 404")
+        // Its breaker open, or a 5xx, the same.
+        state = ProxyExchangeStateMachine(attemptCount: 2, firstHoldsIt: true)
+        _ = state.nextAttempt()
+        state.rejected(retryAfterSeconds: 7)
+        #expect(state.holderFailure?.failure == .breakerOpen(retryAfterSeconds: 7))
+        // It answered 404 itself (the response expired there): gone, whatever the others say.
+        state = ProxyExchangeStateMachine(attemptCount: 2, firstHoldsIt: true)
+        _ = state.nextAttempt()
+        state.sending(probe: false)
+        #expect(state.head(status: 404, isJSON: true, isEventStream: false, notFoundMovesOn: true) == .failOver)
+        _ = state.nextAttempt()
+        state.sending(probe: false)
+        #expect(state.failed(.timeout) == .failOver(.timeout))
+        #expect(state.nextAttempt() == .exhausted)
+        #expect(state.notFoundSeen && state.holderFailure == nil)
+        // Not known to hold it (the table forgot the id): the others' failures do not count.
+        state = ProxyExchangeStateMachine(attemptCount: 2)
+        _ = state.nextAttempt()
+        state.sending(probe: false)
+        _ = state.failed(.unreachable("refused"))
+        #expect(state.holderFailure == nil)
+    }
+
     @Test func failuresBeforeTheHeadFailOverWithTheirOutcome() {
         var state = sending(attempts: 4)
         #expect(state.failed(.unreachable("connection refused")) == .failOver(.unavailable))

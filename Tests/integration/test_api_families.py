@@ -342,6 +342,30 @@ def test_response_ids_stick_to_the_upstream_that_created_them(gateway_factory, f
         assert other.get(f"{RESP}/{rid}", 0) == 0 and other.get(f"{RESP}/{rid}/cancel", 0) == 0, rid
 
 
+def test_a_response_whose_upstream_is_down_is_unavailable_not_gone(gateway_factory, fake_vllm_factory):
+    """The table knows which upstream made a response; while that one cannot be asked, the
+    other's 404 does not make it gone: the client gets a 502/503 to retry, not a 404."""
+    fakes = replicas(fake_vllm_factory)
+    gw = gateway_factory(config=config(*fakes, routing="round_robin"), workers=1, env={"RATE_LIMIT_RPM": OK_RPM})
+    r = post(gw, RESP, responses_body(input="keep this"))
+    assert r.status == 200, r
+    rid = r.json()["id"]
+    home = home_of(fakes, rid)
+    fakes[home].stop_listener()
+    for path, send in [(f"{RESP}/{rid}", lambda p: get(gw, p)), (f"{RESP}/{rid}/cancel", lambda p: post(gw, p, b""))]:
+        answer = send(path)
+        assert answer.status in (502, 503), (path, answer.status, answer.text)
+        assert answer.json()["error"]["message"] != f"Response with id '{rid}' not found.", answer.text
+    # A follow-up of it waits for that upstream too: the other has not got it.
+    seen = fakes[1 - home].requests_seen(RESP)
+    follow = post(gw, RESP, responses_body(input="and then?", previous_response_id=rid))
+    assert follow.status in (502, 503), follow.text
+    assert fakes[1 - home].requests_seen(RESP) == seen
+    # An id nobody made is still not found on the upstream that is up.
+    assert openai_error(get(gw, f"{RESP}/resp_{'2' * 32}"), 404)["param"] == "response_id"
+    fakes[home].start_listener()
+
+
 def test_background_response_is_cancelled_where_it_runs(gateway_factory, fake_vllm_factory):
     fakes = replicas(fake_vllm_factory)
     for f in fakes:

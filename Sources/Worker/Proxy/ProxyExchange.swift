@@ -59,7 +59,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
 
     init(
         proxy: ProxyHandler, request: GatewayRequest, body: OpenAIRequestBody, clientModel: String, identity: ClientIdentity,
-        writer: ResponseWriter, attempts: ProxyHandler.AttemptPlan, upload: FormUpload? = nil
+        writer: ResponseWriter, attempts: ProxyHandler.AttemptPlan, upload: FormUpload? = nil, firstHoldsIt: Bool = false
     ) {
         self.proxy = proxy
         self.request = request
@@ -69,7 +69,7 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
         self.writer = writer
         self.attempts = attempts
         self.upload = upload
-        self.state = ProxyExchangeStateMachine(attemptCount: attempts.count)
+        self.state = ProxyExchangeStateMachine(attemptCount: attempts.count, firstHoldsIt: firstHoldsIt)
     }
 
     func start() {
@@ -85,11 +85,11 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
             case .stop:
                 return
             case .exhausted:
-                if state.notFoundSeen, let id = Route.responseID(inPath: request.head.uri) {
+                if state.notFoundSeen, state.holderFailure == nil, let id = Route.responseID(inPath: request.head.uri) {
                     writer.send(error: .responseNotFound(id))
                     return
                 }
-                let error = state.lastFailure.map {
+                let error = (state.holderFailure ?? state.lastFailure).map {
                     ProxyExchangeStateMachine.error(for: $0.failure, upstream: proxy.registry.upstreams[attempts[$0.attempt].upstream].name)
                 }
                 writer.send(error: error ?? .unavailable("No upstream is available for model '\(clientModel)'.", retryAfterSeconds: 1))

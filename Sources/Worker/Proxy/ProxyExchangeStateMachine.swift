@@ -52,8 +52,24 @@ struct ProxyExchangeStateMachine {
     /// An upstream answered 404 for the stored response asked of it: when no attempt finds
     /// it, it is not there (whatever the others' failures).
     private(set) var notFoundSeen = false
+    /// The first attempt goes to the upstream known to hold the stored response asked for
+    /// (the shared table of response ids says it made it).
+    private let firstHoldsIt: Bool
+    /// How that upstream failed without answering (down, its breaker open, a 5xx): then the
+    /// others' 404s do not mean the response is gone, and the client gets this failure's
+    /// error (a 502 or 503 to retry), not a 404.
+    private(set) var holderFailure: RecordedFailure?
 
-    init(attemptCount: Int) { self.attemptCount = attemptCount }
+    init(attemptCount: Int, firstHoldsIt: Bool = false) {
+        self.attemptCount = attemptCount
+        self.firstHoldsIt = firstHoldsIt
+    }
+
+    /// Records why the current attempt failed.
+    private mutating func record(_ failure: AttemptFailure, attempt: Int) {
+        lastFailure = RecordedFailure(attempt: attempt, failure: failure)
+        if firstHoldsIt && attempt == 0 && failure != .status(404) { holderFailure = lastFailure }
+    }
 
     /// This attempt is the plan's last: its error answer is passed on, not failed over.
     var isLastAttempt: Bool { next == attemptCount }
@@ -84,7 +100,7 @@ struct ProxyExchangeStateMachine {
     /// The attempt's breaker is open: it is skipped.
     mutating func rejected(retryAfterSeconds: Int) {
         guard let current else { return }
-        lastFailure = RecordedFailure(attempt: current, failure: .breakerOpen(retryAfterSeconds: retryAfterSeconds))
+        record(.breakerOpen(retryAfterSeconds: retryAfterSeconds), attempt: current)
     }
 
     /// No further attempt can be made (an upload that is no longer kept): the client gets
@@ -150,7 +166,7 @@ struct ProxyExchangeStateMachine {
         if notFoundMovesOn && status == 404 { notFoundSeen = true }
         let unanswered = status >= 500 || (notFoundMovesOn && status == 404)
         if unanswered && (!isLastAttempt || (notFoundMovesOn && notFoundSeen)) {
-            lastFailure = RecordedFailure(attempt: current, failure: .status(status))
+            record(.status(status), attempt: current)
             phase = .idle
             return .failOver
         }
@@ -236,7 +252,7 @@ struct ProxyExchangeStateMachine {
                 case .timeout: (.timeout, .timeout)
                 case .failed, .staleConnection, .localResources: (.failed, .error)
                 }
-            lastFailure = RecordedFailure(attempt: current, failure: recorded)
+            record(recorded, attempt: current)
             return .failOver(outcome)
         case .whole(let status):
             phase = .done

@@ -164,9 +164,10 @@ final class ProxyHandler: Sendable {
         previousResponse: String?, writer: ResponseWriter
     ) {
         var attempts = plan(target, for: identity, body: body, sessionID: request.head.sessionID)
-        // A follow-up of a stored response goes to the upstream that holds it.
+        // A follow-up of a stored response goes to the upstream that holds it, and only there:
+        // another has not got it (its 404 would tell the client the response is gone).
         if let previousResponse, let owner = segment.responseOwners.owner(of: previousResponse) {
-            attempts.moveFirst(upstream: owner.upstream)
+            attempts.keepOnly(upstream: owner.upstream)
         }
         ProxyExchange(proxy: self, request: request, body: body, clientModel: clientModel, identity: identity, writer: writer, attempts: attempts)
             .start()
@@ -176,7 +177,8 @@ final class ProxyHandler: Sendable {
     /// created the response when the shared table remembers it, then (on a 404) to the other
     /// upstreams that may hold it: those of its model, or of every model the key may use when
     /// the table has forgotten the id. When none holds it, the client gets the gateway's own
-    /// 404 (see ``ProxyExchangeStateMachine/notFoundSeen``).
+    /// 404 (see ``ProxyExchangeStateMachine/notFoundSeen``), unless the upstream that made it
+    /// could not be asked (down, breaker open, a 5xx): then that failure's 502 or 503.
     private func handleStoredResponse(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) {
         guard let id = Route.responseID(inPath: request.head.uri) else {
             writer.send(error: .routeNotFound(method: request.route.method, path: request.route.template))
@@ -218,8 +220,12 @@ final class ProxyHandler: Sendable {
         }
         var plan = AttemptPlan(attempts)
         if let owner { plan.moveFirst(upstream: owner.upstream) }
-        ProxyExchange(proxy: self, request: request, body: .empty, clientModel: first.name, identity: identity, writer: writer, attempts: plan)
-            .start()
+        // The upstream that made it, if it cannot be asked, may still hold it: not a 404.
+        let ownerFirst = owner.map { owner in attempts.contains { $0.upstream == owner.upstream } } ?? false
+        ProxyExchange(
+            proxy: self, request: request, body: .empty, clientModel: first.name, identity: identity, writer: writer, attempts: plan,
+            firstHoldsIt: ownerFirst
+        ).start()
     }
 
     /// What the shared limits decided: false, and the 429 or 503 sent, when they refuse it
@@ -272,6 +278,12 @@ final class ProxyHandler: Sendable {
         mutating func moveFirst(upstream: Int) {
             guard single == nil, let index = attempts.firstIndex(where: { $0.upstream == upstream }), index > 0 else { return }
             attempts.insert(attempts.remove(at: index), at: 0)
+        }
+
+        /// Only the first attempt on `upstream` (nothing changes when there is none).
+        mutating func keepOnly(upstream: Int) {
+            guard single == nil, let attempt = attempts.first(where: { $0.upstream == upstream }) else { return }
+            attempts = [attempt]
         }
     }
 
