@@ -50,7 +50,8 @@ struct ProxyExchangeStateMachine {
     /// Why the last failed attempt failed; nil while none has.
     private(set) var lastFailure: RecordedFailure?
     /// An upstream answered 404 for the stored response asked of it: when no attempt finds
-    /// it, it is not there (whatever the others' failures).
+    /// it, it is not there (whatever the others' failures), unless the upstream that made it
+    /// could not be asked (``holderFailure``).
     private(set) var notFoundSeen = false
     /// The first attempt goes to the upstream known to hold the stored response asked for
     /// (the shared table of response ids says it made it).
