@@ -19,23 +19,27 @@ struct LLMGateway: ParsableCommand {
     )
 
     /// The settings and signals part of `--help`; a test checks it against the settings
-    /// table (``GatewayConfiguration`` loading), so no setting goes unmentioned.
+    /// table (``GatewayConfiguration`` loading), so no setting goes unmentioned. Each
+    /// paragraph is one line (`\` joins the source lines): ArgumentParser wraps it to the
+    /// terminal's width, and line breaks of its own came out as ragged lines.
     static let discussion = """
-        Every flag also reads an environment variable (shown in brackets); precedence is
-        flag > environment > .env in the working directory > config file > default. The config
-        file takes bind, workers, drain_timeout and user too (the default upstream and the
+        Every flag also reads an environment variable (shown in brackets); precedence is \
+        flag > environment > .env in the working directory > config file > default. The config \
+        file takes bind, workers, drain_timeout and user too (the default upstream and the \
         config file itself only come from the flag or the environment).
-        Other settings have no flag: set them in the environment (or .env), or in the config
-        file in lower case (BEARER_TOKEN only in the environment or .env): BEARER_TOKEN,
-        RATE_LIMIT_RPM, RATE_LIMIT_TPM, MAX_REQUEST_BODY_BYTES, MAX_TOOLS_PER_REQUEST,
-        MAX_SSE_EVENT_BYTES, CIRCUIT_BREAKER_ENABLED, CIRCUIT_BREAKER_THRESHOLD,
-        CIRCUIT_BREAKER_COOLDOWN, WORKER_HEARTBEAT_TIMEOUT, LOG_LEVEL, REQUEST_HEADER_TIMEOUT,
-        REQUEST_BODY_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_CONNECTIONS_PER_WORKER,
-        UPSTREAM_HEALTH_INTERVAL, UPSTREAM_METRICS_INTERVAL, ROUTING_SESSION_HEADER, ROUTING_RUNNING_REQUEST_TOKENS,
-        ROUTING_WAITING_REQUEST_TOKENS, ROUTING_COLD_SLACK, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TIMEOUT,
-        UPSTREAM_KEEPALIVE_TIMEOUT, REDIS_URL, REDIS_FAILURE_MODE, GATEWAY_HOSTS, REDIS_TIMEOUT.
 
-        Signals: TERM/INT graceful drain, QUIT fast stop, HUP reload configuration and
+        Other settings have no flag: set them in the environment (or .env), or in the config \
+        file in lower case (BEARER_TOKEN only in the environment or .env): BEARER_TOKEN, \
+        RATE_LIMIT_RPM, RATE_LIMIT_TPM, MAX_REQUEST_BODY_BYTES, MAX_TOOLS_PER_REQUEST, \
+        MAX_SSE_EVENT_BYTES, CIRCUIT_BREAKER_ENABLED, CIRCUIT_BREAKER_THRESHOLD, \
+        CIRCUIT_BREAKER_COOLDOWN, WORKER_HEARTBEAT_TIMEOUT, LOG_LEVEL, REQUEST_HEADER_TIMEOUT, \
+        REQUEST_BODY_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_CONNECTIONS_PER_WORKER, \
+        UPSTREAM_HEALTH_INTERVAL, UPSTREAM_METRICS_INTERVAL, ROUTING_SESSION_HEADER, \
+        ROUTING_RUNNING_REQUEST_TOKENS, ROUTING_WAITING_REQUEST_TOKENS, ROUTING_COLD_SLACK, \
+        UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_TIMEOUT, UPSTREAM_KEEPALIVE_TIMEOUT, REDIS_URL, \
+        REDIS_FAILURE_MODE, GATEWAY_HOSTS, REDIS_TIMEOUT.
+
+        Signals: TERM/INT graceful drain, QUIT fast stop, HUP reload configuration and \
         replace workers one at a time, TTIN/TTOU one worker more/fewer.
         """
 
