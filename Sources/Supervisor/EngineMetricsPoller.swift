@@ -16,7 +16,7 @@ final class EngineMetricsPoller: Sendable {
     let segment: SharedSegment
     let logger: Logger
     private let client: HTTPClient
-    /// Each upstream's server start time at its last scrape (`process_start_time_seconds`).
+    /// Each upstream's latest server start time seen (`process_start_time_seconds`).
     private let processStarts = NIOLockedValueBox<[Int: Double]>([:])
 
     init(configuration: GatewayConfiguration, segment: SharedSegment, logger: Logger) {
@@ -86,7 +86,7 @@ final class EngineMetricsPoller: Sendable {
             return
         }
         let previousStart = processStarts.withLockedValue { starts in
-            defer { if let start = load.processStart { starts[index] = start } }
+            defer { if let start = load.processStart { starts[index] = max(start, starts[index] ?? start) } }
             return starts[index]
         }
         if Self.publish(load, to: segment.upstream(index), previousStart: previousStart) {
@@ -95,7 +95,7 @@ final class EngineMetricsPoller: Sendable {
     }
 
     /// Publishes one scrape of an upstream in the segment; true when its server restarted
-    /// since the scrape that read its start time as `previousStart`. A restarted server has
+    /// since the latest start time seen, `previousStart`. A restarted server has
     /// an empty prefix cache and maybe another batch size: what the index says it holds ages
     /// out at once, and its batch capacity is learned again.
     @discardableResult
@@ -118,11 +118,13 @@ final class EngineMetricsPoller: Sendable {
         return restarted
     }
 
-    /// Whether the server behind an upstream was restarted between two scrapes that read its
-    /// start time `previous` and `now` (`process_start_time_seconds`; nil: not on the page).
+    /// Whether the server behind an upstream restarted: its page says it started at `now`
+    /// (`process_start_time_seconds`; nil: not on the page), after the latest start seen
+    /// before, `previous`. Only a later start counts: an upstream URL that is a load balancer
+    /// over several servers shows their start times in turn, and is not restarted each time.
     static func restarted(previous: Double?, now: Double?) -> Bool {
         guard let previous, let now else { return false }
-        return abs(now - previous) > 0.001
+        return now > previous + 0.001
     }
 
     /// The engine's batch capacity (how many requests it runs at once: vLLM's `max_num_seqs`,
