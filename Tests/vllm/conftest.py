@@ -60,12 +60,17 @@ GATEWAY_NOT_PROXIED: set = set()
 VLLM_MODEL = "tiny"          # --served-model-name
 GATEWAY_MODEL = "tiny-gw"    # the gateway's alias for it (upstream_model rewrite both ways)
 # The second vLLM: the same weights as a one-label classifier (`--runner pooling --convert
-# classify --hf-overrides {"num_labels":1}`), which serves /pooling, /classify, /score,
-# /v1/score, /rerank, /v1/rerank, /v2/rerank (and no generation routes, no /v1/embeddings:
-# that needs `--convert embed`, which in turn has no /classify).
+# classify`), which serves /pooling, /classify, /score, /v1/score, /rerank, /v1/rerank,
+# /v2/rerank (and no generation routes, no /v1/embeddings: that needs `--convert embed`,
+# which in turn has no /classify). Its score head comes from the tied embeddings of two
+# tokens (`from_2_way_softmax`, as vLLM converts Qwen3-Reranker; num_labels becomes 1): the
+# checkpoint has none, and a head left to vLLM (`{"num_labels":1}` alone) is uninitialised
+# memory, whose NaNs made /classify a 400 ("Out of range float values are not JSON
+# compliant") on a clean-clone CI.
 POOLING_MODEL = "tiny-cls"
 GATEWAY_POOLING_MODEL = "tiny-cls-gw"
-POOLING_ARGS = ["--runner", "pooling", "--convert", "classify", "--hf-overrides", '{"num_labels":1}']
+POOLING_ARGS = ["--runner", "pooling", "--convert", "classify", "--hf-overrides",
+                '{"method": "from_2_way_softmax", "classifier_from_token": ["a", "b"]}']
 # The third vLLM: a tiny random Whisper (make_tiny_whisper.py), which serves
 # /v1/audio/transcriptions and /v1/audio/translations. Its decoder has 448 positions.
 WHISPER_MODEL = "tiny-whisper"
