@@ -113,7 +113,7 @@ def test_an_engine_queue_releases_the_affinity(gateway_factory, fake_vllm_factor
 
 
 def test_a_restarted_engine_is_taken_as_holding_nothing(gateway_factory, fake_vllm_factory):
-    """A replica whose server restarted (a new process_start_time_seconds) has an empty
+    """A replica whose server restarted (a later process_start_time_seconds) has an empty
     cache: the prefix it held no longer draws its tenant's requests as a prefix match."""
     fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(2)]
     gw = gateway_factory(config=config(fakes), workers=1, env=FAST)

@@ -170,7 +170,7 @@ async def run_load(conversations: Sequence[Conversation], pick: Callable[[], str
 def summarize(records: Sequence[Dict[str, Any]], wall_s: float) -> Dict[str, Any]:
     """Totals of one run. ``ttft_ms.mean_warm`` leaves out the first tenth of the requests
     sent (``seq``): a run starts with every cache empty and ``concurrency`` new conversations
-    at once, a burst of cold prefills that every router meets alike."""
+    at once, a burst of cold prefills every router has to get through."""
     ok = [r for r in records if r["ok"]]
     ttft = [r["ttft_s"] * 1000 for r in ok]
     warm_from = len(records) // 10
