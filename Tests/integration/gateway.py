@@ -652,6 +652,20 @@ class Gateway:
     def log_tail(self, n: int = 50) -> str:
         return "\n".join(self.log_text().splitlines()[-n:])
 
+    def access_lines(self) -> List[Dict[str, Any]]:
+        """The workers' JSON access log lines (`"msg": "request"`), oldest first."""
+        lines = []
+        for raw in self.log_text().splitlines():
+            if not raw.startswith("{"):
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if entry.get("msg") == "request":
+                lines.append(entry)
+        return lines
+
     # -- HTTP ------------------------------------------------------------------------------
     @property
     def url(self) -> str:

@@ -21,14 +21,7 @@ pytestmark = pytest.mark.gateway
 
 def access_pids(gw) -> collections.Counter:
     """Requests per worker pid, from the workers' JSON access log lines."""
-    counts = collections.Counter()
-    for line in gw.log_text().splitlines():
-        if not line.startswith("{"):
-            continue
-        entry = json.loads(line)
-        if entry.get("msg") == "request" and entry.get("proc") == "worker":
-            counts[entry["pid"]] += 1
-    return counts
+    return collections.Counter(entry["pid"] for entry in gw.access_lines() if entry.get("proc") == "worker")
 
 
 class Load:

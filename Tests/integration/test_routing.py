@@ -2,7 +2,6 @@
 requests that share a long prefix land on the same upstream whichever worker takes them;
 prompts cached nowhere spread; an upstream whose engine reports a queue, or that went
 down, is left; `round_robin` and `least_loaded` behave as named; the decisions are counted."""
-import json
 import threading
 
 import pytest
@@ -65,23 +64,11 @@ def test_a_shared_prefix_lands_on_one_upstream_across_workers(gateway_factory, f
     fresh_connections(gw, 12, lambda i: chat(gw, 1, f"question {i}"))
     counts = served(fakes)
     assert counts[home] == 13, counts
-    workers = {line.get("pid") for line in gw_access_lines(gw) if line.get("route") == "/v1/chat/completions"}
+    workers = {line.get("pid") for line in gw.access_lines() if line.get("route") == "/v1/chat/completions"}
     assert len(workers) == 2, "both workers served the tenant and agreed on its upstream"
     samples = parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
     assert metric_value(samples, "llm_gateway_routing_decisions_total", model="m", reason="prefix") >= 12
     assert metric_value(samples, "llm_gateway_prefix_match_ratio_count", model="m") >= 12
-
-
-def gw_access_lines(gw):
-    lines = []
-    for raw in gw.log_text().splitlines():
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        if line.get("msg") == "request":
-            lines.append(line)
-    return lines
 
 
 def test_prompts_cached_nowhere_spread_over_the_upstreams(gateway_factory, fake_vllm_factory):

@@ -23,7 +23,6 @@ therefore recorded as an expected failure on the direct side (vLLM itself) and o
 from __future__ import annotations
 
 import datetime
-import json
 import re
 import time
 
@@ -57,9 +56,7 @@ def _first_then_close(stream, count):
 def _ended_before_hang_up(target, route, closed_at):
     """Through the gateway: its access line for the last request on `route` says the stream
     ran to its end (no client_closed_request) before the client hung up at `closed_at`."""
-    lines = [json.loads(line) for line in target.gateway.log_text().splitlines()
-             if line.startswith("{") and '"msg":"request"' in line]
-    mine = [entry for entry in lines if entry.get("route") == route]
+    mine = [entry for entry in target.gateway.access_lines() if entry.get("route") == route]
     if not mine or mine[-1].get("error"):
         return False
     ended = datetime.datetime.fromisoformat(mine[-1]["ts"].replace("Z", "+00:00")).timestamp()
