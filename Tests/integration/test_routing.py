@@ -215,3 +215,24 @@ def test_a_model_none_of_whose_upstreams_is_well_counts_a_fallback(gateway_facto
         chat(gw, 3, f"q{i}")
     assert metric_value(samples(), "llm_gateway_routing_decisions_total", model="m", reason="fallback") == 3
     assert served(fakes)[2] == 3, served(fakes)
+
+
+def test_a_prompt_is_recorded_only_where_it_was_sent(gateway_factory, fake_vllm_factory):
+    """Routing orders a fallback model's replicas too, but the prompt is recorded in the
+    prefix index only for the replica it was sent to: the fallback's replicas, never asked,
+    do not pass for holding it."""
+    fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(4)]
+    ups = "".join(f"  u{i}: {{ url: {u.url} }}\n" for i, u in enumerate(fakes))
+    cfg = (f"upstreams:\n{ups}models:\n"
+           f"  m: {{ upstreams: [u0, u1], upstream_model: {MODEL}, fallbacks: [spare] }}\n"
+           f"  spare: {{ upstreams: [u2, u3], upstream_model: {MODEL} }}\n")
+    gw = gateway_factory(config=cfg, workers=1, env=FAST)
+    long_text = system_prompt(5)
+    chat_model(gw, "m", long_text)
+    chat_model(gw, "m", long_text)
+    assert sum(served(fakes)[:2]) == 2 and sum(served(fakes)[2:]) == 0, served(fakes)
+    samples = lambda: parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
+    assert metric_value(samples(), "llm_gateway_routing_decisions_total", model="m", reason="prefix") == 1
+    chat_model(gw, "spare", long_text)
+    assert metric_value(samples(), "llm_gateway_routing_decisions_total", model="spare", reason="cold") == 1
+    assert not metric_value(samples(), "llm_gateway_routing_decisions_total", model="spare", reason="prefix")

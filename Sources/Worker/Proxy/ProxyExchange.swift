@@ -37,6 +37,9 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
     /// Prompt blocks this attempt counts as waiting for prefill on `prefillUpstream`.
     private var prefillHeld: UInt64 = 0
     private var prefillUpstream = 0
+    /// The upstream the prompt's blocks were last recorded for (a resend to it after a stale
+    /// connection records nothing more).
+    private var promptRecordedFor: Int?
 
     /// A non-streamed answer as it arrives: kept outside ``phase`` so that appending to it
     /// never copies what was already read (a second reference would make every append copy
@@ -144,6 +147,10 @@ final class ProxyExchange: UpstreamResponseHandling, ResponseProducer {
         let forceNew = forceNew || upload != nil
         proxy.slot.requestStarted(upstream: attempt.upstream)
         releasePrefill()
+        if attempt.recordsPrompt, promptRecordedFor != attempt.upstream {
+            promptRecordedFor = attempt.upstream
+            proxy.recordPrompt(attempts.promptBlocks, upstream: attempt.upstream)
+        }
         // Only a stream tells when prefill is over (its first event comes with the first
         // token); a whole answer's first bytes come when decoding ended too.
         if attempt.prefillBlocks > 0, body.stream {

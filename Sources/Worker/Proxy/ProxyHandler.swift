@@ -67,6 +67,9 @@ final class ProxyHandler: Sendable {
         var upstream: Int
         /// The prompt blocks routing expects it to prefill (0: not routed by prompt).
         var prefillBlocks: UInt64 = 0
+        /// Its model is routed by prompt (``PrefixIndex``): sending the request there records
+        /// the prompt's blocks (``AttemptPlan/promptBlocks``) for it.
+        var recordsPrompt = false
     }
 
     func handle(_ request: GatewayRequest, identity: ClientIdentity, writer: ResponseWriter) {
@@ -260,6 +263,9 @@ final class ProxyHandler: Sendable {
     struct AttemptPlan {
         private let single: Attempt?
         private var attempts: [Attempt]
+        /// The prompt's block hashes when a model of the plan is routed by prompt (else
+        /// empty): recorded in the ``PrefixIndex`` for each upstream the request is sent to.
+        var promptBlocks: [UInt64] = []
 
         init(_ attempts: [Attempt]) {
             single = nil
@@ -290,13 +296,18 @@ final class ProxyHandler: Sendable {
     /// Upstreams for the target in the order its routing policy gives, then those of each
     /// fallback model the key may use: a fallback is another model, and a key scoped away
     /// from it is not served by it either. With `cache_aware`, the prompt's blocks are
-    /// matched against the shared ``PrefixIndex`` and recorded for the upstream chosen.
+    /// matched against the shared ``PrefixIndex``; they are recorded there for the upstreams
+    /// the request is then sent to (``recordPrompt(_:upstream:)``), not for the one routing
+    /// put first: a follow-up of a stored response goes to the replica that holds it, and a
+    /// request that fails over is prefilled by the next one.
     func plan(_ target: ModelRegistry.Target, for identity: ClientIdentity, body: OpenAIRequestBody, sessionID: String? = nil) -> AttemptPlan {
         // One upstream and no fallback (the usual case): nothing to order.
         if target.upstreams.count == 1 && target.fallbacks.isEmpty { return AttemptPlan(single: Attempt(target: target, upstream: target.upstreams[0])) }
         let fallbacks = target.fallbacks.filter { identity.models?.contains($0) ?? true }.compactMap { registry.configuredTarget($0) }
         var attempts: [Attempt] = []
         attempts.reserveCapacity(fallbacks.reduce(target.upstreams.count) { $0 + $1.upstreams.count })
+        // Cut once, for the first model routed by prompt.
+        var blocks: [UInt64]?
         // The model's own upstreams, routed; then each fallback's.
         for position in 0...fallbacks.count {
             let candidate = position == 0 ? target : fallbacks[position - 1]
@@ -307,41 +318,45 @@ final class ProxyHandler: Sendable {
                 attempts.append(Attempt(target: candidate, upstream: candidate.upstreams[0]))
                 continue
             }
-            var decision = route(candidate, body: body, sessionID: sessionID)
+            let byPrompt = pickers[RoutingPolicy.allCases.firstIndex(of: candidate.routing)!].needsPromptMatch
+            if byPrompt && blocks == nil { blocks = Self.promptBlocks(of: body) }
+            var decision = route(candidate, blocks: byPrompt ? blocks! : [], sessionID: sessionID)
             if position == 0 {
                 // No upstream of the model is well: the fallback models will serve it.
                 if !fallbacks.isEmpty && !segment.upstream(decision.order[0]).isWell { decision.reason = .fallback }
                 metrics.routed(model: candidate.name, reason: decision.reason, matchedShare: decision.matchedShare)
             }
             for (rank, upstream) in decision.order.enumerated() {
-                let blocks = rank == 0 ? decision.uncachedBlocks : decision.promptBlocks
-                attempts.append(Attempt(target: candidate, upstream: upstream, prefillBlocks: UInt64(blocks)))
+                let prefill = rank == 0 ? decision.uncachedBlocks : decision.promptBlocks
+                attempts.append(Attempt(target: candidate, upstream: upstream, prefillBlocks: UInt64(prefill), recordsPrompt: byPrompt))
             }
         }
-        return AttemptPlan(attempts)
+        var plan = AttemptPlan(attempts)
+        plan.promptBlocks = blocks ?? []
+        return plan
+    }
+
+    /// The block hashes of the prompt of `body` (none when it has no prompt).
+    static func promptBlocks(of body: OpenAIRequestBody) -> [UInt64] {
+        guard let range = body.promptRange else { return [] }
+        return body.bytes.withUnsafeBytes { PromptBlocks.hashes(of: UnsafeRawBufferPointer(rebasing: $0[range])) }
     }
 
     /// Orders the upstreams of `target` for this request by its routing policy, from the
     /// shared view every worker reads (health, breakers, in-flight counts, engine queues, the
-    /// prefix index), and records the prompt's blocks for the upstream it put first.
-    func route(_ target: ModelRegistry.Target, body: OpenAIRequestBody, sessionID: String?) -> RoutingDecision {
+    /// prefix index matched against `blocks`, the prompt's when the policy routes by prompt).
+    func route(_ target: ModelRegistry.Target, blocks: [UInt64], sessionID: String?) -> RoutingDecision {
         let picker = pickers[RoutingPolicy.allCases.firstIndex(of: target.routing)!]
         let now = MonotonicInstant.now().nanoseconds / 1000
         var request = RoutingRequest(
             candidates: target.upstreams.map {
                 segment.routingCandidate($0, model: target.upstreamModel, nowMicros: now, engineMaxAgeMicros: routingTuning.engineMaxAgeMicros)
             })
-        var blocks: [UInt64] = []
-        var clocks: PrefixIndex.Clocks?
         if picker.needsPromptMatch {
-            if let range = body.promptRange {
-                blocks = body.bytes.withUnsafeBytes { PromptBlocks.hashes(of: UnsafeRawBufferPointer(rebasing: $0[range])) }
-            }
             request.promptBlocks = blocks.count
             request.firstBlock = blocks.first
             if !blocks.isEmpty {
-                clocks = segment.prefixClocks(upstreams: registry.upstreams.count)
-                let matched = segment.prefixIndex.match(blocks, clocks: clocks!)
+                let matched = segment.prefixIndex.match(blocks, clocks: segment.prefixClocks(upstreams: registry.upstreams.count))
                 for i in request.candidates.indices where request.candidates[i].index < matched.count {
                     request.candidates[i].matchedBlocks = matched[request.candidates[i].index]
                 }
@@ -352,11 +367,15 @@ final class ProxyHandler: Sendable {
         } else if target.routing == .roundRobin {
             request.ticket = segment.nextRoutingTicket()
         }
-        let decision = picker.decide(request)
-        if let clocks, let first = decision.order.first {
-            segment.prefixIndex.record(blocks, upstream: first, counter: segment.upstream(first).prefixBlockCounter, clocks: clocks)
-        }
-        return decision
+        return picker.decide(request)
+    }
+
+    /// Records that the prompt cut into `blocks` was sent to `upstream` to prefill: what
+    /// its prefix cache now holds, as far as routing can know.
+    func recordPrompt(_ blocks: [UInt64], upstream: Int) {
+        guard !blocks.isEmpty else { return }
+        let clocks = segment.prefixClocks(upstreams: registry.upstreams.count)
+        segment.prefixIndex.record(blocks, upstream: upstream, counter: segment.upstream(upstream).prefixBlockCounter, clocks: clocks)
     }
 
     /// What the upstream's breaker says of one more request.
