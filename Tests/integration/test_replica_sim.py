@@ -372,7 +372,7 @@ def quick_run(tmp_path, *args):
     p = subprocess.run([sys.executable, str(ROUTING / "run.py"), "--quick", "--run-dir", str(tmp_path / "run"),
                         "--json", str(out), *args], capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "| workload | in flight | target |" in p.stdout
+    assert "| workload | load | target |" in p.stdout
     return json.loads(out.read_text())
 
 
@@ -396,6 +396,17 @@ def test_quick_run_direct_random(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_quick_run_open_loop(tmp_path):
+    """--rates: the shared workload open loop, every conversation played whole."""
+    report = quick_run(tmp_path, "--targets", "direct-random", "--concurrency", "", "--rates", "6")
+    (res,) = report["results"]
+    assert (res["workload"], res["rate"], res["concurrency"]) == ("shared", 6.0, None)
+    check_result(res, 48)
+    assert (tmp_path / "run" / "direct-random-shared-rate6.requests.jsonl").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_run_vllm_router(tmp_path):
     from run import default_router_venv, ensure_vllm_router
@@ -410,3 +421,23 @@ def test_quick_run_vllm_router(tmp_path):
         check_result(res, 48)
     per = [x["finished"] for x in results["vllm-router:round_robin"]["replicas"]]
     assert per == [12, 12, 12, 12]
+
+
+def test_repeated_runs_report_each_run_and_the_ratio_run_by_run():
+    """--repeat: every run is a row of its own, and each target's mean TTFT is set against
+    least_loaded's of the same run (a slow run of the machine slows both)."""
+    from run import ratios, table
+
+    def result(target, run, mean):
+        return {"target": target, "workload": "shared", "concurrency": 24, "available": True, "run": run, "ok": 10,
+                "failed": 0, "prefix_hit_rate": 0.5, "ttft_ms": {"mean": mean, "mean_warm": mean, "p50": mean, "p90": mean},
+                "engine_queue_ms_mean": 1.0, "output_tokens_per_s": 100.0, "requests_per_s": 1.0,
+                "replicas": [{"finished": 5}, {"finished": 5}]}
+
+    results = [result("gateway:cache_aware", 1, 80.0), result("gateway:least_loaded", 1, 160.0),
+               result("gateway:cache_aware", 2, 90.0), result("gateway:least_loaded", 2, 150.0),
+               result("gateway:cache_aware", 3, 100.0), result("gateway:least_loaded", 3, 200.0)]
+    assert "| shared | 24 in flight | gateway:cache_aware (run 2) |" in table(results)
+    assert "| shared | 24 in flight | gateway:cache_aware | 0.50 / 0.60 / 0.50 | 0.50 |" in ratios(results)
+    assert "(run" not in table(results[:2])
+    assert ratios(results[1:2]) == ""

@@ -1,10 +1,13 @@
-"""Closed-loop streaming load for benchmarks/routing (asyncio; aiohttp's client).
+"""Streaming load for benchmarks/routing (asyncio; aiohttp's client), closed or open loop.
 
-At most ``concurrency`` requests are in flight (closed loop); ``open_conversations``
-conversations are open at a time, each played turn by turn: a ``stream: true`` chat
-completion (with ``stream_options.include_usage``) per turn, the reply appended to the
-history, the next turn ready after a think time. A conversation whose turn fails is
-dropped (the next turn would lack its reply). Per
+Closed loop (``run_load``): at most ``concurrency`` requests are in flight;
+``open_conversations`` conversations are open at a time. Open loop (``run_open_load``):
+conversations arrive at the times of a Poisson process, at a rate that offers a given
+number of requests a second, however many are already in flight (as vLLM's
+``benchmark_serving --request-rate``). Either way each conversation is played turn by turn:
+a ``stream: true`` chat completion (with ``stream_options.include_usage``) per turn, the
+reply appended to the history, the next turn ready after a think time. A conversation whose
+turn fails is dropped (the next turn would lack its reply). Per
 request: the time to the first non-empty content delta (TTFT, client side, from just
 before the request is sent), the time to ``data: [DONE]``, the content deltas counted as
 output tokens, and ``usage`` (``prompt_tokens_details.cached_tokens`` when present).
@@ -90,6 +93,27 @@ async def stream_chat(session, base_url: str, body: Dict[str, Any], headers: Dic
     return rec
 
 
+def think_seconds(conv: Conversation, turn: int, think_time: float, seed: int) -> float:
+    """The think time after turn ``turn`` of ``conv``: exponential, mean ``think_time``, seeded
+    by conversation and turn (the same for every target)."""
+    if think_time <= 0:
+        return 0.0
+    return random.Random(f"{seed}/{conv.id}/{turn}").expovariate(1.0 / think_time)
+
+
+async def play_turn(session, base_url: str, model: str, conv: Conversation, k: int, replies: List[str],
+                    session_header: Optional[str], timeout: float, seq: int) -> tuple:
+    """Sends turn ``k`` of ``conv``; its record and reply."""
+    turn = conv.turns[k]
+    body = {"model": model, "messages": conv.messages_for(k, replies), "max_tokens": turn.max_tokens,
+            "stream": True, "stream_options": {"include_usage": True}}
+    headers = {session_header: conv.id} if session_header else {}
+    rec = await stream_chat(session, base_url, body, headers, timeout)
+    reply = rec.pop("reply")
+    rec.update(conversation=conv.id, turn=k, tenant=conv.tenant, seq=seq)
+    return rec, reply
+
+
 async def run_load(conversations: Sequence[Conversation], pick: Callable[[], str], model: str, concurrency: int,
                    open_conversations: int = 0, think_time: float = 0.0, seed: int = 1,
                    request_timeout: float = 120.0, max_seconds: float = 600.0,
@@ -122,11 +146,6 @@ async def run_load(conversations: Sequence[Conversation], pick: Callable[[], str
             for _ in range(concurrency):
                 ready.put_nowait(None)
 
-    def think(conv: Conversation, turn: int) -> float:
-        if think_time <= 0:
-            return 0.0
-        return random.Random(f"{seed}/{conv.id}/{turn}").expovariate(1.0 / think_time)
-
     async def slot(session) -> None:
         while True:
             item = await ready.get()
@@ -138,19 +157,13 @@ async def run_load(conversations: Sequence[Conversation], pick: Callable[[], str
                 state["stopped_by_deadline"] = True
                 conversation_done()
                 continue
-            turn = conv.turns[k]
-            body = {"model": model, "messages": conv.messages_for(k, replies), "max_tokens": turn.max_tokens,
-                    "stream": True, "stream_options": {"include_usage": True}}
-            headers = {session_header: conv.id} if session_header else {}
             seq = state["sent"]
             state["sent"] += 1
-            rec = await stream_chat(session, pick(), body, headers, request_timeout)
-            reply = rec.pop("reply")
-            rec.update(conversation=conv.id, turn=k, tenant=conv.tenant, seq=seq)
+            rec, reply = await play_turn(session, pick(), model, conv, k, replies, session_header, request_timeout, seq)
             records.append(rec)
             if rec["ok"] and k + 1 < len(conv.turns):
                 replies.append(reply)
-                loop.call_later(think(conv, k), ready.put_nowait, (conv, replies))
+                loop.call_later(think_seconds(conv, k, think_time, seed), ready.put_nowait, (conv, replies))
             else:
                 conversation_done()
 
@@ -162,6 +175,57 @@ async def run_load(conversations: Sequence[Conversation], pick: Callable[[], str
     t0 = time.monotonic()
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(slot(session) for _ in range(concurrency)))
+    wall = time.monotonic() - t0
+    return {"records": records, "wall_s": wall, "stopped_by_deadline": state["stopped_by_deadline"],
+            "summary": summarize(records, wall)}
+
+
+async def run_open_load(conversations: Sequence[Conversation], pick: Callable[[], str], model: str, rate: float,
+                        think_time: float = 0.0, seed: int = 1, request_timeout: float = 120.0,
+                        max_seconds: float = 600.0, session_header: Optional[str] = None) -> Dict[str, Any]:
+    """Plays the conversations open loop; returns the records and a summary.
+
+    Conversations start at the times of a Poisson process (seeded: the same for every target)
+    whose rate, times the workload's turns per conversation, offers ``rate`` requests a
+    second; each plays its turns one after another, a think time after each reply. Nothing
+    waits for a place: a router that serves slower has more requests in flight, and they
+    queue in the replicas. No conversation starts after ``max_seconds``."""
+    import aiohttp
+
+    turns = sum(len(c.turns) for c in conversations)
+    if not conversations or turns == 0 or rate <= 0:
+        return {"records": [], "wall_s": 0.0, "stopped_by_deadline": False, "summary": summarize([], 0.0)}
+    arrivals = random.Random(f"{seed}/arrivals")
+    conversation_rate = rate * len(conversations) / turns
+    records: List[Dict[str, Any]] = []
+    state = {"sent": 0, "stopped_by_deadline": False}
+    t0 = time.monotonic()
+    deadline = t0 + max_seconds
+
+    async def play(session, conv: Conversation) -> None:
+        replies: List[str] = []
+        for k in range(len(conv.turns)):
+            seq = state["sent"]
+            state["sent"] += 1
+            rec, reply = await play_turn(session, pick(), model, conv, k, replies, session_header, request_timeout, seq)
+            records.append(rec)
+            if not rec["ok"] or k + 1 == len(conv.turns):
+                return
+            replies.append(reply)
+            await asyncio.sleep(think_seconds(conv, k, think_time, seed))
+
+    connector = aiohttp.TCPConnector(limit=0, force_close=False, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tasks = []
+        start = t0
+        for conv in conversations:
+            start += arrivals.expovariate(conversation_rate)
+            if start > deadline:
+                state["stopped_by_deadline"] = True
+                break
+            await asyncio.sleep(max(0.0, start - time.monotonic()))
+            tasks.append(asyncio.create_task(play(session, conv)))
+        await asyncio.gather(*tasks)
     wall = time.monotonic() - t0
     return {"records": records, "wall_s": wall, "stopped_by_deadline": state["stopped_by_deadline"],
             "summary": summarize(records, wall)}

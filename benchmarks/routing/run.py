@@ -35,6 +35,7 @@ import os
 import platform
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,7 @@ REPO_ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO_ROOT / "Tests" / "integration"))
 
-from loadgen import run_load  # noqa: E402
+from loadgen import run_load, run_open_load  # noqa: E402
 from replica_sim import DEFAULT_MODEL, ReplicaSim, metric_sum  # noqa: E402
 from workload import KINDS, add_arguments, build, describe, params_from  # noqa: E402
 
@@ -262,16 +263,22 @@ def wait_idle(replicas: Sequence[ReplicaSim], timeout: float = 30.0) -> None:
 
 
 def run_one(target: str, kind: str, convs, a: argparse.Namespace, replicas: Sequence[ReplicaSim],
-            run_dir: Path) -> Dict[str, Any]:
-    label = f"{target.replace(':', '-')}-{kind}-{a.concurrency}"
+            run_dir: Path, rep: int = 0) -> Dict[str, Any]:
+    level = f"rate{a.rate:g}" if a.rate else str(a.concurrency)
+    label = f"{target.replace(':', '-')}-{kind}-{level}" + (f"-run{rep + 1}" if rep else "")
     wait_idle(replicas)
     for r in replicas:
         r.reset()
-    result: Dict[str, Any] = {"target": target, "workload": kind, "concurrency": a.concurrency, "available": True}
+    result: Dict[str, Any] = {"target": target, "workload": kind, "concurrency": None if a.rate else a.concurrency,
+                              "rate": a.rate or None, "available": True, "run": rep + 1}
     try:
         with start_target(target, a, replicas, run_dir, label) as pick:
-            load = asyncio.run(run_load(convs, pick, a.model, a.concurrency, a.open_conversations, a.think_time,
-                                        a.seed, a.request_timeout, a.max_seconds, a.session_header or None))
+            if a.rate:
+                load = asyncio.run(run_open_load(convs, pick, a.model, a.rate, a.think_time, a.seed, a.request_timeout,
+                                                 a.max_seconds, a.session_header or None))
+            else:
+                load = asyncio.run(run_load(convs, pick, a.model, a.concurrency, a.open_conversations, a.think_time,
+                                            a.seed, a.request_timeout, a.max_seconds, a.session_header or None))
     except Unavailable as e:
         return {**result, "available": False, "reason": str(e)}
     wait_idle(replicas)
@@ -304,14 +311,23 @@ def fmt(v: Any, pct: bool = False) -> str:
     return str(v)
 
 
+def load_label(r: Dict[str, Any]) -> str:
+    """A result's load level as the table shows it."""
+    return f"{r['rate']:g} req/s" if r.get("rate") else f"{r['concurrency']} in flight"
+
+
 def workload_lines(sizes: Dict[str, Dict[str, Any]], a: argparse.Namespace) -> str:
     out = []
     for k, d in sizes.items():
+        loads = []
+        if a.levels:
+            loads.append(f"{' and '.join(map(str, a.levels))} in flight ({a.replicas} x {a.max_num_seqs} batch places), "
+                         f"{a.open_conversations_arg or 'twice as many'} conversations open")
+        if a.rates and k == "shared":
+            loads.append(f"open loop at {' and '.join(f'{r:g}' for r in a.rates)} requests/s")
         line = (f"- {k}: {d['requests']} requests in {d['conversations']} conversations, avg prompt "
-                f"{d['avg_prompt_tokens']} tokens; {' and '.join(map(str, a.levels))} in flight "
-                f"({a.replicas} x {a.max_num_seqs} batch places), "
-                f"{a.open_conversations_arg or 'twice as many'} conversations open, think time {a.think_time} s; {a.replicas} replicas of {a.num_gpu_blocks} blocks x "
-                f"{a.block_size} tokens")
+                f"{d['avg_prompt_tokens']} tokens; {'; '.join(loads)}; think time {a.think_time} s; "
+                f"{a.replicas} replicas of {a.num_gpu_blocks} blocks x {a.block_size} tokens")
         if d["tenants"]:
             line += (f"; {d['tenants']} tenants' system prompts {d['system_prompt_blocks']} blocks; best possible "
                      f"prefix-cache hit rate {100 * d['ideal_hit_rate']:.1f}%")
@@ -320,21 +336,42 @@ def workload_lines(sizes: Dict[str, Dict[str, Any]], a: argparse.Namespace) -> s
 
 
 def table(results: Sequence[Dict[str, Any]]) -> str:
-    head = ("| workload | in flight | target | ok / failed | prefix-cache hits | TTFT mean ms | TTFT mean ms, warm "
+    runs = max((r.get("run", 1) for r in results), default=1) > 1
+    head = ("| workload | load | target | ok / failed | prefix-cache hits | TTFT mean ms | TTFT mean ms, warm "
             "| TTFT p50 ms | TTFT p90 ms | queued ms mean | output tok/s | req/s | requests per replica |")
     lines = [head, "|" + "---|" * 13]
     for r in results:
+        target = f"{r['target']} (run {r.get('run', 1)})" if runs else r["target"]
         if not r["available"]:
-            lines.append(f"| {r['workload']} | {r['concurrency']} | {r['target']} | not available: "
+            lines.append(f"| {r['workload']} | {load_label(r)} | {target} | not available: "
                          f"{r['reason'][:110].replace('|', '/')} | | | | | | | | | |")
             continue
         per = " / ".join(str(int(x["finished"])) for x in r["replicas"])
         flag = " (deadline)" if r.get("stopped_by_deadline") else ""
-        lines.append(f"| {r['workload']} | {r['concurrency']} | {r['target']} | {r['ok']} / {r['failed']}{flag} | "
+        lines.append(f"| {r['workload']} | {load_label(r)} | {target} | {r['ok']} / {r['failed']}{flag} | "
                      f"{fmt(r['prefix_hit_rate'], pct=True)} | {fmt(r['ttft_ms'].get('mean'))} | {fmt(r['ttft_ms'].get('mean_warm'))} | "
                      f"{fmt(r['ttft_ms']['p50'])} | "
                      f"{fmt(r['ttft_ms']['p90'])} | {fmt(r.get('engine_queue_ms_mean'))} | "
                      f"{fmt(r['output_tokens_per_s'])} | {fmt(r['requests_per_s'])} | {per} |")
+    return "\n".join(lines)
+
+
+def ratios(results: Sequence[Dict[str, Any]], base: str = "gateway:least_loaded") -> str:
+    """Each target's mean time to first token over ``base``'s, run by run (each against the
+    same run's ``base``), per workload and level: how the ratio moves from run to run."""
+    done = [r for r in results if r["available"] and r["ok"] and r["ttft_ms"].get("mean")]
+    key = lambda r: (r["workload"], load_label(r), r.get("run", 1))
+    bases = {key(r): r["ttft_ms"]["mean"] for r in done if r["target"] == base}
+    rows: Dict[tuple, List[float]] = {}
+    for r in done:
+        if r["target"] != base and key(r) in bases:
+            rows.setdefault((r["workload"], load_label(r), r["target"]), []).append(r["ttft_ms"]["mean"] / bases[key(r)])
+    if not rows:
+        return ""
+    lines = [f"| workload | load | target | TTFT mean / {base}'s, each run | median |", "|---|---|---|---|---|"]
+    for (kind, level, target), values in rows.items():
+        lines.append(f"| {kind} | {level} | {target} | {' / '.join(f'{v:.2f}' for v in values)} | "
+                     f"{statistics.median(values):.2f} |")
     return "\n".join(lines)
 
 
@@ -356,10 +393,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--concurrency", default="24,32",
                    help="requests in flight (closed loop), comma-separated: each workload runs at each level "
                         "(default 24,32: three quarters of the replicas' batch places, and all of them)")
+    p.add_argument("--rates", default=None,
+                   help="open-loop levels of the shared workload, requests/s, comma-separated: conversations "
+                        "arrive at random (Poisson) times whatever is in flight, as vLLM's benchmark_serving "
+                        "--request-rate (default 14,16: about 80 and 90 %% of what least_loaded serves with every "
+                        "batch place taken; none with --quick; '' for none; --concurrency '' runs these alone)")
     p.add_argument("--open-conversations", type=int, default=0,
                    help="conversations open at a time (default: 2 x concurrency)")
     p.add_argument("--think-time", type=float, default=0.5,
                    help="mean seconds between a reply and the conversation's next turn (exponential)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run every target this many times over (in turn, so that drift of the machine "
+                        "touches each alike) and report each run, and each target's mean TTFT over "
+                        "gateway:least_loaded's run by run")
     p.add_argument("--max-seconds", type=float, default=240.0, help="bound of one target's run of one workload")
     p.add_argument("--request-timeout", type=float, default=120.0)
     p.add_argument("--replicas", type=int, default=4)
@@ -395,26 +441,41 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         a.levels = [int(x) for x in str(a.concurrency).split(",") if x.strip()]
     except ValueError:
         p.error(f"--concurrency: whole numbers, comma-separated: {a.concurrency!r}")
-    if not a.levels or min(a.levels) < 1:
-        p.error(f"--concurrency: at least one level, each 1 or more: {a.concurrency!r}")
+    if a.rates is None:
+        a.rates = "" if a.quick else "14,16"
+    try:
+        a.rates = [float(x) for x in str(a.rates).split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--rates: numbers, comma-separated: {a.rates!r}")
+    if (a.levels and min(a.levels) < 1) or (a.rates and not min(a.rates) > 0) or not (a.levels or a.rates):
+        p.error(f"--concurrency / --rates: at least one level, each above 0: {a.concurrency!r} / {a.rates!r}")
+    if a.repeat < 1:
+        p.error(f"--repeat: 1 or more: {a.repeat}")
     if a.quick:
         a.requests = min(a.requests, 48)
         a.random_requests = min(a.random_requests, 16)
         a.levels = sorted({min(c, 12) for c in a.levels})
+        a.rates = sorted({min(r, 8.0) for r in a.rates})
         a.think_time = min(a.think_time, 0.2)
         a.max_seconds = min(a.max_seconds, 60.0)
-    a.concurrency = a.levels[-1]
-    a.open_conversations = a.open_conversations or 2 * a.concurrency
+    a.concurrency = a.levels[-1] if a.levels else 0
+    a.rate = 0.0
+    # (An open loop has as many open as arrive: the workload's live-size estimate takes 64.)
+    a.open_conversations = a.open_conversations or (2 * a.concurrency if a.concurrency else 64)
     return a
 
 
-def at_level(a: argparse.Namespace, concurrency: int) -> argparse.Namespace:
-    """The arguments of one load level: ``concurrency`` in flight, and (unless given)
-    twice as many conversations open."""
-    level = argparse.Namespace(**vars(a))
-    level.concurrency = concurrency
-    level.open_conversations = a.open_conversations_arg or 2 * concurrency
-    return level
+def at_level(a: argparse.Namespace, level: tuple) -> argparse.Namespace:
+    """The arguments of one load level: ``("in flight", n)``, n in flight with (unless
+    given) twice as many conversations open; or ``("rate", r)``, open loop at r requests/s."""
+    out = argparse.Namespace(**vars(a))
+    kind, value = level
+    if kind == "rate":
+        out.rate = value
+    else:
+        out.concurrency = value
+        out.open_conversations = a.open_conversations_arg or 2 * value
+    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -448,19 +509,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 block_size=a.block_size, max_num_seqs=a.max_num_seqs, max_num_batched_tokens=a.max_num_batched_tokens,
                 prefill_us_per_token=a.prefill_us_per_token, decode_ms_per_step=a.decode_ms_per_step,
                 decode_us_per_seq=a.decode_us_per_seq, max_loras=a.max_loras))
-        runs = [(kind, level) for level in a.levels for kind in kinds]
-        for target in targets:
-            for n, (kind, level) in enumerate(runs):
-                log(f"{target} / {kind} / {level} in flight ...")
-                res = run_one(target, kind, workloads[kind], at_level(a, level), replicas, run_dir)
-                results.append(res)
-                if not res["available"]:
-                    log(f"{target}: not available: {res['reason']}")
-                    results += [{**res, "workload": k, "concurrency": c} for k, c in runs[n + 1:]]
-                    break
-                log(f"{target} / {kind} / {level} in flight: {res['ok']} ok, {res['failed']} failed, hits "
-                    f"{fmt(res['prefix_hit_rate'], pct=True)}, TTFT p50 {fmt(res['ttft_ms']['p50'])} ms, "
-                    f"{fmt(res['output_tokens_per_s'])} tok/s, {res['wall_s']} s")
+        runs = [(kind, ("in flight", n)) for n in a.levels for kind in kinds]
+        runs += [("shared", ("rate", r)) for r in a.rates if "shared" in kinds]
+        unavailable = set()
+        for rep in range(a.repeat):
+            for target in targets:
+                if target in unavailable:
+                    continue
+                for n, (kind, level) in enumerate(runs):
+                    shown = f"{level[1]:g} req/s" if level[0] == "rate" else f"{level[1]} in flight"
+                    log(f"{target} / {kind} / {shown}" + (f" (run {rep + 1} of {a.repeat})" if a.repeat > 1 else "") + " ...")
+                    res = run_one(target, kind, workloads[kind], at_level(a, level), replicas, run_dir, rep)
+                    results.append(res)
+                    if not res["available"]:
+                        log(f"{target}: not available: {res['reason']}")
+                        results += [{**res, "workload": k, "concurrency": None if kind_ == "rate" else v,
+                                     "rate": v if kind_ == "rate" else None} for k, (kind_, v) in runs[n + 1:]]
+                        unavailable.add(target)
+                        break
+                    log(f"{target} / {kind} / {shown}: {res['ok']} ok, {res['failed']} failed, hits "
+                        f"{fmt(res['prefix_hit_rate'], pct=True)}, TTFT mean {fmt(res['ttft_ms'].get('mean'))} ms, "
+                        f"p50 {fmt(res['ttft_ms']['p50'])} ms, {fmt(res['output_tokens_per_s'])} tok/s, {res['wall_s']} s")
     finally:
         for r in replicas:
             r.stop()
@@ -476,6 +545,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     json_path.write_text(json.dumps(report, indent=1))
     print(workload_lines(sizes, a) + "\n")
     print(table(results))
+    summary = ratios(results)
+    if summary and (a.repeat > 1 or "gateway:cache_aware" in targets):
+        print("\n" + summary)
     print(f"\nJSON: {json_path} (logs and per-request records in {run_dir})")
     base = [r for r in results if r["target"] == "direct-random" and r["available"]]
     broken = [r for r in results
