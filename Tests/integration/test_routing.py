@@ -20,6 +20,15 @@ def config(upstreams, routing: str = "cache_aware") -> str:
     return f"upstreams:\n{ups}models:\n  m: {{ upstreams: [{names}], upstream_model: {MODEL}, routing: {routing} }}\n"
 
 
+def spare_config(upstreams) -> str:
+    """Model m on u0 and u1 (cache_aware), with the fallback model spare on the rest."""
+    ups = "".join(f"  u{i}: {{ url: {u.url} }}\n" for i, u in enumerate(upstreams))
+    spare = ", ".join(f"u{i}" for i in range(2, len(upstreams)))
+    return (f"upstreams:\n{ups}models:\n"
+            f"  m: {{ upstreams: [u0, u1], upstream_model: {MODEL}, fallbacks: [spare] }}\n"
+            f"  spare: {{ upstreams: [{spare}], upstream_model: {MODEL} }}\n")
+
+
 def system_prompt(tenant: int) -> str:
     # ~3 KB: a dozen whole 256-byte blocks.
     return f"You are the assistant of tenant {tenant}. " + " ".join(f"rule-{tenant}-{i}" for i in range(300))
@@ -201,11 +210,7 @@ def test_a_lora_adapter_goes_where_it_runs_then_where_a_slot_is_free(gateway_fac
 
 def test_a_model_none_of_whose_upstreams_is_well_counts_a_fallback(gateway_factory, fake_vllm_factory):
     fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(3)]
-    ups = "".join(f"  u{i}: {{ url: {u.url} }}\n" for i, u in enumerate(fakes))
-    cfg = (f"upstreams:\n{ups}models:\n"
-           f"  m: {{ upstreams: [u0, u1], upstream_model: {MODEL}, fallbacks: [spare] }}\n"
-           f"  spare: {{ upstreams: [u2], upstream_model: {MODEL} }}\n")
-    gw = gateway_factory(config=cfg, workers=1, env=FAST)
+    gw = gateway_factory(config=spare_config(fakes), workers=1, env=FAST)
     for fake in fakes[:2]:
         fake.control("/_control/health", {"status": 503})
     samples = lambda: parse_metrics(http_request(gw.host, gw.port, "GET", "/metrics").text)
@@ -222,11 +227,7 @@ def test_a_prompt_is_recorded_only_where_it_was_sent(gateway_factory, fake_vllm_
     prefix index only for the replica it was sent to: the fallback's replicas, never asked,
     do not pass for holding it."""
     fakes = [fake_vllm_factory(models=[MODEL]) for _ in range(4)]
-    ups = "".join(f"  u{i}: {{ url: {u.url} }}\n" for i, u in enumerate(fakes))
-    cfg = (f"upstreams:\n{ups}models:\n"
-           f"  m: {{ upstreams: [u0, u1], upstream_model: {MODEL}, fallbacks: [spare] }}\n"
-           f"  spare: {{ upstreams: [u2, u3], upstream_model: {MODEL} }}\n")
-    gw = gateway_factory(config=cfg, workers=1, env=FAST)
+    gw = gateway_factory(config=spare_config(fakes), workers=1, env=FAST)
     long_text = system_prompt(5)
     chat_model(gw, "m", long_text)
     chat_model(gw, "m", long_text)
