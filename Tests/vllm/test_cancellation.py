@@ -18,7 +18,10 @@ every route, once over 20 s for /v1/responses on a loaded CI machine — hence 6
 another CI run none at all for /v1/responses: the generation ran to its end first; once none
 within 60 s for /v1/chat/completions straight to vLLM on this machine. A missing abort is
 therefore recorded as an expected failure on the direct side (vLLM itself) and on the
-/v1/responses route; through the gateway, on the other routes, it is required.
+/v1/responses route; through the gateway, on the other routes, it is required, unless vLLM
+then also fails to abort the same stream hung up by a client of its own (seen in CI: a run
+where vLLM aborted none within 60 s, direct or not): the gateway is held to what vLLM does
+without it.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ import re
 import time
 
 import pytest
+
+from conftest import API_KEY, VLLM_MODEL, Target
 
 LONG = 3000
 MESSAGES = [{"role": "user", "content": "Count forever."}]
@@ -64,29 +69,46 @@ def _ended_before_hang_up(target, route, closed_at):
 
 
 def _hang_up_until_aborted(target, route, hang_up, timeout=60, attempts=3):
-    """`hang_up()` starts a long stream, reads its first events, hangs up and returns the
-    engine request id; vLLM must then abort it. Seen on this 2-core machine with vLLM
+    """`hang_up(target)` starts a long stream, reads its first events, hangs up and returns
+    the engine request id; vLLM must then abort it. Seen on this 2-core machine with vLLM
     generating flat out: every other process, the gateway's timer thread included, went
     unscheduled for the whole 4.5 s generation (strace: a 250 ms epoll timeout returned
     after 4.75 s), so the client's hang-up came after the stream had ended and there was
     nothing left to abort. Such an attempt, and only such (the gateway's log says the
-    stream ended before the hang-up), is tried again."""
+    stream ended before the hang-up), is tried again. Any other missing abort through the
+    gateway is then tried straight to vLLM: if vLLM does not abort that one either, the
+    missing abort is vLLM's (an expected failure), else the gateway's (a failure)."""
     for _ in range(attempts):
-        request_id = hang_up()
+        request_id = hang_up(target)
         closed_at = time.time()
         try:
             return _wait_aborted(target, request_id, timeout=timeout)
         except AssertionError:
-            if target.name == "vllm" or not _ended_before_hang_up(target, route, closed_at):
+            if target.name == "vllm":
+                raise
+            if not _ended_before_hang_up(target, route, closed_at):
+                _unless_vllm_misses_it_too(target, hang_up, timeout)
                 raise
     pytest.fail(f"in {attempts} attempts the client could not hang up before the stream ended")
 
 
+def _unless_vllm_misses_it_too(target, hang_up, timeout):
+    """After a missing abort through the gateway: the same hang-up straight to vLLM. An expected
+    failure when vLLM does not abort that one either; returns when it does."""
+    direct = Target("vllm", target.vllm.url, VLLM_MODEL, API_KEY, target.vllm)
+    request_id = hang_up(direct)
+    try:
+        direct.vllm.wait_for_log(rf"Request {re.escape(request_id)}([-_]\d+)? aborted\.", timeout=timeout)
+    except AssertionError:
+        pytest.xfail(f"vLLM 0.32 aborted neither the gateway's stream nor a direct client's ({request_id}) "
+                     f"within {timeout} s of the hang-up (its generators were not finalized in time)")
+
+
 @pytest.mark.routes("/v1/chat/completions")
 def test_chat_stream_disconnect_aborts(target):
-    def hang_up():
-        stream = target.openai().chat.completions.create(
-            model=target.model, messages=MESSAGES, max_tokens=LONG, temperature=0, stream=True,
+    def hang_up(t):
+        stream = t.openai().chat.completions.create(
+            model=t.model, messages=MESSAGES, max_tokens=LONG, temperature=0, stream=True,
             extra_body={"ignore_eos": True})
         return _first_then_close(stream, 3)[0].id
     _hang_up_until_aborted(target, "/v1/chat/completions", hang_up)
@@ -94,9 +116,9 @@ def test_chat_stream_disconnect_aborts(target):
 
 @pytest.mark.routes("/v1/completions")
 def test_completions_stream_disconnect_aborts(target):
-    def hang_up():
-        stream = target.openai().completions.create(
-            model=target.model, prompt="Count forever.", max_tokens=LONG, temperature=0, stream=True,
+    def hang_up(t):
+        stream = t.openai().completions.create(
+            model=t.model, prompt="Count forever.", max_tokens=LONG, temperature=0, stream=True,
             extra_body={"ignore_eos": True})
         return _first_then_close(stream, 3)[0].id
     _hang_up_until_aborted(target, "/v1/completions", hang_up)
@@ -104,9 +126,9 @@ def test_completions_stream_disconnect_aborts(target):
 
 @pytest.mark.routes("/v1/responses")
 def test_responses_stream_disconnect_aborts(target):
-    def hang_up():
-        stream = target.openai().responses.create(
-            model=target.model, input="Count forever.", max_output_tokens=LONG, temperature=0, stream=True,
+    def hang_up(t):
+        stream = t.openai().responses.create(
+            model=t.model, input="Count forever.", max_output_tokens=LONG, temperature=0, stream=True,
             extra_body={"ignore_eos": True})
         events = _first_then_close(stream, 5)
         assert events[0].type == "response.created"
@@ -127,8 +149,8 @@ def test_messages_stream_disconnect_aborts(target):
     # No ignore_eos on vLLM's Messages route; greedy decoding of this model never picks EOS
     # for this prompt (checked: 3900 tokens, stop_reason max_tokens).
     # (anthropic 2.10's messages.stream() takes no `temperature`: it goes in extra_body.)
-    def hang_up():
-        with target.anthropic().messages.stream(model=target.model, max_tokens=LONG, messages=MESSAGES,
+    def hang_up(t):
+        with t.anthropic().messages.stream(model=t.model, max_tokens=LONG, messages=MESSAGES,
                                                 extra_body={"temperature": 0}) as stream:
             it = iter(stream)
             events = [next(it) for _ in range(4)]
