@@ -318,7 +318,7 @@ final class ProxyHandler: Sendable {
                 attempts.append(Attempt(target: candidate, upstream: candidate.upstreams[0]))
                 continue
             }
-            let byPrompt = pickers[RoutingPolicy.allCases.firstIndex(of: candidate.routing)!].needsPromptMatch
+            let byPrompt = picker(for: candidate.routing).needsPromptMatch
             if byPrompt && blocks == nil { blocks = Self.promptBlocks(of: body) }
             var decision = route(candidate, blocks: byPrompt ? blocks! : [], sessionID: sessionID)
             if position == 0 {
@@ -346,7 +346,7 @@ final class ProxyHandler: Sendable {
     /// shared view every worker reads (health, breakers, in-flight counts, engine queues, the
     /// prefix index matched against `blocks`, the prompt's when the policy routes by prompt).
     func route(_ target: ModelRegistry.Target, blocks: [UInt64], sessionID: String?) -> RoutingDecision {
-        let picker = pickers[RoutingPolicy.allCases.firstIndex(of: target.routing)!]
+        let picker = picker(for: target.routing)
         let now = MonotonicInstant.now().nanoseconds / 1000
         var request = RoutingRequest(
             candidates: target.upstreams.map {
@@ -368,6 +368,11 @@ final class ProxyHandler: Sendable {
             request.ticket = segment.nextRoutingTicket()
         }
         return picker.decide(request)
+    }
+
+    /// The picker of `routing` (made once, at start).
+    private func picker(for routing: RoutingPolicy) -> any UpstreamPicker {
+        pickers[RoutingPolicy.allCases.firstIndex(of: routing)!]
     }
 
     /// Records that the prompt cut into `blocks` was sent to `upstream` to prefill: what
